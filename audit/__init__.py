@@ -1,0 +1,20 @@
+"""audit: audit trained classifiers before they ship; this module is the public plugin API."""
+
+from audit.analysis import Analysis, Context, Figure, Finding, Metric, Options, Severity
+from audit.errors import AuditError
+from audit.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Analysis",
+    "AuditError",
+    "Context",
+    "Figure",
+    "Finding",
+    "Metric",
+    "Options",
+    "Severity",
+    "hookimpl",
+    "__version__",
+]

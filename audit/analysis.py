@@ -1,0 +1,255 @@
+"""The Analysis base class, its options, the Context it runs in, and the records it yields."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Union
+
+import pydantic
+
+if TYPE_CHECKING:  # heavy modules stay out of `audit --help`
+    import numpy as np
+
+    from audit.data import Dataset
+    from audit.models import Model
+
+
+class Severity(str, enum.Enum):
+    """How much a failed check matters; `--fail-on` compares against this order."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_ORDER.index(self)
+
+    @classmethod
+    def parse(cls, value: Union[str, "Severity"]) -> "Severity":
+        if isinstance(value, Severity):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            valid = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown severity {value!r}; use one of {valid}") from None
+
+
+_SEVERITY_ORDER = [Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+
+
+class Options(pydantic.BaseModel):
+    """Base class for an analysis's options: typed, with defaults, unknown keys refused."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass
+class Finding:
+    """One check with a verdict: `check` is a stable id, `subject` what it is about."""
+
+    check: str
+    title: str
+    severity: Severity
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    message: str = ""
+    subject: str | None = None
+    tags: frozenset[str] = frozenset()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.severity = Severity.parse(self.severity)
+        self.passed = bool(self.passed)
+        self.value = _plain_number(self.value)
+        self.threshold = _plain_number(self.threshold)
+        self.tags = frozenset(self.tags)
+
+
+@dataclass
+class Metric:
+    """A named value, optionally for one group, with an optional confidence interval."""
+
+    name: str
+    value: float | None
+    subject: str | None = None
+    group: str | None = None
+    lower: float | None = None
+    upper: float | None = None
+    count: int | None = None
+    unit: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.value = _plain_number(self.value)
+        self.lower = _plain_number(self.lower)
+        self.upper = _plain_number(self.upper)
+        self.count = None if self.count is None else int(self.count)
+
+
+@dataclass
+class Figure:
+    """A chart or image for the report: a matplotlib figure, or an (H, W[, C]) array."""
+
+    name: str
+    title: str
+    figure: Any
+    caption: str = ""
+    subject: str | None = None
+
+
+Record = Union[Finding, Metric, Figure]
+
+
+def _plain_number(value):
+    """Store plain floats: numpy scalars and 0-d arrays do not survive JSON or SQLite."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"expected a number or None, got {value!r}") from None
+
+
+class Progress:
+    """A progress handle; the runner swaps in one that draws a bar on stderr."""
+
+    def __init__(self, total: int | None = None, description: str = ""):
+        self.total = total
+        self.description = description
+        self.completed = 0
+
+    def advance(self, amount: int = 1) -> None:
+        self.completed += amount
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class Context:
+    """What an analysis sees: the model, the data, the shared clean predictions, a seeded rng.
+
+    ``predictions`` are class probabilities (N, C) from the one clean forward
+    pass of the run; ``logits`` come from the same pass (for a model that
+    outputs probabilities they are log-probabilities).
+    """
+
+    model: "Model"
+    data: "Dataset"
+    predictions: "np.ndarray"
+    logits: "np.ndarray"
+    rng: "np.random.Generator"
+    seed: int = 0
+    device: str = "cpu"
+    progress_factory: Callable[..., Progress] = Progress
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def predicted(self) -> "np.ndarray":
+        """Predicted class per row."""
+        return self.predictions.argmax(axis=1)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.predictions.shape[1])
+
+    def progress(self, total: int | None = None, description: str = "") -> Progress:
+        """A progress handle: ``with ctx.progress(n, "steps") as p: p.advance()``."""
+        return self.progress_factory(total=total, description=description)
+
+    def note(self, text: str) -> None:
+        """Record a limitation or caveat; the report shows it with the analysis."""
+        self.notes.append(str(text))
+
+    def torch_generator(self):
+        """A torch.Generator on the model's device, seeded from this analysis's seed."""
+        import torch
+
+        generator = torch.Generator(device=self.model.device)
+        generator.manual_seed(int(self.seed))
+        return generator
+
+
+class Analysis:
+    """Base class of every analysis; subclass it, set the class attributes, write run().
+
+    ``requires`` may name: ``labels``, ``attributes``, ``gradients``,
+    ``activations``, ``images``, ``torch``. An analysis whose requirements the
+    model or data cannot meet is recorded as skipped with the reason.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    category: ClassVar[str] = "other"
+    requires: ClassVar[frozenset[str] | set[str]] = frozenset()
+    tags: ClassVar[frozenset[str] | set[str]] = frozenset()
+
+    class Options(Options):
+        pass
+
+    def __init__(self, options: "Options | dict | None" = None, **kwargs):
+        if options is None or isinstance(options, dict):
+            options = self.Options(**{**(options or {}), **kwargs})
+        self.options = options
+
+    @classmethod
+    def description(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    def skip_reason(self, ctx: Context) -> str | None:
+        """Return why this analysis cannot run on ``ctx``, or None; called after `requires`."""
+        return None
+
+    def run(self, ctx: Context) -> Iterable[Record]:
+        raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
+
+
+def option_fields(options_cls: type[Options]) -> list[dict[str, Any]]:
+    """Describe an Options class for `audit analyses`: name, type, default, description."""
+    fields = []
+    for name, info in options_cls.model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+        fields.append(
+            {
+                "name": name,
+                "type": type_name,
+                "default": default,
+                "required": info.is_required(),
+                "description": info.description or "",
+            }
+        )
+    return fields
+
+
+def iter_records(result: Iterable[Record] | None) -> Iterator[Record]:
+    """Accept run() written as a generator, or returning a list, or returning None."""
+    if result is None:
+        return iter(())
+    return iter(result)
+
+
+__all__ = [
+    "Analysis",
+    "Context",
+    "Figure",
+    "Finding",
+    "Metric",
+    "Options",
+    "Progress",
+    "Record",
+    "Severity",
+]

@@ -1,0 +1,222 @@
+"""Evaluation data: the Dataset type, the NPZ, CSV, Parquet and image-folder loaders, validation."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from audit.errors import AuditError
+
+Modality = Literal["tabular", "image", "tensor"]
+
+
+@dataclass
+class DataOptions:
+    """How to read the data: which columns are what, sampling, image preprocessing."""
+
+    label: str | None = None
+    attributes: list[str] = field(default_factory=list)
+    features: list[str] | None = None
+    sample: int | None = None
+    allow_nan: bool = False
+    modality: Modality | None = None
+    class_names: list[str] | None = None
+    attributes_file: str | None = None  # image folders: CSV keyed by file name
+    image_size: list[int] | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    grayscale: bool = False
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x``, optional labels ``y``, protected attributes, and where they came from.
+
+    ``attribute_features`` maps an attribute that is also a model input to its
+    column in ``x``, which is what counterfactual analyses vary.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
+    modality: Modality = "tabular"
+    class_names: list[str] | None = None
+    feature_names: list[str] | None = None
+    attribute_features: dict[str, int] = field(default_factory=dict)
+    path: str | None = None
+    sha256: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y is not None
+
+    def subset(self, index: np.ndarray) -> "Dataset":
+        return replace(
+            self,
+            x=self.x[index],
+            y=None if self.y is None else self.y[index],
+            attributes={k: v[index] for k, v in self.attributes.items()},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "rows": len(self),
+            "shape": list(self.x.shape[1:]),
+            "modality": self.modality,
+            "labels": self.has_labels,
+            "attributes": sorted(self.attributes),
+            "attribute_features": dict(self.attribute_features),
+            "class_names": self.class_names,
+        }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode())
+            digest.update(file.read_bytes())
+        return digest.hexdigest()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
+    """Read a data set from ``path`` (NPZ, CSV, Parquet or an image folder)."""
+    options = options or DataOptions()
+    path = Path(path)
+    if not path.exists():
+        raise AuditError(f"data file {path} does not exist; check the --data path")
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        from audit.data.images import load_image_folder
+
+        dataset = load_image_folder(path, options)
+    elif suffix == ".npz":
+        dataset = load_npz(path, options)
+    elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        from audit.data.tabular import load_table
+
+        dataset = load_table(path, options)
+    else:
+        raise AuditError(f"{path}: unknown data format {suffix or '(no suffix)'}; use .npz, .csv, .parquet or a folder of images")
+    dataset.path = str(path)
+    dataset.sha256 = sha256_of(path)
+    if options.modality:
+        dataset.modality = options.modality
+    if options.class_names:
+        dataset.class_names = list(options.class_names)
+    if len(dataset) == 0:
+        raise AuditError(f"{path}: the data set has no rows")
+    check_values(dataset, options)
+    if options.sample is not None:
+        if options.sample <= 0:
+            raise AuditError(f"--sample {options.sample}: give a positive number of rows")
+        if options.sample < len(dataset):
+            rng = np.random.default_rng(seed)
+            index = np.sort(rng.choice(len(dataset), size=options.sample, replace=False))
+            dataset = dataset.subset(index)
+    return dataset
+
+
+def load_npz(path: Path, options: DataOptions) -> Dataset:
+    try:
+        archive = np.load(path, allow_pickle=False)
+        arrays = {key: archive[key] for key in archive.files}
+    except Exception as error:  # noqa: BLE001 - zip and format errors come in many types
+        raise AuditError(f"{path}: not a readable .npz archive ({str(error).splitlines()[0][:120]})") from None
+    if "x" not in arrays:
+        raise AuditError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); save inputs as x=..., labels as y=...")
+    x = arrays.pop("x")
+    if x.ndim < 2:
+        raise AuditError(f"{path}: 'x' has shape {x.shape}; expected (rows, features) or (rows, channels, height, width)")
+    if not np.issubdtype(x.dtype, np.number):
+        raise AuditError(f"{path}: 'x' has dtype {x.dtype}; model inputs must be numeric")
+    n = len(x)
+    y = arrays.pop("y", None)
+    if y is not None:
+        y = _labels(np.asarray(y), n, path)
+    feature_names = [str(f) for f in arrays.pop("feature_names")] if "feature_names" in arrays else None
+    class_names = [str(c) for c in arrays.pop("class_names")] if "class_names" in arrays else None
+    attributes = {}
+    for key, value in arrays.items():
+        if value.ndim == 1 and len(value) == n:
+            attributes[key] = value.astype(str) if value.dtype.kind in "US" else value
+    if options.attributes:
+        unknown = [a for a in options.attributes if a not in attributes]
+        if unknown:
+            raise AuditError(f"{path}: no attribute array {', '.join(unknown)} (attributes found: {', '.join(sorted(attributes)) or 'none'})")
+        attributes = {a: attributes[a] for a in options.attributes}
+    modality: Modality = "tabular" if x.ndim == 2 else "image" if x.ndim in (3, 4) else "tensor"
+    attribute_features = {}
+    if feature_names and modality == "tabular":
+        attribute_features = {a: feature_names.index(a) for a in attributes if a in feature_names}
+    return Dataset(
+        x=x.astype(np.float32, copy=False),
+        y=y,
+        attributes=attributes,
+        modality=modality,
+        class_names=class_names,
+        feature_names=feature_names,
+        attribute_features=attribute_features,
+    )
+
+
+def _labels(y: np.ndarray, n: int, path) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise AuditError(f"{path}: labels 'y' have shape {y.shape}; expected one label per row ({n},)")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise AuditError(f"{path}: labels 'y' must be whole class indices, found non-integer values")
+    elif y.dtype.kind not in "iub":
+        raise AuditError(f"{path}: labels 'y' have dtype {y.dtype}; expected class indices 0..C-1")
+    return y.astype(np.int64)
+
+
+def check_values(dataset: Dataset, options: DataOptions) -> None:
+    bad = ~np.isfinite(dataset.x)
+    count = int(bad.sum())
+    if count and not options.allow_nan:
+        rows = int(bad.reshape(len(dataset.x), -1).any(axis=1).sum())
+        raise AuditError(
+            f"{dataset.path}: {count} NaN or infinite value(s) in the inputs, in {rows} row(s); "
+            "clean the data, or set allow_nan = true under [data] if the model handles them"
+        )
+
+
+def validate_against_model(dataset: Dataset, model) -> None:
+    """Check shapes and labels against the model; a probe on two rows catches the rest."""
+    row_shape = tuple(dataset.x.shape[1:])
+    expected = tuple(model.input_shape)
+    if expected and (len(expected) != len(row_shape) or any(e is not None and e != r for e, r in zip(expected, row_shape))):
+        shown = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
+        raise AuditError(f"{dataset.path}: rows have shape {row_shape} but the model expects {shown}; pick the right features or model")
+    before = model.counters.snapshot()
+    try:
+        model.raw_outputs(dataset.x[:2])
+    except AuditError:
+        raise
+    except Exception as error:  # noqa: BLE001 - runtimes raise their own types on bad shapes
+        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise AuditError(f"{dataset.path}: the model rejected rows of shape {row_shape} ({first}); check the features match the model's input") from None
+    finally:
+        # The probe is validation, not analysis work: keep the counters honest.
+        model.counters = before
+    if dataset.y is not None:
+        n_classes = model.n_classes
+        low, high = int(dataset.y.min()), int(dataset.y.max())
+        if low < 0 or high >= n_classes:
+            raise AuditError(f"{dataset.path}: labels range over {low}..{high} but the model has {n_classes} classes (0..{n_classes - 1})")
+    if dataset.class_names and len(dataset.class_names) != model.n_classes:
+        raise AuditError(f"{dataset.path}: {len(dataset.class_names)} class names for a model with {model.n_classes} classes")

@@ -1,0 +1,47 @@
+"""Model loading: the `load_model` hook first, then the built-in ONNX and PyTorch loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from audit.errors import AuditError
+from audit.hookspecs import hookimpl
+from audit.models.base import Counters, LoadOptions, Model, detect_output_kind, normalise_outputs, parse_device
+
+__all__ = ["Counters", "LoadOptions", "Model", "detect_output_kind", "load", "normalise_outputs", "parse_device"]
+
+
+def load(path, options: LoadOptions | None = None, plugin_manager=None) -> Model:
+    """Load the model at ``path`` through the plugin hooks; bad files raise AuditError."""
+    options = options or LoadOptions()
+    parse_device(options.device)
+    path = Path(path)
+    if not path.exists():
+        raise AuditError(f"model file {path} does not exist; check the path")
+    if path.is_dir():
+        raise AuditError(f"model path {path} is a folder; give the model file (.onnx, .pt, .pt2)")
+    if plugin_manager is None:
+        from audit.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    model = plugin_manager.hook.load_model(path=path, options=options)
+    if model is None:
+        raise AuditError(f"{path}: no loader for {path.suffix or 'files without a suffix'}; audit reads .onnx, TorchScript .pt/.pth and torch.export .pt2")
+    return model
+
+
+class BuiltinLoaders:
+    """The default loaders, `trylast` so that a plugin can claim any format first."""
+
+    @hookimpl(trylast=True)
+    def load_model(self, path, options):
+        suffix = Path(path).suffix.lower()
+        if suffix == ".onnx":
+            from audit.models.onnx import load_onnx
+
+            return load_onnx(Path(path), options)
+        from audit.models.torch import TORCH_SUFFIXES, load_torch
+
+        if suffix in TORCH_SUFFIXES:
+            return load_torch(Path(path), options)
+        return None

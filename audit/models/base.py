@@ -1,0 +1,293 @@
+"""The Model every analysis talks to: batched predictions, gradients, activations, pass counters."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    import torch
+
+OutputKind = Literal["logits", "probabilities"]
+
+
+@dataclass
+class LoadOptions:
+    """How to load a model: where it runs and how to read its outputs."""
+
+    device: str = "auto"
+    batch_size: int | None = None
+    output: OutputKind | None = None  # None: detect from the first batch
+    trust_model_code: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Counters:
+    """Rows sent forward and backward through the model, and the seconds spent."""
+
+    forward_rows: int = 0
+    backward_rows: int = 0
+    forward_seconds: float = 0.0
+    backward_seconds: float = 0.0
+
+    def snapshot(self) -> "Counters":
+        return Counters(self.forward_rows, self.backward_rows, self.forward_seconds, self.backward_seconds)
+
+    def since(self, start: "Counters") -> "Counters":
+        return Counters(
+            self.forward_rows - start.forward_rows,
+            self.backward_rows - start.backward_rows,
+            self.forward_seconds - start.forward_seconds,
+            self.backward_seconds - start.backward_seconds,
+        )
+
+
+def parse_device(device: str | None) -> str:
+    """Normalise `--device`: auto, cpu, cuda or cuda:N; anything else is an AuditError."""
+    value = (device or "auto").strip().lower()
+    if value in ("auto", "cpu", "cuda"):
+        return value
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return value
+    raise AuditError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (for example cuda:0)")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "out of memory" in text or "failed to allocate" in text or "outofmemory" in type(error).__name__.lower()
+
+
+class Model:
+    """A classifier behind one interface, whatever the runtime.
+
+    Subclasses implement ``_forward_numpy`` (raw outputs for one batch) and,
+    where the runtime allows, the torch hooks. Everything else, batching,
+    out-of-memory retries, output normalisation and counting, lives here.
+    """
+
+    format: str = "unknown"
+    provider: str = "unknown"
+
+    def __init__(
+        self,
+        *,
+        path=None,
+        input_shape: tuple,
+        n_classes: int | None,
+        device: str = "cpu",
+        batch_size: int | None = None,
+        output: OutputKind | None = None,
+        input_dtype=np.float32,
+    ):
+        self.path = path
+        self.input_shape = tuple(input_shape)
+        self._n_classes = n_classes
+        self.device = device
+        self.input_dtype = np.dtype(input_dtype)
+        self.output_kind: OutputKind | None = output
+        self.output_detected = output is None
+        self.batch_size = batch_size or self._default_batch_size()
+        self.counters = Counters()
+        self.warnings: list[str] = []
+
+    # -- what the runtime can do -------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"predict"})
+
+    @property
+    def n_classes(self) -> int:
+        if self._n_classes is None:
+            raise AuditError("the number of classes is not known until the model has run once")
+        return self._n_classes
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "provider": self.provider,
+            "device": self.device,
+            "input_shape": list(self.input_shape),
+            "n_classes": self._n_classes,
+            "output": self.output_kind,
+            "batch_size": self.batch_size,
+            "capabilities": sorted(self.capabilities),
+        }
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
+    # -- batched predictions -----------------------------------------------------
+    def _default_batch_size(self) -> int:
+        row_values = int(np.prod([d for d in self.input_shape if isinstance(d, int) and d > 0] or [1]))
+        # About 32 MB of float32 input per batch: large enough to keep the
+        # device busy, small enough for activations of a mid-sized CNN.
+        size = max(1, (8 * 1024 * 1024) // max(row_values, 1))
+        return int(min(4096, 2 ** int(np.log2(size))))
+
+    def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def raw_outputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's own outputs for all rows, batched, counted, OOM-safe."""
+        x = np.ascontiguousarray(x, dtype=self.input_dtype)
+        if len(x) == 0:
+            raise AuditError("no rows to predict: the data set is empty")
+        start = time.perf_counter()
+        outputs = []
+        i = 0
+        while i < len(x):
+            chunk = x[i : i + self.batch_size]
+            try:
+                out = self._forward_numpy(chunk)
+            except Exception as error:  # noqa: BLE001 - retried only for out-of-memory
+                if is_out_of_memory(error) and self.batch_size > 1:
+                    self._release_memory()
+                    self.batch_size = max(1, self.batch_size // 2)
+                    self.warn(f"out of memory; batch size halved to {self.batch_size}")
+                    continue
+                raise
+            outputs.append(np.asarray(out, dtype=np.float64).reshape(len(chunk), -1))
+            i += len(chunk)
+        self.counters.forward_rows += len(x)
+        self.counters.forward_seconds += time.perf_counter() - start
+        raw = np.concatenate(outputs, axis=0)
+        self._settle_output_kind(raw)
+        return raw
+
+    def predict(self, x: np.ndarray, output: Literal["probabilities", "logits"] = "probabilities") -> np.ndarray:
+        """Class probabilities (N, C), or logits with ``output="logits"``."""
+        probabilities, logits = self.predict_both(x)
+        return logits if output == "logits" else probabilities
+
+    def predict_both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and logits from one pass over ``x``."""
+        return normalise_outputs(self.raw_outputs(x), self.output_kind)
+
+    def _settle_output_kind(self, raw: np.ndarray) -> None:
+        if self.output_kind is None:
+            self.output_kind = detect_output_kind(raw)
+        width = 2 if raw.shape[1] == 1 else raw.shape[1]
+        if self._n_classes is None:
+            self._n_classes = width
+
+    def _release_memory(self) -> None:
+        pass
+
+    # -- white-box access (torch runtimes) --------------------------------------
+    def torch_module(self) -> "torch.nn.Module":
+        raise AuditError(f"a {self.format} model has no torch module; white-box analyses need a PyTorch model")
+
+    def gradient(self, x: np.ndarray, target: np.ndarray, output: str = "logit") -> np.ndarray:
+        """d output[target] / d x for each row, batched; see ``input_gradient``."""
+        import torch
+
+        target = np.asarray(target, dtype=np.int64)
+        grads = []
+        for i in range(0, len(x), self.batch_size):
+            xb = torch.as_tensor(np.ascontiguousarray(x[i : i + self.batch_size]), dtype=torch.float32, device=self.device)
+            tb = torch.as_tensor(target[i : i + self.batch_size], device=self.device)
+            _, grad = self.input_gradient(xb, tb, output=output)
+            grads.append(grad.detach().cpu().numpy())
+        return np.concatenate(grads, axis=0)
+
+    def logits_torch(self, x: "torch.Tensor") -> "torch.Tensor":
+        """Logits for a tensor already on the device, counted; differentiable if x requires grad."""
+        raise AuditError(f"a {self.format} model cannot run torch tensors; white-box analyses need a PyTorch model")
+
+    def input_gradient(self, x: "torch.Tensor", target: "torch.Tensor", output: str = "logit"):
+        """Return (logits, d score/d x) for a device tensor, parameters untouched.
+
+        ``output`` picks the score: ``logit``, ``probability`` or
+        ``log_probability`` of class ``target`` per row (minus the latter is
+        the cross-entropy loss an attack ascends).
+        """
+        import torch
+
+        start = time.perf_counter()
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = self.logits_torch(x)
+            if output == "logit":
+                scores = logits
+            elif output == "probability":
+                scores = torch.softmax(logits, dim=1)
+            elif output == "log_probability":
+                scores = torch.log_softmax(logits, dim=1)
+            else:
+                raise ValueError(f"unknown output {output!r}: use logit, probability or log_probability")
+            picked = scores.gather(1, target.view(-1, 1).long()).sum()
+            (grad,) = torch.autograd.grad(picked, x)
+        self.counters.backward_rows += len(x)
+        self.counters.backward_seconds += time.perf_counter() - start
+        return logits.detach(), grad
+
+    def layers(self) -> list[str]:
+        return []
+
+    def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        raise AuditError(f"a {self.format} model does not expose intermediate activations")
+
+
+def detect_output_kind(raw: np.ndarray) -> OutputKind:
+    """Probabilities if every row is a distribution (or one column in [0, 1]), else logits."""
+    finite = raw[np.isfinite(raw).all(axis=1)]
+    if len(finite) == 0:
+        return "logits"
+    in_unit = bool(((finite >= 0) & (finite <= 1)).all())
+    if raw.shape[1] == 1:
+        return "probabilities" if in_unit else "logits"
+    sums_to_one = bool(np.allclose(finite.sum(axis=1), 1.0, atol=1e-3))
+    return "probabilities" if in_unit and sums_to_one else "logits"
+
+
+def normalise_outputs(raw: np.ndarray, kind: OutputKind | None) -> tuple[np.ndarray, np.ndarray]:
+    """Turn raw outputs into (probabilities, logits), both (N, C) with C >= 2.
+
+    A single column is the positive class of a binary model: a sigmoid output
+    p becomes [1 - p, p], a single logit z becomes logits [0, z] (so that
+    softmax reproduces the sigmoid exactly).
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    kind = kind or detect_output_kind(raw)
+    if raw.shape[1] == 1:
+        if kind == "probabilities":
+            p = np.clip(raw[:, 0], 0.0, 1.0)
+            probabilities = np.stack([1.0 - p, p], axis=1)
+            with np.errstate(divide="ignore"):
+                logits = np.log(np.clip(probabilities, 1e-300, None))
+            return probabilities, logits
+        logits = np.concatenate([np.zeros_like(raw), raw], axis=1)
+    elif kind == "probabilities":
+        probabilities = np.clip(raw, 0.0, None)
+        probabilities = probabilities / np.clip(probabilities.sum(axis=1, keepdims=True), 1e-300, None)
+        logits = np.log(np.clip(probabilities, 1e-300, None))
+        return probabilities, logits
+    else:
+        logits = raw
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True), logits
+
+
+def torch_logits(raw: "torch.Tensor", kind: OutputKind | None) -> "torch.Tensor":
+    """The torch counterpart of normalise_outputs' logits, differentiable."""
+    import torch
+
+    if raw.dim() == 1:
+        raw = raw.unsqueeze(1)
+    if raw.shape[1] == 1:
+        if kind == "probabilities":
+            p = raw.clamp(1e-12, 1 - 1e-12)
+            return torch.cat([torch.log1p(-p), torch.log(p)], dim=1)
+        return torch.cat([torch.zeros_like(raw), raw], dim=1)
+    if kind == "probabilities":
+        return torch.log(raw.clamp_min(1e-12))
+    return raw

@@ -1,0 +1,207 @@
+"""ONNX models through onnxruntime, on CUDA when a session really gets it, on the CPU otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from audit.errors import AuditError
+from audit.models.base import LoadOptions, Model, parse_device
+
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+# Node types whose outputs are worth probing as "layers".
+_LAYER_OPS = {"Gemm", "MatMul", "Relu", "Conv", "Tanh", "Sigmoid", "Gelu", "LeakyRelu", "Flatten", "GlobalAveragePool", "MaxPool", "AveragePool", "Add", "Elu", "Softplus"}
+
+
+def _providers_for(device: str):
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"], None
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if "CUDAExecutionProvider" not in available or (device == "auto" and not _gpu_present()):
+        if device == "auto":
+            return ["CPUExecutionProvider"], None
+        raise AuditError(
+            f"--device {device}: this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu); use --device cpu or auto"
+        )
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], index
+
+
+def _gpu_present() -> bool:
+    """Cheap check that a CUDA driver and device exist, so `auto` does not try (and log) in vain."""
+    import ctypes
+    import os
+
+    if not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg")):
+        return os.name == "nt"
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+class OnnxModel(Model):
+    """An ONNX graph in an onnxruntime InferenceSession."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path, options: LoadOptions):
+        import onnx
+        import onnxruntime as ort
+
+        device = parse_device(options.device)
+        try:
+            proto = onnx.load(str(path))
+            onnx.checker.check_model(proto)
+        except Exception as error:  # noqa: BLE001 - protobuf and checker raise many types
+            raise AuditError(f"{path}: not a valid ONNX model ({_short(error)}); re-export it with torch.onnx.export or skl2onnx") from None
+        self.proto = proto
+        providers, cuda_index = _providers_for(device)
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3  # CUDA fall-back chatter is reported by us, once
+        # onnxruntime logs a CUDA fall-back at error level; we check the providers
+        # in use below and report the outcome ourselves, in one line.
+        ort.set_default_logger_severity(4)
+        try:
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options, providers=providers)
+        except Exception as error:  # noqa: BLE001
+            raise AuditError(f"{path}: onnxruntime could not load the model ({_short(error)})") from None
+        finally:
+            ort.set_default_logger_severity(2)
+        in_use = session.get_providers()
+        if cuda_index is not None and "CUDAExecutionProvider" not in in_use:
+            if device != "auto":
+                raise AuditError(
+                    f"--device {device}: onnxruntime could not start CUDA here (missing CUDA/cuDNN libraries or no GPU); use --device cpu or auto"
+                )
+            cuda_index = None
+        self.session = session
+        self._session_options = session_options
+        self._providers = in_use
+        self.provider = in_use[0]
+        self.cuda_index = cuda_index
+        resolved = f"cuda:{cuda_index}" if cuda_index is not None else "cpu"
+
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs)
+            raise AuditError(f"{path}: the model has {len(inputs)} inputs ({names}); audit supports models with one input tensor")
+        self.input_name = inputs[0].name
+        input_dtype = _ONNX_DTYPES.get(inputs[0].type)
+        if input_dtype is None:
+            raise AuditError(f"{path}: input {self.input_name!r} has type {inputs[0].type}; audit supports float and integer tensors")
+        dims = list(inputs[0].shape)
+        batch_dim = dims[0] if dims else None
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        row_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in dims[1:])
+
+        self.output_name, self.output_is_map, n_classes, self.label_output = self._pick_output(session)
+        super().__init__(
+            path=path,
+            input_shape=row_shape,
+            n_classes=n_classes,
+            device=resolved,
+            batch_size=options.batch_size,
+            output=options.output or ("probabilities" if self.output_is_map else None),
+            input_dtype=input_dtype,
+        )
+        if self.fixed_batch is not None:
+            self.warn(
+                f"{path.name}: the input has a fixed batch size of {self.fixed_batch}; rows are sent "
+                f"{self.fixed_batch} at a time (re-export with a dynamic batch axis to run faster)"
+            )
+            self.batch_size = self.fixed_batch
+        self._activation_session = None
+
+    def _pick_output(self, session):
+        """Find the class-score output: a float tensor, or scikit-learn's probability map."""
+        outputs = session.get_outputs()
+        label = None
+        candidates = []
+        for out in outputs:
+            if out.type.startswith("seq(map("):
+                return out.name, True, None, label
+            if out.type in ("tensor(float)", "tensor(double)", "tensor(float16)"):
+                candidates.append(out)
+            elif out.type.startswith("tensor(int") or out.type == "tensor(string)":
+                label = out.name
+        if not candidates:
+            raise AuditError("the ONNX model has no float output with class scores")
+        preferred = [c for c in candidates if "prob" in c.name.lower()] or candidates
+        out = preferred[0]
+        shape = list(out.shape)
+        width = shape[-1] if shape and isinstance(shape[-1], int) else None
+        n_classes = (2 if width == 1 else width) if width else None
+        return out.name, False, n_classes, label
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {"predict"}
+        if self.layers():
+            caps.add("activations")
+        return frozenset(caps)
+
+    def _run(self, session, names, x):
+        if self.fixed_batch is not None and len(x) < self.fixed_batch:
+            # The last chunk of a fixed-batch model is padded, and the padding dropped.
+            pad = np.zeros((self.fixed_batch - len(x), *x.shape[1:]), dtype=x.dtype)
+            outs = session.run(names, {self.input_name: np.concatenate([x, pad], axis=0)})
+            return [o[: len(x)] for o in outs]
+        return session.run(names, {self.input_name: x})
+
+    def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
+        (out,) = self._run(self.session, [self.output_name], x)
+        if self.output_is_map:
+            keys = sorted(out[0].keys())
+            out = np.array([[row[k] for k in keys] for row in out], dtype=np.float64)
+        out = np.asarray(out)
+        return out.reshape(len(x), -1)
+
+    def layers(self) -> list[str]:
+        graph = self.proto.graph
+        final = {o.name for o in graph.output}
+        return [node.output[0] for node in graph.node if node.op_type in _LAYER_OPS and node.output and node.output[0] not in final]
+
+    def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        """Run a second session whose graph also outputs the named intermediate values."""
+        import onnx
+        import onnxruntime as ort
+
+        known = self.layers()
+        missing = [layer for layer in layers if layer not in known]
+        if missing:
+            raise AuditError(f"unknown layer(s) {', '.join(missing)}; layers are: {', '.join(known)}")
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        existing = {o.name for o in proto.graph.output}
+        for layer in layers:
+            if layer not in existing:
+                proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer))
+        session = ort.InferenceSession(proto.SerializeToString(), sess_options=self._session_options, providers=self._providers)
+        results: dict[str, list] = {layer: [] for layer in layers}
+        for i in range(0, len(x), self.batch_size):
+            chunk = np.ascontiguousarray(x[i : i + self.batch_size], dtype=self.input_dtype)
+            outs = self._run(session, layers, chunk)
+            for layer, value in zip(layers, outs):
+                results[layer].append(np.asarray(value, dtype=np.float32))
+            self.counters.forward_rows += len(chunk)
+        return {layer: np.concatenate(parts, axis=0) for layer, parts in results.items()}
+
+
+def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
+    return OnnxModel(path, options)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

@@ -1,0 +1,205 @@
+"""PyTorch models: TorchScript files, torch.export archives, and (only if trusted) pickled modules."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from audit.errors import AuditError
+from audit.models.base import LoadOptions, Model, is_out_of_memory, parse_device, torch_logits
+
+TORCH_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".torchscript", ".jit"}
+
+
+def resolve_torch_device(device: str) -> str:
+    import torch
+
+    device = parse_device(device)
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise AuditError(f"--device {device} asked for CUDA, but torch sees no CUDA device; use --device cpu or auto")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise AuditError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present; use cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+        return f"cuda:{index}"
+    return "cpu"
+
+
+class TorchModel(Model):
+    """A torch.nn.Module (TorchScript, exported or trusted pickle) run on one device."""
+
+    def __init__(self, module, *, path=None, format: str, input_shape=None, options: LoadOptions | None = None, n_classes=None):
+        import torch
+
+        options = options or LoadOptions()
+        device = resolve_torch_device(options.device)
+        module = module.to(device)
+        if format != "torch.export":  # exported programs are traced in eval mode already
+            module.eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        self.module = module
+        self.format = format
+        self.provider = f"torch-{device}"
+        super().__init__(
+            path=path,
+            input_shape=tuple(input_shape) if input_shape is not None else (),
+            n_classes=n_classes,
+            device=device,
+            batch_size=options.batch_size,
+            output=options.output,
+        )
+        self._torch = torch
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {"predict", "gradients", "torch"}
+        if self._supports_hooks():
+            caps.add("activations")
+        return frozenset(caps)
+
+    def _supports_hooks(self) -> bool:
+        return not isinstance(self.module, self._torch.jit.ScriptModule) and bool(self.layers())
+
+    def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(x).to(self.device, non_blocking=True))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.float().cpu().numpy()
+
+    def _release_memory(self) -> None:
+        if self.device.startswith("cuda"):
+            self._torch.cuda.empty_cache()
+
+    def torch_module(self):
+        return self.module
+
+    def logits_torch(self, x):
+        start = time.perf_counter()
+        out = self.module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if self.output_kind is None:
+            from audit.models.base import detect_output_kind
+
+            self.output_kind = detect_output_kind(out.detach().float().cpu().numpy().reshape(len(x), -1))
+        logits = torch_logits(out.float(), self.output_kind)
+        if self._n_classes is None:
+            self._n_classes = logits.shape[1]
+        self.counters.forward_rows += len(x)
+        self.counters.forward_seconds += time.perf_counter() - start
+        return logits
+
+    def logits_batched(self, x):
+        """Logits for a large device tensor in batches, without autograd, OOM-safe."""
+        torch = self._torch
+        outputs = []
+        i = 0
+        while i < len(x):
+            try:
+                with torch.inference_mode():
+                    outputs.append(self.logits_torch(x[i : i + self.batch_size]))
+            except Exception as error:  # noqa: BLE001
+                if is_out_of_memory(error) and self.batch_size > 1:
+                    self._release_memory()
+                    self.batch_size //= 2
+                    continue
+                raise
+            i += self.batch_size
+        return torch.cat(outputs, dim=0)
+
+    def layers(self) -> list[str]:
+        if isinstance(self.module, self._torch.jit.ScriptModule):
+            return []
+        return [
+            name
+            for name, child in self.module.named_modules()
+            if name and not name.startswith("_") and not list(child.children())
+        ]
+
+    def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        if "activations" not in self.capabilities:
+            raise AuditError("this PyTorch model does not allow forward hooks (TorchScript); export it to ONNX to probe layers")
+        modules = dict(self.module.named_modules())
+        missing = [layer for layer in layers if layer not in modules]
+        if missing:
+            raise AuditError(f"unknown layer(s) {', '.join(missing)}; layers are: {', '.join(self.layers())}")
+        captured: dict[str, list] = {layer: [] for layer in layers}
+        handles = []
+        for layer in layers:
+            def hook(_module, _inputs, output, layer=layer):
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                captured[layer].append(out.detach().float().cpu().numpy())
+
+            handles.append(modules[layer].register_forward_hook(hook))
+        try:
+            self.raw_outputs(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {layer: np.concatenate(parts, axis=0) for layer, parts in captured.items()}
+
+
+def _is_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def load_torch(path: Path, options: LoadOptions) -> TorchModel:
+    """Load a TorchScript file, a torch.export archive, or a trusted pickled module."""
+    import torch
+
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as error:  # noqa: BLE001 - any failure means an unreadable archive
+            raise AuditError(f"{path}: not a readable torch.export archive ({_short(error)}); save it with torch.export.save") from None
+        module = program.module()
+        shape = _export_input_shape(program)
+        return TorchModel(module, path=path, format="torch.export", input_shape=shape, options=options)
+
+    if not _is_zip(path):
+        raise AuditError(f"{path}: not a PyTorch archive (expected a TorchScript file saved with torch.jit.save, or a .pt2 from torch.export.save)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+        return TorchModel(module, path=path, format="torchscript", options=options)
+    except RuntimeError as script_error:
+        jit_message = _short(script_error)
+    # Not TorchScript: a pickle. Loading one runs arbitrary code from the file.
+    if not options.trust_model_code:
+        raise AuditError(
+            f"{path}: a pickled PyTorch object, and loading it runs code from the file; "
+            "export it with torch.jit.save or torch.export.save, or pass --trust-model-code if you trust its author"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001
+        raise AuditError(f"{path}: could not be loaded by PyTorch ({_short(error)}; as TorchScript: {jit_message})") from None
+    if isinstance(obj, dict):
+        raise AuditError(f"{path}: holds only weights (a state_dict), not a model; save the module with torch.jit.save or torch.export.save")
+    if not isinstance(obj, torch.nn.Module):
+        raise AuditError(f"{path}: holds a {type(obj).__name__}, not a torch.nn.Module")
+    return TorchModel(obj, path=path, format="torch-pickle", options=options)
+
+
+def _export_input_shape(program) -> tuple:
+    try:
+        spec = [s for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"][0]
+        value = program.graph.find_nodes(op="placeholder", target=spec.arg.name)[0].meta["val"]
+        return tuple(int(d) if str(d).isdigit() else None for d in value.shape)[1:]
+    except Exception:  # noqa: BLE001 - the shape is a nicety for validation, not required
+        return ()
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
