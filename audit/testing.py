@@ -119,3 +119,29 @@ def run_analysis(cls: type[Analysis], model: Model, data: Dataset, seed: int = 0
     records = Records(iter_records(analysis.run(ctx)))
     records.notes = list(ctx.notes)
     return records
+
+
+def export_onnx(model_or_module, path, sample: np.ndarray, opset: int = 17):
+    """Export a torch module (or a torch-backed audit Model) to ONNX with a dynamic batch axis."""
+    import torch
+
+    module = getattr(model_or_module, "module", model_or_module)
+    example = torch.as_tensor(np.asarray(sample[:2], dtype=np.float32))
+    torch.onnx.export(
+        module.cpu() if hasattr(module, "cpu") else module,
+        example,
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        opset_version=opset,
+        dynamo=False,
+    )
+    return path
+
+
+def load_onnx_model(path, device: str = "cpu") -> Model:
+    """Load an ONNX file as `audit run` would."""
+    from audit.models import load
+
+    return load(path, LoadOptions(device=device))
