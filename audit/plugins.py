@@ -86,7 +86,7 @@ class AuditPluginManager(pluggy.PluginManager):
     def plugin_infos(self) -> list[PluginInfo]:
         infos = []
         for name, plugin in sorted(self.list_name_plugin(), key=lambda item: str(item[0])):
-            if name == "audit.models":
+            if name in ("audit.models", "audit.frameworks"):
                 continue
             dist, version = self.distributions.get(name, (None, None))
             hooks = sorted(impl.name for impl in self.get_hookcallers(plugin) or [])
@@ -161,9 +161,11 @@ def get_plugin_manager(warn=None) -> AuditPluginManager:
     global _manager
     if _manager is None:
         from audit.models import BuiltinLoaders
+        from audit.report.frameworks import BuiltinFrameworks
 
         manager = AuditPluginManager()
         manager.register(BuiltinLoaders(), name="audit.models")
+        manager.register(BuiltinFrameworks(), name="audit.frameworks")
         manager.load_entry_points(warn=warn)
         _manager = manager
     return _manager

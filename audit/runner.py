@@ -171,3 +171,267 @@ class RunInterrupted(Exception):
 
 
 ProgressFactory = Callable[..., Progress]
+
+
+# -- a whole run ----------------------------------------------------------------
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    exit_code: int
+    store: Any
+    reports: list[str] = field(default_factory=list)
+
+
+def versions(registry: dict, names: list[str]) -> dict[str, Any]:
+    import importlib.metadata
+    import platform
+
+    import audit
+
+    def version_of(dist):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    plugins = {}
+    for name in names:
+        entry = registry[name]
+        plugins[entry.plugin] = {"distribution": entry.distribution, "version": entry.version}
+    onnxruntime = version_of("onnxruntime-gpu") or version_of("onnxruntime")
+    return {
+        "audit": audit.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": version_of("torch"),
+        "onnxruntime": onnxruntime,
+        "onnx": version_of("onnx"),
+        "numpy": version_of("numpy"),
+        "plugins": plugins,
+    }
+
+
+def counted_failures(findings, fail_on: str, waivers=()) -> list:
+    """Failed findings at or above `fail_on` that no active waiver covers."""
+    from audit.analysis import Severity
+
+    if fail_on == "never":
+        return []
+    floor = Severity.parse(fail_on).rank
+
+    def waived(finding):
+        return any(
+            w.check == finding.check
+            and (w.subject is None or w.subject == finding.subject)
+            and (w.analysis is None or w.analysis == finding.analysis)
+            for w in waivers
+        )
+
+    return [f for f in findings if not f.passed and Severity.parse(f.severity).rank >= floor and not waived(f)]
+
+
+def prepare(spec, plugin_manager=None, warn=None):
+    """Everything that can be wrong with the input, checked before the database is touched."""
+    from audit import data as data_module
+    from audit import models
+    from audit.config import check_fail_on
+    from audit.plugins import get_plugin_manager
+    from audit.store import check_location
+
+    spec.fail_on = check_fail_on(spec.fail_on)
+    models.parse_device(spec.device)
+    if spec.batch_size is not None and int(spec.batch_size) < 1:
+        raise AuditError(f"--batch-size {spec.batch_size}: give a positive number")
+    if spec.model is None:
+        raise AuditError("no model given: audit run MODEL --data DATA")
+    if spec.data is None:
+        raise AuditError("no data given: pass --data PATH (an .npz, .csv, .parquet or image folder)")
+    db_location = check_location(spec.db)
+    pm = plugin_manager or get_plugin_manager(warn=warn)
+    registry = pm.analyses(warn=warn)
+    names = select_analyses(registry, spec.analyses)
+    unknown = [name for name in spec.options if name not in registry]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(registry), n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AuditError(f"options given for unknown analysis {unknown[0]!r}{hint}")
+    instances = {name: registry[name].cls(build_options(registry[name].cls, spec.options.get(name, {}))) for name in names}
+    for report in spec.reports:
+        check_report_path(report)
+    model = models.load(
+        spec.model,
+        models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output, trust_model_code=spec.trust_model_code),
+        plugin_manager=pm,
+    )
+    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
+    data_module.validate_against_model(dataset, model)
+    return pm, registry, names, instances, model, dataset, db_location
+
+
+REPORT_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf", ".json": "json", ".xml": "junit", ".md": "markdown"}
+
+
+def check_report_path(report: str) -> str:
+    import os
+    from pathlib import Path
+
+    path = Path(report)
+    fmt = REPORT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AuditError(f"--report {report}: unknown format {path.suffix or '(no suffix)'}; use .html, .pdf, .json, .xml (JUnit) or .md")
+    if path.is_dir():
+        raise AuditError(f"--report {report} is a folder; give a file name such as {path / 'audit.html'}")
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise AuditError(f"--report {report}: cannot write there ({probe} is not writable); choose another path")
+    return fmt
+
+
+def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
+    """Run an audit end to end and persist it; bad input raises AuditError before any write."""
+    from audit import __version__  # noqa: F401 - imported for the versions record
+    from audit.data import sha256_of
+    from audit.report.figures import figure_to_artifact
+    from audit.store import Store
+    from pathlib import Path
+
+    pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
+    store = Store(db_location)
+    run = store.create_run(
+        model_path=str(spec.model),
+        model_sha256=sha256_of(Path(spec.model)),
+        model_format=model.format,
+        provider=model.provider,
+        device=model.device,
+        model_info=model.describe(),
+        data_path=str(spec.data),
+        data_sha256=dataset.sha256 or "",
+        data_rows=len(dataset),
+        data_info=dataset.describe(),
+        seed=int(spec.seed),
+        argv=list(spec.argv),
+        config=_jsonable(spec.as_dict()),
+        versions=versions(registry, names),
+        fail_on=spec.fail_on,
+        template_dir=spec.template_dir,
+    )
+    status = "running"
+    try:
+        clean_start = model.counters.snapshot()
+        predictions, logits = model.predict_both(dataset.x)
+        clean = model.counters.since(clean_start)
+        store.update_run(run.id, clean_forward_rows=clean.forward_rows, clean_seconds=clean.forward_seconds,
+                         model_info=model.describe())
+        for position, name in enumerate(names):
+            analysis = instances[name]
+            entry = registry[name]
+            interrupted = False
+            try:
+                outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
+                                  progress_factory=progress_factory)
+            except RunInterrupted as stop:
+                outcome, interrupted = stop.outcome, True
+            except KeyboardInterrupt:
+                outcome, interrupted = AnalysisOutcome(name, "interrupted", "interrupted by the user (Ctrl-C)"), True
+            _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
+            if on_analysis is not None:
+                on_analysis(outcome)
+            if interrupted:
+                raise KeyboardInterrupt
+        results = store.results(run.id)
+        waivers = store.waivers()
+        failures = counted_failures(store.findings(run.id), spec.fail_on, [w for w in waivers if w.model_path in ("", str(spec.model))])
+        if any(r.status == "error" for r in results):
+            status, exit_code = "error", EXIT_ANALYSIS_ERROR
+        elif failures:
+            status, exit_code = "failed", EXIT_FAILED
+        else:
+            status, exit_code = "ok", EXIT_OK
+    except KeyboardInterrupt:
+        status, exit_code = "interrupted", EXIT_INTERRUPTED
+    except BaseException:
+        store.update_run(run.id, status="error", exit_code=EXIT_ANALYSIS_ERROR, finished_at=_now(), model_info=model.describe())
+        raise
+    store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
+    return RunOutcome(run.id, status, exit_code, store)
+
+
+def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome, figure_to_artifact) -> None:
+    findings, metrics, artifacts = [], [], []
+    notes = list(outcome.notes)
+    for record in outcome.records:
+        if isinstance(record, Finding):
+            findings.append({
+                "check": record.check, "subject": record.subject, "title": record.title,
+                "severity": record.severity.value, "passed": record.passed, "value": _finite(record.value),
+                "threshold": _finite(record.threshold), "message": record.message,
+                "tags": sorted(record.tags), "details": _jsonable(record.details),
+            })
+        elif isinstance(record, Metric):
+            metrics.append({
+                "name": record.name, "subject": record.subject, "group": None if record.group is None else str(record.group),
+                "value": _finite(record.value), "lower": _finite(record.lower), "upper": _finite(record.upper),
+                "count": record.count, "unit": record.unit, "details": _jsonable(record.details),
+            })
+        elif isinstance(record, Figure):
+            try:
+                artifacts.append(figure_to_artifact(record))
+            except Exception as error:  # noqa: BLE001 - a broken chart must not lose the findings
+                notes.append(f"figure {record.name!r} could not be rendered: {type(error).__name__}: {error}")
+    cls = type(analysis)
+    store.save_result(
+        run_id,
+        {
+            "position": position, "analysis": cls.name, "title": cls.title or cls.name, "category": cls.category,
+            "plugin": entry.plugin, "plugin_version": entry.version,
+            "options": _jsonable(analysis.options.model_dump()),
+            "status": outcome.status, "reason": outcome.reason, "traceback": outcome.traceback,
+            "seconds": outcome.seconds, "forward_rows": outcome.forward_rows, "backward_rows": outcome.backward_rows,
+            "notes": notes, "tags": sorted(cls.tags),
+        },
+        findings, metrics, artifacts,
+    )
+
+
+def _finite(value):
+    import math
+
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value):
+    """Plain JSON types only: numpy scalars and arrays, paths and sets become lists, numbers, strings."""
+    import math
+    from pathlib import PurePath
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, PurePath):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _now():
+    from audit.store.models import utcnow
+
+    return utcnow()

@@ -1,0 +1,65 @@
+"""The `audit` command line: a Typer app whose commands live one group per module."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from audit.errors import AuditError
+
+
+def build_app() -> typer.Typer:
+    from audit.cli import inspect, history, running
+
+    app = typer.Typer(
+        name="audit",
+        help="Audit trained classifiers before they ship: bias, robustness, attribution faithfulness, with reports a reviewer can sign.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    running.register(app)
+    inspect.register(app)
+    history.register(app)
+    from audit.plugins import get_plugin_manager
+
+    get_plugin_manager(warn=_warn).hook.register_commands(app=app)
+    return app
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def error_exit(message: str, code: int = 2) -> "typer.Exit":
+    print(f"Error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; bad usage and bad input end in one `Error:` line and exit code 2."""
+    import click
+
+    try:
+        app = build_app()
+        result = app(args=argv, prog_name="audit", standalone_mode=False)
+    except AuditError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as error:
+        print(error.ctx.get_help() if error.ctx else str(error))
+        sys.exit(0)
+    except click.UsageError as error:
+        hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+        print(f"Error: {error.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("Error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,94 @@
+"""`audit runs`, `audit show` and `audit report`: past runs, read back from the store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import typer
+
+from audit.errors import AuditError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("runs")(runs)
+    app.command("show")(show)
+    app.command("report")(report)
+
+
+def _store(db: str | None):
+    from audit.store import Store
+
+    return Store(db, create=False)
+
+
+def _since(text: str | None):
+    if text is None:
+        return None
+    text = text.strip()
+    units = {"d": "days", "h": "hours", "w": "weeks"}
+    if text[:-1].isdigit() and text[-1] in units:
+        return datetime.now(timezone.utc) - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise AuditError(f"--since {text!r}: give a date (2026-11-01) or an age (7d, 12h, 2w)") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def runs(
+    model: str = typer.Option(None, "--model", help="Only runs whose model path contains this."),
+    status: str = typer.Option(None, "--status", help="Only runs with this status: ok, failed, error, interrupted, running."),
+    since: str = typer.Option(None, "--since", help="Only runs since a date (2026-11-01) or an age (7d, 12h)."),
+    limit: int = typer.Option(50, "--limit", help="At most this many runs, newest first."),
+    db: str = typer.Option(None, "--db", help="Database path or URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """List past runs, newest first."""
+    store = _store(db)
+    rows = store.runs(model=model, status=status, since=_since(since), limit=limit)
+    out = [
+        {"run_id": r.id, "started_at": r.started_at.isoformat(), "status": r.status, "exit_code": r.exit_code,
+         "model": r.model_path, "model_sha256": r.model_sha256, "data": r.data_path, "rows": r.data_rows, "provider": r.provider}
+        for r in rows
+    ]
+    if as_json:
+        print(json.dumps(out, indent=2))
+        return
+    if not out:
+        print("No runs match.")
+    for r in out:
+        print(f"{r['run_id']}  {r['started_at'][:19]}  {r['status']:<11} {r['model']}  ({r['rows']:,} rows, {r['provider']})")
+
+
+def show(
+    run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or `latest`."),
+    db: str = typer.Option(None, "--db", help="Database path or URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run document as JSON."),
+):
+    """Show one run: its analyses and findings."""
+    from audit.cli.running import print_summary
+    from audit.report import load_view, run_document
+
+    view = load_view(_store(db), run_id)
+    if as_json:
+        print(json.dumps(run_document(view), indent=2, default=str))
+    else:
+        print_summary(view, [])
+
+
+def report(
+    run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or `latest`."),
+    out: str = typer.Option(..., "--out", "-o", help="Output file; format from the suffix unless --format."),
+    fmt: str = typer.Option(None, "--format", "-f", help="html, pdf, json, junit or markdown."),
+    template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
+    db: str = typer.Option(None, "--db", help="Database path or URL."),
+):
+    """Re-render the report of a past run from the database."""
+    from audit.report import write_report
+    from audit.runner import check_report_path
+
+    if fmt is None:
+        check_report_path(out)
+    path = write_report(_store(db), run_id, out, fmt=fmt, template_dir=template_dir)
+    print(f"Report: {path}")

@@ -1,0 +1,159 @@
+"""Numbered schema migrations; each runs once, in order, recorded in `_migrations`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import text
+
+MIGRATIONS: list[tuple[str, Callable]] = []
+
+
+def migration(function: Callable) -> Callable:
+    MIGRATIONS.append((function.__name__, function))
+    return function
+
+
+@migration
+def m001_initial(connection):
+    connection.execute(text("""
+        CREATE TABLE run (
+            id VARCHAR PRIMARY KEY,
+            started_at DATETIME NOT NULL,
+            finished_at DATETIME,
+            status VARCHAR NOT NULL,
+            exit_code INTEGER,
+            model_path VARCHAR NOT NULL,
+            model_sha256 VARCHAR NOT NULL,
+            model_format VARCHAR NOT NULL DEFAULT '',
+            provider VARCHAR NOT NULL DEFAULT '',
+            device VARCHAR NOT NULL DEFAULT '',
+            model_info JSON,
+            data_path VARCHAR NOT NULL DEFAULT '',
+            data_sha256 VARCHAR NOT NULL DEFAULT '',
+            data_rows INTEGER NOT NULL DEFAULT 0,
+            data_info JSON,
+            seed INTEGER NOT NULL DEFAULT 0,
+            argv JSON,
+            config JSON,
+            versions JSON,
+            fail_on VARCHAR NOT NULL DEFAULT 'high'
+        )"""))
+    connection.execute(text("CREATE INDEX ix_run_started_at ON run (started_at)"))
+    connection.execute(text("CREATE INDEX ix_run_status ON run (status)"))
+    connection.execute(text("CREATE INDEX ix_run_model_path ON run (model_path)"))
+    connection.execute(text("""
+        CREATE TABLE analysis_result (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id VARCHAR NOT NULL REFERENCES run (id),
+            position INTEGER NOT NULL DEFAULT 0,
+            analysis VARCHAR NOT NULL,
+            title VARCHAR NOT NULL DEFAULT '',
+            category VARCHAR NOT NULL DEFAULT '',
+            plugin VARCHAR NOT NULL DEFAULT '',
+            plugin_version VARCHAR,
+            options JSON,
+            status VARCHAR NOT NULL,
+            reason VARCHAR,
+            traceback VARCHAR,
+            seconds FLOAT NOT NULL DEFAULT 0,
+            forward_rows INTEGER NOT NULL DEFAULT 0,
+            backward_rows INTEGER NOT NULL DEFAULT 0,
+            notes JSON,
+            tags JSON
+        )"""))
+    connection.execute(text("CREATE INDEX ix_analysis_result_run_id ON analysis_result (run_id)"))
+    connection.execute(text("""
+        CREATE TABLE finding (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id VARCHAR NOT NULL REFERENCES run (id),
+            result_id INTEGER NOT NULL REFERENCES analysis_result (id),
+            position INTEGER NOT NULL DEFAULT 0,
+            analysis VARCHAR NOT NULL,
+            "check" VARCHAR NOT NULL,
+            subject VARCHAR,
+            title VARCHAR NOT NULL DEFAULT '',
+            severity VARCHAR NOT NULL,
+            passed BOOLEAN NOT NULL,
+            value FLOAT,
+            threshold FLOAT,
+            message VARCHAR NOT NULL DEFAULT '',
+            tags JSON,
+            details JSON
+        )"""))
+    connection.execute(text("CREATE INDEX ix_finding_run_id ON finding (run_id)"))
+    connection.execute(text('CREATE INDEX ix_finding_check ON finding ("check")'))
+    connection.execute(text("""
+        CREATE TABLE metric (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id VARCHAR NOT NULL REFERENCES run (id),
+            result_id INTEGER NOT NULL REFERENCES analysis_result (id),
+            position INTEGER NOT NULL DEFAULT 0,
+            analysis VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            subject VARCHAR,
+            "group" VARCHAR,
+            value FLOAT,
+            lower FLOAT,
+            upper FLOAT,
+            count INTEGER,
+            unit VARCHAR,
+            details JSON
+        )"""))
+    connection.execute(text("CREATE INDEX ix_metric_run_id ON metric (run_id)"))
+    connection.execute(text("""
+        CREATE TABLE artifact (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id VARCHAR NOT NULL REFERENCES run (id),
+            result_id INTEGER NOT NULL REFERENCES analysis_result (id),
+            position INTEGER NOT NULL DEFAULT 0,
+            analysis VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            title VARCHAR NOT NULL DEFAULT '',
+            caption VARCHAR NOT NULL DEFAULT '',
+            subject VARCHAR,
+            mime VARCHAR NOT NULL,
+            content BLOB
+        )"""))
+    connection.execute(text("CREATE INDEX ix_artifact_run_id ON artifact (run_id)"))
+
+
+@migration
+def m002_clean_pass_cost_templates_and_waivers(connection):
+    """Record the shared clean pass and the template folder; add accepted-risk waivers."""
+    connection.execute(text("ALTER TABLE run ADD COLUMN template_dir VARCHAR"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN clean_forward_rows INTEGER NOT NULL DEFAULT 0"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN clean_seconds FLOAT NOT NULL DEFAULT 0"))
+    connection.execute(text("""
+        CREATE TABLE waiver (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_at DATETIME NOT NULL,
+            model_path VARCHAR NOT NULL DEFAULT '',
+            analysis VARCHAR,
+            "check" VARCHAR NOT NULL,
+            subject VARCHAR,
+            reason VARCHAR NOT NULL,
+            author VARCHAR NOT NULL DEFAULT '',
+            source_run_id VARCHAR,
+            active BOOLEAN NOT NULL DEFAULT 1
+        )"""))
+
+
+def applied(connection) -> list[str]:
+    connection.execute(text("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME DEFAULT CURRENT_TIMESTAMP)"))
+    return [row[0] for row in connection.execute(text("SELECT name FROM _migrations ORDER BY rowid"))]
+
+
+def migrate(engine, upto: str | None = None) -> list[str]:
+    """Apply pending migrations (optionally stopping after `upto`); return the names applied."""
+    done = []
+    with engine.begin() as connection:
+        already = set(applied(connection))
+        for name, function in MIGRATIONS:
+            if name not in already:
+                function(connection)
+                connection.execute(text("INSERT INTO _migrations (name) VALUES (:name)"), {"name": name})
+                done.append(name)
+            if name == upto:
+                break
+    return done

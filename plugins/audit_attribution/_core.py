@@ -1,0 +1,255 @@
+"""Input layouts (features, pixels, regions), scorers around a model, and batched variant scoring."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+# Perturbed copies of the inputs are built in chunks of about this many values
+# (float32), so that a few large images times thousands of masks never sit in
+# memory at once, while small inputs still go to the model in large batches.
+_CHUNK_VALUES = 1 << 23
+
+
+class Layout:
+    """How attributions are indexed: "units" (pixels, features) and the regions black-box explainers move.
+
+    An image (C, H, W) has H*W units, one per pixel, with its channels moved
+    together; a tabular row has one unit per feature; other tensors one unit per
+    value. Explainers return maps over units, which is what the metrics compare.
+    """
+
+    def __init__(self, sample_shape, modality: str, groups: list[list[int]] | None = None):
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.is_image = modality == "image" and len(self.sample_shape) in (2, 3)
+        if self.is_image:
+            self.height, self.width = self.sample_shape[-2:]
+            self.unit_shape = (self.height, self.width)
+            self.view_shape = (1, self.height, self.width) if len(self.sample_shape) == 3 else self.unit_shape
+        else:
+            self.unit_shape = (int(np.prod(self.sample_shape)),)
+            self.view_shape = self.sample_shape
+        self.n_units = int(np.prod(self.unit_shape))
+        self.n_values = int(np.prod(self.sample_shape))
+        self.groups = groups  # tabular feature groups moved together, or None
+
+    # -- maps ---------------------------------------------------------------------
+    def to_units(self, attributions: np.ndarray) -> np.ndarray:
+        """Element-wise attributions (R, *sample_shape) -> unit maps (R, U): channels summed."""
+        a = np.asarray(attributions, dtype=np.float64)
+        if self.is_image and len(self.sample_shape) == 3:
+            a = a.sum(axis=1)
+        return a.reshape(len(a), self.n_units)
+
+    def blend(self, x: np.ndarray, baseline: np.ndarray, unit_masks: np.ndarray) -> np.ndarray:
+        """x where the mask is 1, the baseline where it is 0, linear in between; one row per mask."""
+        m = unit_masks.reshape(len(unit_masks), *self.view_shape).astype(np.float32, copy=False)
+        return (baseline + m * (x - baseline)).astype(np.float32, copy=False)
+
+    def subtract_units(self, x: np.ndarray, unit_values: np.ndarray) -> np.ndarray:
+        """x minus a per-unit perturbation, the same value on every channel of a pixel."""
+        d = unit_values.reshape(len(unit_values), *self.view_shape).astype(np.float32, copy=False)
+        return (x - d).astype(np.float32, copy=False)
+
+    # -- regions ------------------------------------------------------------------
+    def patch_regions(self, patch: int) -> tuple[np.ndarray, int]:
+        """Region id per unit: square patches for images, feature groups for tabular data."""
+        if self.is_image:
+            rows = np.arange(self.height) // patch
+            cols = np.arange(self.width) // patch
+            per_row = math.ceil(self.width / patch)
+            ids = rows[:, None] * per_row + cols[None, :]
+            return ids.reshape(-1), int(ids.max()) + 1
+        return self._flat_regions(max(1, math.ceil(self.n_units / 64)) if self.groups is None and self.n_units > 256 else 1)
+
+    def grid_regions(self, grid: int) -> tuple[np.ndarray, int]:
+        """Region id per unit on a grid x grid partition (nearest-neighbour upsampling of a mask)."""
+        if self.is_image:
+            rows = np.minimum(np.arange(self.height) * grid // self.height, grid - 1)
+            cols = np.minimum(np.arange(self.width) * grid // self.width, grid - 1)
+            ids = rows[:, None] * grid + cols[None, :]
+            return ids.reshape(-1), grid * grid
+        return self._flat_regions(max(1, math.ceil(self.n_units / 64)) if self.groups is None and self.n_units > 256 else 1)
+
+    def _flat_regions(self, block: int) -> tuple[np.ndarray, int]:
+        if self.groups is not None:
+            ids = np.full(self.n_units, -1, dtype=np.int64)
+            for region, members in enumerate(self.groups):
+                ids[members] = region
+            return ids, len(self.groups)
+        ids = np.arange(self.n_units) // block
+        return ids, int(ids.max()) + 1
+
+    def default_patch(self) -> int:
+        return max(1, min(self.height, self.width) // 8) if self.is_image else 1
+
+    def default_grid(self) -> int:
+        return min(8, self.height, self.width) if self.is_image else 0
+
+
+def feature_groups(feature_names, groups_by_name: dict[str, list[str]], n_features: int) -> list[list[int]] | None:
+    """Column indices of each group; features in no group are groups of their own."""
+    if not groups_by_name:
+        return None
+    names = list(feature_names or [f"x{i}" for i in range(n_features)])
+    position = {name: i for i, name in enumerate(names)}
+    seen: set[int] = set()
+    groups = []
+    for group, members in groups_by_name.items():
+        unknown = [m for m in members if m not in position]
+        if unknown:
+            raise ValueError(f"feature group {group!r} names unknown features: {', '.join(unknown)}")
+        indices = [position[m] for m in members if position[m] not in seen]
+        seen.update(indices)
+        if indices:
+            groups.append(indices)
+    groups.extend([i] for i in range(n_features) if i not in seen)
+    return groups
+
+
+class Scorer:
+    """The scalar an explanation explains: score of a target output per row, numpy and torch.
+
+    ``scores(x)`` returns (N, T) scores in their final form (probabilities or
+    logits), and the target indexes its columns; ``gradient`` returns
+    d score[target] / d x for a device tensor.
+    """
+
+    has_gradients = False
+    device = "cpu"
+    batch_size = 256
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def gradient(self, x, target):
+        raise NotImplementedError
+
+    def target_scores(self, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        s = self.scores(x)
+        return s[np.arange(len(s)), targets]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ModelScorer(Scorer):
+    """Scores straight from the audited model: its class probabilities or logits."""
+
+    def __init__(self, model, score: str = "probability"):
+        self.model = model
+        self.score = score
+        self.has_gradients = "gradients" in model.capabilities
+        self.device = model.device
+        self.batch_size = model.batch_size
+
+    def scores(self, x):
+        probabilities, logits = self.model.predict_both(x)
+        return probabilities if self.score == "probability" else logits
+
+    def gradient(self, x, target):
+        _, grad = self.model.input_gradient(x, target, output=self.score)
+        return grad
+
+
+class TorchScorer(Scorer):
+    """Scores from a torch function of a device tensor (a wrapped or randomised model).
+
+    Forward rows are counted by the function (it calls ``model.logits_torch``
+    or counts its own); backward rows are added to the model's counters here.
+    """
+
+    has_gradients = True
+
+    def __init__(self, model, function):
+        self.model = model
+        self.function = function
+        self.device = model.device
+        self.batch_size = model.batch_size
+
+    def scores(self, x):
+        import torch
+
+        outputs = []
+        with torch.inference_mode():
+            for i in range(0, len(x), self.batch_size):
+                chunk = torch.as_tensor(np.ascontiguousarray(x[i : i + self.batch_size]), dtype=torch.float32, device=self.device)
+                outputs.append(self.function(chunk).double().cpu().numpy())
+        return np.concatenate(outputs, axis=0)
+
+    def gradient(self, x, target):
+        import torch
+
+        start = time.perf_counter()
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            picked = self.function(x).gather(1, target.view(-1, 1).long()).sum()
+            (grad,) = torch.autograd.grad(picked, x)
+        self.model.counters.backward_rows += len(x)
+        self.model.counters.backward_seconds += time.perf_counter() - start
+        return grad
+
+
+class NumpyScorer(Scorer):
+    """Scores from a numpy function (a black-box wrapper around ``model.predict``)."""
+
+    def __init__(self, function, batch_size: int):
+        self.function = function
+        self.batch_size = batch_size
+
+    def scores(self, x):
+        return self.function(x)
+
+
+def variant_scores(scorer: Scorer, n_rows: int, n_variants: int, make, targets: np.ndarray, values_per_row: int) -> np.ndarray:
+    """Score ``n_rows * n_variants`` perturbed inputs, built chunk by chunk; returns (R, V).
+
+    ``make(row_index, variant_index)`` builds the perturbed inputs for those
+    pairs (flat integer arrays). Chunks hold many rows' variants together, so
+    the model sees a few large batches rather than one call per variant.
+    """
+    total = n_rows * n_variants
+    chunk = max(scorer.batch_size, _CHUNK_VALUES // max(values_per_row, 1))
+    chunk = max(1, min(chunk, total))
+    out = np.empty(total, dtype=np.float64)
+    for start in range(0, total, chunk):
+        flat = np.arange(start, min(start + chunk, total))
+        rows, variants = flat // n_variants, flat % n_variants
+        scores = scorer.scores(make(rows, variants))
+        out[flat] = scores[np.arange(len(flat)), targets[rows]]
+    return out.reshape(n_rows, n_variants)
+
+
+def masked_scores(scorer, layout: Layout, x, baseline, unit_masks, targets) -> np.ndarray:
+    """Scores of ``x`` blended with its baseline through masks shared by all rows: (R, V)."""
+
+    def make(rows, variants):
+        return layout.blend(x[rows], baseline[rows], unit_masks[variants])
+
+    return variant_scores(scorer, len(x), len(unit_masks), make, targets, layout.n_values)
+
+
+def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of images (N, [C,] H, W) with reflected borders."""
+    if sigma <= 0:
+        return x.copy()
+    radius = max(1, int(math.ceil(3 * sigma)))
+    offsets = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = x.astype(np.float64)
+    for axis in (-2, -1):
+        size = out.shape[axis]
+        index = np.arange(size)[:, None] + offsets[None, :]
+        # Reflect (d c b | a b c d | c b a) so the borders keep their brightness.
+        period = 2 * (size - 1) if size > 1 else 1
+        index = np.abs(np.mod(index, period)) if size > 1 else np.zeros_like(index)
+        index = np.where(index >= size, period - index, index)
+        moved = np.moveaxis(out, axis, -1)
+        out = np.moveaxis((moved[..., index] * kernel).sum(-1), -1, axis)
+    return out.astype(np.float32)

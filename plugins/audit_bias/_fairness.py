@@ -1,0 +1,436 @@
+"""Group fairness: per-group rates from one bincount, multinomial bootstrap, parity gaps, dCov, JS."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import audit
+
+from . import _stats
+from ._grading import grade, not_judged
+
+RATE_TITLES = {
+    "selection_rate": "selection rate",
+    "accuracy": "accuracy",
+    "tpr": "true positive rate",
+    "fpr": "false positive rate",
+    "fnr": "false negative rate",
+    "precision": "precision",
+    "mean_score": "mean score",
+}
+
+
+def groupings(data, options) -> list[_stats.Grouping]:
+    """One grouping per selected attribute, then one per pair of them (intersections)."""
+    names = list(options.attributes) if options.attributes else sorted(data.attributes)
+    unknown = [n for n in names if n not in data.attributes]
+    if unknown:
+        raise audit.AuditError(
+            f"bias.group_fairness: unknown attribute(s) {', '.join(unknown)}; the data has: {', '.join(sorted(data.attributes))}"
+        )
+    singles = [_stats.group_attribute(n, data.attributes[n], options.max_categories, options.numeric_bins) for n in names]
+    pairs = []
+    if options.intersections:
+        for a, b in itertools.combinations(singles, 2):
+            pairs.append(_stats.intersect(a, b))
+    return singles + pairs
+
+
+class GroupTable:
+    """Everything measured for one grouping: counts, rates, bootstrap replicates, per reported class."""
+
+    def __init__(self, grouping, probs, predicted, y, classes, rng, options):
+        n_classes = probs.shape[1]
+        self.grouping = grouping
+        self.classes = classes  # class indices reported one-vs-rest
+        self.has_labels = y is not None
+        cells = _stats.cell_counts(grouping.codes, grouping.n_groups, y, predicted, n_classes)
+        self.n = cells.sum(axis=(1, 2))
+        self.small = self.n < options.min_group_size
+        self.judged = np.flatnonzero(~self.small)
+        rates = _stats.rates_from_cells(cells, self.has_labels)
+        boot = _stats.rates_from_cells(_stats.bootstrap_cells(cells, rng, options.n_bootstrap), self.has_labels)
+        self.rates = {k: v for k, v in rates.items() if k != "n"}
+        self.boot = {k: v for k, v in boot.items() if k != "n"}
+        self.mean_score = np.empty((grouping.n_groups, n_classes))
+        self.boot_mean_score = np.empty((options.n_bootstrap, grouping.n_groups, n_classes))
+        for k in classes:
+            counts, sums = _stats.binned_means(probs[:, k], grouping.codes, grouping.n_groups, 128)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                self.mean_score[:, k] = sums.sum(axis=1) / counts.sum(axis=1)
+            self.boot_mean_score[:, :, k] = _stats.bootstrap_group_means(counts, sums, rng, options.n_bootstrap)
+
+    def value(self, metric, g, k):
+        if metric == "mean_score":
+            return self.mean_score[g, k]
+        if metric == "accuracy":
+            return self.rates["accuracy"][g]
+        return self.rates[metric][g, k]
+
+    def replicates(self, metric, k):
+        """Bootstrap replicates (B, G) of a metric for class k."""
+        if metric == "mean_score":
+            return self.boot_mean_score[:, :, k]
+        if metric == "accuracy":
+            return self.boot["accuracy"]
+        return self.boot[metric][:, :, k]
+
+
+def _spread(values: np.ndarray, groups: np.ndarray, kind: str):
+    """max - min (or min / max) over the judged groups; NaN-aware, on the last axis."""
+    v = values[..., groups]
+    with np.errstate(invalid="ignore", divide="ignore"), _stats._quiet():
+        hi = np.nanmax(v, axis=-1)
+        lo = np.nanmin(v, axis=-1)
+        if kind == "difference":
+            return hi - lo
+        return np.where(hi > 0, lo / hi, 1.0)
+
+
+def run(analysis, ctx):
+    o = analysis.options
+    probs = np.asarray(ctx.predictions, dtype=np.float64)
+    n_rows, n_classes = probs.shape
+    predicted = probs.argmax(axis=1)
+    y = None if ctx.data.y is None else np.asarray(ctx.data.y, dtype=np.int64)
+    class_names = list(ctx.data.class_names or [str(i) for i in range(n_classes)])
+    binary = n_classes == 2
+    classes = [1] if binary else list(range(n_classes))
+    if y is None:
+        ctx.note("no labels: only selection rate, mean score, distance covariance and JS divergence were computed "
+                 "(accuracy, TPR, FPR, FNR, precision and the error-rate findings need labels)")
+    if not binary:
+        ctx.note(f"{n_classes} classes: rates are one-vs-rest per class; each aggregate finding reports its worst class")
+    rng = ctx.rng
+    for grouping in groupings(ctx.data, o):
+        if grouping.binned:
+            ctx.note(grouping.binned)
+        table = GroupTable(grouping, probs, predicted, y, classes, rng, o)
+        yield from _group_metrics(table, class_names, binary, o)
+        yield from _findings(table, probs, class_names, binary, rng, o)
+        if grouping.n_groups <= o.max_plot_groups:
+            from ._figures import group_bars, score_distributions
+
+            primary = _primary_class(table, binary)
+            yield audit.Figure(
+                f"group_rates:{grouping.subject}", f"Rates per group: {grouping.subject}",
+                group_bars(table, primary, class_names[primary], binary),
+                caption=(f"Per-group rates with bootstrap 95% intervals ({o.n_bootstrap} resamples). "
+                         f"Hatched grey bars: groups under {o.min_group_size} rows, not judged."
+                         + ("" if binary else f" Class shown: {class_names[primary]} (largest parity gap)")),
+                subject=grouping.subject,
+            )
+            yield audit.Figure(
+                f"score_distributions:{grouping.subject}", f"Score distributions: {grouping.subject}",
+                score_distributions(probs[:, primary], grouping, table.small, class_names[primary]),
+                caption=f"Distribution of the model's probability for class {class_names[primary]} in each group.",
+                subject=grouping.subject,
+            )
+
+
+def _primary_class(table, binary):
+    if binary:
+        return 1
+    gaps = [_spread(table.rates["selection_rate"][:, k], table.judged, "difference") if len(table.judged) else 0.0 for k in table.classes]
+    return table.classes[int(np.nanargmax(gaps))] if len(gaps) else 0
+
+
+def _group_metrics(table, class_names, binary, o):
+    g_names = table.grouping.names
+    subject = table.grouping.subject
+    lower_q, upper_q = {}, {}
+    metrics = ["selection_rate", "mean_score"] + (["accuracy", "tpr", "fpr", "fnr", "precision"] if table.has_labels else [])
+    for metric in metrics:
+        for k in ([None] if metric == "accuracy" else table.classes):
+            reps = table.replicates(metric, k)
+            lower_q[metric, k], upper_q[metric, k] = _stats.interval(reps, axis=0)
+    for g, group in enumerate(g_names):
+        details = {"too_small": bool(table.small[g])}
+        if table.small[g]:
+            details["note"] = f"{int(table.n[g])} rows, under the minimum of {o.min_group_size}: reported, not judged"
+        yield audit.Metric("group_size", float(table.n[g]), subject=subject, group=group, count=int(table.n[g]), unit="rows", details=details)
+        for metric in metrics:
+            for k in ([None] if metric == "accuracy" else table.classes):
+                value = table.value(metric, g, k)
+                name = metric if (binary or k is None) else f"{metric} [{class_names[k]}]"
+                extra = dict(details)
+                if k is not None and not binary:
+                    extra["class"] = class_names[k]
+                yield audit.Metric(
+                    name, None if not np.isfinite(value) else float(value), subject=subject, group=group,
+                    lower=_finite(lower_q[metric, k][g]), upper=_finite(upper_q[metric, k][g]),
+                    count=int(table.n[g]), details=extra,
+                )
+
+
+def _finite(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _worst(table, metric, kind, worst="max"):
+    """(value, class index, bootstrap interval) of a spread over judged groups, worst over classes."""
+    best = None
+    for k in table.classes:
+        value = float(_spread(table.rates[metric][:, k], table.judged, kind))
+        if not np.isfinite(value):
+            continue
+        if best is None or (value > best[0] if worst == "max" else value < best[0]):
+            reps = _spread(table.replicates(metric, k), table.judged, kind)
+            lo, hi = _stats.interval(reps)
+            best = (value, k, float(lo), float(hi))
+    return best
+
+
+def _extreme_groups(table, metric, k):
+    values = table.rates[metric][table.judged, k] if metric != "accuracy" else table.rates["accuracy"][table.judged]
+    with _stats._quiet():
+        hi = table.judged[int(np.nanargmax(values))]
+        lo = table.judged[int(np.nanargmin(values))]
+    names = table.grouping.names
+    return names[hi], names[lo]
+
+
+def _excluded(table, o):
+    small = np.flatnonzero(table.small)
+    return {table.grouping.names[g]: int(table.n[g]) for g in small}
+
+
+def _context_text(table, o, binary, class_names, k):
+    parts = []
+    if not binary and k is not None:
+        parts.append(f"worst class: {class_names[k]}")
+    excluded = _excluded(table, o)
+    if excluded:
+        shown = ", ".join(f"{name} (n={n})" for name, n in list(excluded.items())[:5])
+        more = "" if len(excluded) <= 5 else f" and {len(excluded) - 5} more"
+        parts.append(f"not judged, under {o.min_group_size} rows: {shown}{more}")
+    return ("; " + "; ".join(parts)) if parts else ""
+
+
+def _findings(table, probs, class_names, binary, rng, o):
+    subject = table.grouping.subject
+    base_details = {
+        "groups": {name: int(n) for name, n in zip(table.grouping.names, table.n)},
+        "excluded_small_groups": _excluded(table, o),
+        "min_group_size": o.min_group_size,
+        "binned": table.grouping.binned,
+    }
+    enough = len(table.judged) >= 2
+    checks = [
+        ("demographic_parity_difference", "Demographic parity difference"),
+        ("demographic_parity_ratio", "Demographic parity ratio (four-fifths rule)"),
+    ]
+    if table.has_labels:
+        checks += [
+            ("equalized_odds_difference", "Equalized odds difference"),
+            ("equal_opportunity_difference", "Equal opportunity difference"),
+            ("worst_group_accuracy", "Worst-group accuracy"),
+            ("accuracy_gap", "Accuracy gap between groups"),
+        ]
+    if not enough:
+        for check, title in checks + [("distance_covariance", "Distance covariance of scores and attribute"),
+                                      ("score_js_divergence", "Jensen-Shannon divergence of group score distributions")]:
+            yield not_judged(check, title, subject, len(table.judged), o.min_group_size, base_details)
+        return
+
+    def details(**extra):
+        return {**base_details, **extra}
+
+    # Demographic parity.
+    value, k, lo, hi = _worst(table, "selection_rate", "difference")
+    top, bottom = _extreme_groups(table, "selection_rate", k)
+    severity, passed = grade(value, o.parity_difference_medium, o.parity_difference_high)
+    yield audit.Finding(
+        check="demographic_parity_difference", title="Demographic parity difference", severity=severity, passed=passed,
+        value=value, threshold=o.parity_difference_medium, subject=subject,
+        message=(f"selection rate ranges from {table.rates['selection_rate'][:, k][_index(table, bottom)]:.3f} ({bottom}) to "
+                 f"{table.rates['selection_rate'][:, k][_index(table, top)]:.3f} ({top}): difference {value:.3f} "
+                 f"[95% CI {lo:.3f}, {hi:.3f}]; above {o.parity_difference_medium:g} is medium, above {o.parity_difference_high:g} high"
+                 + _context_text(table, o, binary, class_names, k)),
+        details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
+                        thresholds={"medium": o.parity_difference_medium, "high": o.parity_difference_high}),
+    )
+    value, k, lo, hi = _worst(table, "selection_rate", "ratio", worst="min")
+    top, bottom = _extreme_groups(table, "selection_rate", k)
+    passed = value >= o.parity_ratio_min
+    yield audit.Finding(
+        check="demographic_parity_ratio", title="Demographic parity ratio (four-fifths rule)",
+        severity=audit.Severity.INFO if passed else audit.Severity.HIGH, passed=passed,
+        value=value, threshold=o.parity_ratio_min, subject=subject,
+        message=(f"lowest selection rate ({bottom}) is {value:.3f} of the highest ({top}) [95% CI {lo:.3f}, {hi:.3f}]; "
+                 f"the four-fifths rule asks for at least {o.parity_ratio_min:g} (below it is high)"
+                 + _context_text(table, o, binary, class_names, k)),
+        details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
+                        thresholds={"high_below": o.parity_ratio_min}),
+    )
+    if table.has_labels:
+        yield from _error_rate_findings(table, class_names, binary, o, details)
+    yield _dcov_finding(table, probs, binary, rng, o, details)
+    yield _js_finding(table, probs, class_names, binary, rng, o, details)
+
+
+def _index(table, name):
+    return table.grouping.names.index(name)
+
+
+def _error_rate_findings(table, class_names, binary, o, details):
+    subject = table.grouping.subject
+    # Equalized odds: the larger of the TPR and FPR spreads, worst class.
+    best = None
+    for k in table.classes:
+        tpr = float(_spread(table.rates["tpr"][:, k], table.judged, "difference"))
+        fpr = float(_spread(table.rates["fpr"][:, k], table.judged, "difference"))
+        value = np.nanmax([tpr, fpr])
+        if np.isfinite(value) and (best is None or value > best[0]):
+            reps = np.fmax(_spread(table.replicates("tpr", k), table.judged, "difference"),
+                           _spread(table.replicates("fpr", k), table.judged, "difference"))
+            lo, hi = _stats.interval(reps)
+            best = (float(value), k, tpr, fpr, float(lo), float(hi))
+    if best is not None:
+        value, k, tpr, fpr, lo, hi = best
+        severity, passed = grade(value, o.odds_difference_medium, o.odds_difference_high)
+        yield audit.Finding(
+            check="equalized_odds_difference", title="Equalized odds difference", severity=severity, passed=passed,
+            value=value, threshold=o.odds_difference_medium, subject=subject,
+            message=(f"largest gap between groups in TPR ({tpr:.3f}) or FPR ({fpr:.3f}) is {value:.3f} [95% CI {lo:.3f}, {hi:.3f}]; "
+                     f"above {o.odds_difference_medium:g} is medium, above {o.odds_difference_high:g} high"
+                     + _context_text(table, o, binary, class_names, k)),
+            details=details(ci=[lo, hi], tpr_difference=tpr, fpr_difference=fpr, cls=class_names[k],
+                            thresholds={"medium": o.odds_difference_medium, "high": o.odds_difference_high}),
+        )
+    found = _worst(table, "tpr", "difference")
+    if found is not None:
+        value, k, lo, hi = found
+        top, bottom = _extreme_groups(table, "tpr", k)
+        severity, passed = grade(value, o.opportunity_difference_medium, o.opportunity_difference_high)
+        yield audit.Finding(
+            check="equal_opportunity_difference", title="Equal opportunity difference", severity=severity, passed=passed,
+            value=value, threshold=o.opportunity_difference_medium, subject=subject,
+            message=(f"true positive rate (recall) ranges over groups by {value:.3f} [95% CI {lo:.3f}, {hi:.3f}], "
+                     f"lowest in {bottom}, highest in {top}; above {o.opportunity_difference_medium:g} is medium, "
+                     f"above {o.opportunity_difference_high:g} high" + _context_text(table, o, binary, class_names, k)),
+            details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
+                            thresholds={"medium": o.opportunity_difference_medium, "high": o.opportunity_difference_high}),
+        )
+    accuracy = table.rates["accuracy"]
+    judged = table.judged
+    worst_g = judged[int(np.nanargmin(accuracy[judged]))]
+    best_g = judged[int(np.nanargmax(accuracy[judged]))]
+    worst_acc = float(accuracy[worst_g])
+    reps = table.boot["accuracy"][:, judged]
+    with _stats._quiet():
+        lo, hi = _stats.interval(np.nanmin(reps, axis=1))
+        gap_lo, gap_hi = _stats.interval(np.nanmax(reps, axis=1) - np.nanmin(reps, axis=1))
+        recall = table.rates["tpr"][judged][:, table.classes]
+        worst_recall = float(np.nanmin(recall)) if np.isfinite(recall).any() else None
+    names = table.grouping.names
+    passed = worst_acc >= o.min_group_accuracy
+    yield audit.Finding(
+        check="worst_group_accuracy", title="Worst-group accuracy",
+        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
+        value=worst_acc, threshold=o.min_group_accuracy, subject=subject,
+        message=(f"lowest accuracy is {worst_acc:.3f} in group {names[worst_g]} (n={int(table.n[worst_g])}) "
+                 f"[95% CI {float(lo):.3f}, {float(hi):.3f}]; below {o.min_group_accuracy:g} is medium"
+                 + (f"; worst-group recall {worst_recall:.3f}" if worst_recall is not None else "")
+                 + _context_text(table, o, True, class_names, None)),
+        details=details(ci=[float(lo), float(hi)], group=names[worst_g], worst_group_recall=worst_recall,
+                        thresholds={"medium_below": o.min_group_accuracy}),
+    )
+    gap = float(accuracy[best_g] - accuracy[worst_g])
+    severity, passed = grade(gap, o.accuracy_gap_medium, o.accuracy_gap_high)
+    yield audit.Finding(
+        check="accuracy_gap", title="Accuracy gap between groups", severity=severity, passed=passed,
+        value=gap, threshold=o.accuracy_gap_medium, subject=subject,
+        message=(f"accuracy {accuracy[best_g]:.3f} in {names[best_g]} against {accuracy[worst_g]:.3f} in {names[worst_g]}: "
+                 f"gap {gap:.3f} [95% CI {float(gap_lo):.3f}, {float(gap_hi):.3f}]; above {o.accuracy_gap_medium:g} is medium, "
+                 f"above {o.accuracy_gap_high:g} high" + _context_text(table, o, True, class_names, None)),
+        details=details(ci=[float(gap_lo), float(gap_hi)], best_group=names[best_g], worst_group=names[worst_g],
+                        thresholds={"medium": o.accuracy_gap_medium, "high": o.accuracy_gap_high}),
+    )
+
+
+def _dcov_finding(table, probs, binary, rng, o, details):
+    grouping = table.grouping
+    subject = grouping.subject
+    n = len(grouping.codes)
+    # Rows of small groups stay in: dCov judges the dependence over the whole data, not per group.
+    index = np.arange(n)
+    subsampled = n > o.dcov_max_rows
+    if subsampled:
+        index = np.sort(rng.choice(n, size=o.dcov_max_rows, replace=False))
+    scores = probs[index, 1:2] if binary else probs[index]
+    if grouping.raw is not None and grouping.binned:
+        result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)
+        kind = "raw numeric values"
+    elif grouping.raw is not None:
+        result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)
+        kind = "numeric values"
+    else:
+        codes = np.unique(grouping.codes[index], return_inverse=True)[1]
+        result = _stats.distance_covariance(scores, None, rng, o.dcov_permutations, codes=codes)
+        kind = "one-hot group codes"
+    dcor, p_value = result["dcor"], result["p_value"]
+    significant = p_value < o.dcov_alpha
+    passed = not (significant and dcor > o.dcor_threshold)
+    sample_text = (f"on a seeded random subsample of {len(index)} of {n} rows (the distance matrices are O(n^2))"
+                   if subsampled else f"on all {n} rows")
+    return audit.Finding(
+        check="distance_covariance", title="Distance covariance of scores and attribute",
+        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
+        value=dcor, threshold=o.dcor_threshold, subject=subject,
+        message=(f"distance correlation {dcor:.3f} between the model's scores and {subject} (distance covariance "
+                 f"{result['dcov']:.4g}, permutation p = {p_value:.3g} from {o.dcov_permutations} permutations), {sample_text}; "
+                 f"medium when p < {o.dcov_alpha:g} and distance correlation above {o.dcor_threshold:g}. "
+                 "Unlike a correlation, it also catches nonlinear dependence."),
+        details=details(dcov=result["dcov"], dcov2=result["dcov2"], dcor=dcor, p_value=p_value,
+                        permutations=o.dcov_permutations, rows_used=int(len(index)), rows_total=int(n),
+                        subsampled=bool(subsampled), attribute_encoding=kind,
+                        thresholds={"alpha": o.dcov_alpha, "dcor": o.dcor_threshold}),
+    )
+
+
+def _pairwise_js(hist: np.ndarray) -> np.ndarray:
+    """JS divergence (bits) between every pair of rows of a (..., G, bins) histogram array."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = hist / hist.sum(axis=-1, keepdims=True)
+        a = p[..., :, None, :]
+        b = p[..., None, :, :]
+        m = (a + b) / 2
+        kl_a = np.where(a > 0, a * np.log2(a / m), 0.0).sum(axis=-1)
+        kl_b = np.where(b > 0, b * np.log2(b / m), 0.0).sum(axis=-1)
+    return np.clip((kl_a + kl_b) / 2, 0.0, None)
+
+
+def _js_finding(table, probs, class_names, binary, rng, o, details):
+    grouping = table.grouping
+    judged = table.judged
+    best = None
+    for k in table.classes:
+        hist = _stats.score_histograms(probs[:, k], grouping.codes, grouping.n_groups, o.js_bins)[judged]
+        js = _pairwise_js(hist)
+        i, j = np.unravel_index(int(np.argmax(js)), js.shape)
+        value = float(js[i, j])
+        if best is None or value > best[0]:
+            # Chance level: the same group sizes drawn from the pooled distribution.
+            pooled = hist.sum(axis=0) / hist.sum()
+            null = np.stack([rng.multinomial(int(n), pooled, size=o.js_null_draws) for n in hist.sum(axis=1)], axis=1)
+            null_max = _pairwise_js(null.astype(np.float64)).reshape(o.js_null_draws, -1).max(axis=1)
+            best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)))
+    value, k, gi, gj, chance = best
+    names = grouping.names
+    severity, passed = grade(value, o.js_medium, o.js_high)
+    if value <= chance:
+        severity, passed = audit.Severity.INFO, True
+    return audit.Finding(
+        check="score_js_divergence", title="Jensen-Shannon divergence of group score distributions",
+        severity=severity, passed=passed, value=value, threshold=o.js_medium, subject=grouping.subject,
+        message=(f"largest Jensen-Shannon divergence between groups' score distributions is {value:.3f} bits "
+                 f"({names[gi]} vs {names[gj]}, {o.js_bins} bins; 0 = identical, 1 = disjoint); chance level for these "
+                 f"group sizes {chance:.3f} (95th percentile); above {o.js_medium:g} is medium, above {o.js_high:g} high, "
+                 "when also above chance" + _context_text(table, o, binary, class_names, k)),
+        details=details(pair=[names[gi], names[gj]], chance_95=chance, bins=o.js_bins, cls=class_names[k],
+                        thresholds={"medium": o.js_medium, "high": o.js_high}),
+    )

@@ -1,0 +1,24 @@
+"""Severity grading shared by the bias analyses."""
+
+from __future__ import annotations
+
+import audit
+
+
+def grade(value: float, medium: float, high: float):
+    """(severity, passed) for a value where larger is worse: above high -> HIGH, above medium -> MEDIUM."""
+    if value > high:
+        return audit.Severity.HIGH, False
+    if value > medium:
+        return audit.Severity.MEDIUM, False
+    return audit.Severity.INFO, True
+
+
+def not_judged(check: str, title: str, subject: str, n_judged: int, min_size: int, details: dict):
+    """A finding that says plainly that a check could not be judged (too few large-enough groups)."""
+    return audit.Finding(
+        check=check, title=title, severity=audit.Severity.INFO, passed=False, value=None, subject=subject,
+        message=(f"not judged: {n_judged} group(s) of {subject} have at least {min_size} rows, and a comparison needs two; "
+                 "collect more data for the small groups or lower min_group_size"),
+        details={**details, "judged": False},
+    )

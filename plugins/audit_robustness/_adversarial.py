@@ -1,0 +1,156 @@
+"""White-box FGSM and PGD (L-inf and L2) on the model's device, all epsilons of a batch attacked together.
+
+Every attack step is one forward-and-backward pass of the model through
+``Model.input_gradient`` (inputs-only gradients, parameters frozen, counted).
+The rows of a batch are replicated once per epsilon, so one pass advances
+the attack at every epsilon at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def loss_gradient(model, x_adv, target):
+    """(logits, d CE / d x): the cross-entropy gradient is minus that of log p(target)."""
+    logits, grad = model.input_gradient(x_adv, target, output="log_probability")
+    return logits, -grad
+
+
+def _per_row(values, like):
+    """Shape a (B,) tensor to broadcast against a (B, ...) batch."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _row_norms(t):
+    return t.flatten(1).norm(p=2, dim=1)
+
+
+def ascend(x_adv, grad, step, norm: str):
+    """One steepest-ascent step of length ``step`` (per row) in the given norm."""
+    import torch
+
+    if norm == "linf":
+        return x_adv + _per_row(step, x_adv) * torch.sign(grad)
+    unit = grad / _per_row(_row_norms(grad).clamp_min(1e-12), grad)
+    return x_adv + _per_row(step, x_adv) * unit
+
+
+def project(x_adv, x, eps, norm: str):
+    """Back into the eps-ball around x (per-row eps)."""
+    import torch
+
+    delta = x_adv - x
+    if norm == "linf":
+        bound = _per_row(eps, delta)
+        delta = torch.maximum(torch.minimum(delta, bound), -bound)
+    else:
+        norms = _row_norms(delta)
+        factor = torch.where(norms > eps, eps / norms.clamp_min(1e-12), torch.ones_like(norms))
+        delta = delta * _per_row(factor, delta)
+    return x + delta
+
+
+def clip(x_adv, lower, upper):
+    import torch
+
+    if lower is None:
+        return x_adv
+    return torch.maximum(torch.minimum(x_adv, upper), lower)
+
+
+def random_start(x, eps, norm: str, generator):
+    import torch
+
+    if norm == "linf":
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1
+        return x + noise * _per_row(eps, x)
+    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    direction = direction / _per_row(_row_norms(direction).clamp_min(1e-12), x)
+    d = x[0].numel()
+    radius = torch.rand(len(x), generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d) * eps
+    return x + direction * _per_row(radius, x)
+
+
+def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upper=None, start_random=False, generator=None):
+    """Untargeted PGD on device tensors; FGSM is ``steps=1, step_size=eps``.
+
+    ``eps`` and ``step_size`` are per-row tensors. Returns (x_adv, broken):
+    ``broken`` is True where any iterate, each inside the ball and the
+    bounds, was misclassified, which includes the final one (one extra
+    forward pass).
+    """
+    import torch
+
+    x_adv = x.clone()
+    if start_random:
+        x_adv = clip(project(random_start(x, eps, norm, generator), x, eps, norm), lower, upper)
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        logits, grad = loss_gradient(model, x_adv, target)
+        broken |= logits.argmax(dim=1) != target
+        x_adv = clip(project(ascend(x_adv, grad, step_size, norm), x, eps, norm), lower, upper).detach()
+    with torch.no_grad():
+        final = model.logits_torch(x_adv).argmax(dim=1)
+    broken |= final != target
+    return x_adv, broken, final
+
+
+@dataclass
+class AttackResult:
+    broken: np.ndarray  # (E, N): misclassified at some iterate, at each epsilon
+    final_wrong: np.ndarray  # (E, N): misclassified at the final iterate only
+    examples: np.ndarray | None  # (E, k, ...) adversarial inputs of the first k rows
+    example_predictions: np.ndarray | None  # (E, k)
+
+
+def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: float, lower_np, upper_np,
+           start_random: bool, generator, progress=None, keep: int = 0) -> AttackResult:
+    """Attack every row at every epsilon: rows x epsilons replicated into one batch per step."""
+    import torch
+
+    device = model.device
+    n_eps = len(epsilons)
+    eps_t = torch.as_tensor(np.asarray(epsilons, dtype=np.float32), device=device)
+    lower = None if lower_np is None else torch.as_tensor(lower_np, device=device)
+    upper = None if upper_np is None else torch.as_tensor(upper_np, device=device)
+    n = len(x_np)
+    broken = np.zeros((n_eps, n), dtype=bool)
+    final_wrong = np.zeros((n_eps, n), dtype=bool)
+    examples = predictions = None
+    chunk = max(1, model.batch_size // n_eps)
+    start = 0
+    while start < n:
+        rows = slice(start, min(n, start + chunk))
+        xb = torch.as_tensor(np.ascontiguousarray(x_np[rows]), dtype=torch.float32, device=device)
+        yb = torch.as_tensor(y_np[rows], dtype=torch.int64, device=device)
+        b = len(xb)
+        x_rep = xb.repeat(n_eps, *([1] * (xb.dim() - 1)))  # epsilon-major: rows of eps 0, then eps 1, ...
+        y_rep = yb.repeat(n_eps)
+        eps_rep = eps_t.repeat_interleave(b)
+        try:
+            x_adv, hit, final = pgd(model, x_rep, y_rep, eps_rep, norm, steps, eps_rep * step_factor, lower, upper, start_random, generator)
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, with half the rows
+            if _out_of_memory(error) and chunk > 1:
+                chunk = max(1, chunk // 2)
+                if str(device).startswith("cuda"):
+                    torch.cuda.empty_cache()
+                continue
+            raise
+        broken[:, rows] = hit.view(n_eps, b).cpu().numpy()
+        final_wrong[:, rows] = (final != y_rep).view(n_eps, b).cpu().numpy()
+        if keep and examples is None:
+            k = min(keep, b)
+            examples = x_adv.view(n_eps, b, *xb.shape[1:])[:, :k].cpu().numpy()
+            predictions = final.view(n_eps, b)[:, :k].cpu().numpy()
+        if progress is not None:
+            progress.advance(b)
+        start += b
+    return AttackResult(broken, final_wrong, examples, predictions)
+
+
+def _out_of_memory(error) -> bool:
+    text = str(error).lower()
+    return "out of memory" in text or "outofmemory" in type(error).__name__.lower()

@@ -1,0 +1,146 @@
+"""Helpers shared by the robustness analyses: input range, image layout, sampling, ranks, AUROC."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class InputRange:
+    """Where the model's inputs live, inferred from the audit data.
+
+    ``lower``/``upper`` broadcast against one row: scalars for images (one
+    pixel range), per feature for tabular data (a binary column stays in
+    [0, 1] when attacked). ``span`` is the global max - min, the unit in
+    which default epsilons and noise levels are expressed.
+    """
+
+    lower: np.ndarray
+    upper: np.ndarray
+    low: float
+    high: float
+
+    @property
+    def span(self) -> float:
+        return max(self.high - self.low, 1e-12)
+
+
+def input_range(x: np.ndarray, modality: str) -> InputRange:
+    low, high = float(np.min(x)), float(np.max(x))
+    if modality == "image":
+        lower = np.full((1,) * (x.ndim - 1), low, dtype=np.float32)
+        upper = np.full((1,) * (x.ndim - 1), high, dtype=np.float32)
+    else:
+        lower = np.min(x, axis=0).astype(np.float32)
+        upper = np.max(x, axis=0).astype(np.float32)
+    return InputRange(lower, upper, low, high)
+
+
+class ImageLayout:
+    """Turns the data's image array into (N, C, H, W) and back, whatever layout it came in."""
+
+    def __init__(self, shape: tuple):
+        self.shape = tuple(shape)  # one row's shape
+        if len(shape) == 3 and shape[0] <= 4:
+            self.kind = "nchw"
+        elif len(shape) == 3 and shape[-1] <= 4:
+            self.kind = "nhwc"
+        elif len(shape) == 2:
+            self.kind = "nhw"
+        elif len(shape) == 1 and math.isqrt(shape[0]) ** 2 == shape[0] and shape[0] >= 4:
+            self.kind = "flat"
+        else:
+            raise ValueError(f"cannot read rows of shape {shape} as images")
+
+    def to_nchw(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "nchw":
+            return x
+        if self.kind == "nhwc":
+            return np.moveaxis(x, -1, 1)
+        if self.kind == "nhw":
+            return x[:, None]
+        side = math.isqrt(self.shape[0])
+        return x.reshape(len(x), 1, side, side)
+
+    def from_nchw(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "nchw":
+            return x
+        if self.kind == "nhwc":
+            return np.moveaxis(x, 1, -1)
+        if self.kind == "nhw":
+            return x[:, 0]
+        return x.reshape(len(x), -1)
+
+
+def image_layout(data) -> ImageLayout | None:
+    if data.modality != "image":
+        return None
+    try:
+        return ImageLayout(data.x.shape[1:])
+    except ValueError:
+        return None
+
+
+def sample_rows(ctx, max_rows: int | None) -> np.ndarray | None:
+    """A seeded subset of row indices when the data has more than ``max_rows``, else None."""
+    n = len(ctx.data)
+    if max_rows is None or n <= max_rows:
+        return None
+    index = np.sort(ctx.rng.choice(n, size=max_rows, replace=False))
+    ctx.note(f"{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
+    return index
+
+
+def reference_labels(ctx) -> tuple[np.ndarray, bool]:
+    """True labels, or the clean predictions when the data has none (then accuracy means agreement)."""
+    if ctx.data.y is not None:
+        return np.asarray(ctx.data.y, dtype=np.int64), False
+    ctx.note("the data has no labels: accuracies are agreement with the model's own clean predictions")
+    return ctx.predicted.astype(np.int64), True
+
+
+def fmt(value: float) -> str:
+    """Compact epsilon for subjects: 0.03, 0.5, 1.2e-05."""
+    return f"{float(value):.3g}"
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata's default)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    boundaries = np.flatnonzero(np.diff(sorted_values) != 0) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(values)]])
+    group_rank = (starts + ends + 1) / 2.0  # mean of positions start+1 .. end
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, ends - starts)
+    return ranks
+
+
+def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
+    """P(score of a positive > score of a negative) + half the ties: the Mann-Whitney U over n_pos * n_neg."""
+    positive_scores = np.asarray(positive_scores, dtype=np.float64)
+    negative_scores = np.asarray(negative_scores, dtype=np.float64)
+    n_pos, n_neg = len(positive_scores), len(negative_scores)
+    ranks = average_ranks(np.concatenate([positive_scores, negative_scores]))
+    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def fpr_at_tpr(positive_scores: np.ndarray, negative_scores: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of negatives accepted at the highest threshold that accepts ``tpr`` of the positives."""
+    ordered = np.sort(np.asarray(positive_scores, dtype=np.float64))[::-1]
+    k = max(1, int(math.ceil(tpr * len(ordered))))
+    threshold = ordered[k - 1]
+    return float(np.mean(np.asarray(negative_scores) >= threshold))
+
+
+def class_names(ctx) -> list[str]:
+    names = ctx.data.class_names
+    if names and len(names) >= ctx.n_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(ctx.n_classes)]
