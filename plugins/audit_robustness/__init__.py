@@ -1,8 +1,143 @@
-"""Built-in `robustness` analyses (being built: see the robustness issue)."""
+"""Built-in `robustness` analyses: corruptions, white- and black-box attacks, calibration, out-of-distribution."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 import audit
+
+TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7"}
+
+
+class Corruptions(audit.Analysis):
+    """Accuracy, flip rate and confidence under common corruptions at five severities (black-box)."""
+
+    name = "robustness.corruptions"
+    title = "Common corruptions"
+    category = "robustness"
+    requires = frozenset()
+    tags = TAGS
+
+    class Options(audit.Options):
+        corruptions: list[str] | None = Field(
+            None, description="corruptions to apply (default: all for the modality; images: gaussian_noise, shot_noise, "
+            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout)",
+        )
+        severities: list[Annotated[int, Field(ge=0, le=5)]] = Field([1, 2, 3, 4, 5], min_length=1, description="severities 0 (identity) to 5")
+        judged_severity: int = Field(3, ge=0, le=5, description="severity at which the worst accuracy drop is judged")
+        max_accuracy_drop: float = Field(0.1, ge=0, le=1, description="worst corruption's accuracy drop above this fails")
+        max_mean_corruption_error: float = Field(0.15, ge=0, le=1, description="mean error increase over clean above this fails")
+        max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
+
+    def run(self, ctx):
+        from . import _run_corruptions
+
+        yield from _run_corruptions.run(self, ctx)
+
+
+class Adversarial(audit.Analysis):
+    """White-box FGSM and PGD (L-inf and L2): robust accuracy against epsilon, on the model's device."""
+
+    name = "robustness.adversarial"
+    title = "Adversarial robustness (white-box)"
+    category = "robustness"
+    requires = frozenset({"gradients"})
+    tags = TAGS
+
+    class Options(audit.Options):
+        attacks: list[Literal["fgsm", "pgd"]] = Field(["fgsm", "pgd"], min_length=1, description="attacks to run")
+        norms: list[Literal["linf", "l2"]] = Field(["linf", "l2"], min_length=1, description="threat models")
+        epsilons_linf: list[Annotated[float, Field(ge=0)]] | None = Field(
+            None, description="L-inf radii (default 1, 2, 5, 10, 20% of the data's range)")
+        epsilons_l2: list[Annotated[float, Field(ge=0)]] | None = Field(
+            None, description="L2 radii (default 1, 2, 5, 10, 20% of range x sqrt(input size))")
+        steps: int = Field(10, ge=1, description="PGD steps (fixed, no early stop)")
+        step_size_factor: float = Field(2.5, gt=0, description="PGD step = factor * eps / steps (Madry et al.)")
+        random_start: bool = Field(False, description="start PGD from a random point in the ball")
+        clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
+        min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
+        max_rows: int | None = Field(1000, ge=1, description="rows sampled (seeded) when the data has more")
+
+    def run(self, ctx):
+        from . import _run_adversarial
+
+        yield from _run_adversarial.run(self, ctx)
+
+
+class BlackBoxAttack(audit.Analysis):
+    """Square attack (score-based, L-inf) within a query budget: robust accuracy and queries (black-box)."""
+
+    name = "robustness.blackbox_attack"
+    title = "Adversarial robustness (black-box Square attack)"
+    category = "robustness"
+    requires = frozenset()
+    tags = TAGS
+
+    class Options(audit.Options):
+        epsilon: float | None = Field(None, ge=0, description="L-inf radius (default epsilon_fraction x the data's range)")
+        epsilon_fraction: float = Field(0.05, ge=0, description="default radius as a share of the data's range")
+        budget: int = Field(1000, ge=1, description="most queries (forward rows) per attacked row")
+        p_init: float = Field(0.05, gt=0, le=1, description="initial share of the input changed per iteration")
+        clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
+        min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
+        min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
+        max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
+
+    def run(self, ctx):
+        from . import _run_blackbox
+
+        yield from _run_blackbox.run(self, ctx)
+
+
+class Calibration(audit.Analysis):
+    """Expected calibration error, Brier score and selective prediction (risk-coverage) from the clean pass."""
+
+    name = "robustness.calibration"
+    title = "Calibration and selective prediction"
+    category = "robustness"
+    requires = frozenset({"labels"})
+    tags = TAGS
+
+    class Options(audit.Options):
+        bins: int = Field(15, ge=2, le=1000, description="confidence bins for the ECE")
+        binning: Literal["width", "mass"] = Field("width", description="equal-width or equal-mass bins")
+        max_ece: float = Field(0.05, ge=0, le=1, description="ECE above this fails")
+        max_brier: float | None = Field(None, ge=0, description="Brier score above this fails (default: that of always predicting the class frequencies)")
+        max_selective_risk_at_90: float | None = Field(
+            None, ge=0, le=1, description="error at 90% coverage above this fails (default: the error at full coverage)")
+
+    def run(self, ctx):
+        from . import _run_calibration
+
+        yield from _run_calibration.run(self, ctx)
+
+
+class OutOfDistribution(audit.Analysis):
+    """Maximum-softmax and energy scores: AUROC and FPR at 95% TPR against OOD inputs (black-box)."""
+
+    name = "robustness.ood"
+    title = "Out-of-distribution detection"
+    category = "robustness"
+    requires = frozenset()
+    tags = TAGS
+
+    class Options(audit.Options):
+        ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")
+        synthetic_rows: int = Field(1000, ge=10, description="rows of each synthetic noise set")
+        min_auroc: float = Field(0.8, ge=0, le=1, description="AUROC below this fails")
+
+    def run(self, ctx):
+        from . import _run_ood
+
+        yield from _run_ood.run(self, ctx)
+
+
+ANALYSES = (Corruptions, Adversarial, BlackBoxAttack, Calibration, OutOfDistribution)
 
 
 @audit.hookimpl
 def register_analyses(register):
-    pass
+    for analysis in ANALYSES:
+        register(analysis)

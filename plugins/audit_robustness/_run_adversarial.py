@@ -1,0 +1,137 @@
+"""robustness.adversarial: robust accuracy under FGSM and PGD against epsilon, L-inf and L2."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import audit
+
+from . import _adversarial, _figures
+from ._common import class_names, fmt, image_layout, input_range, reference_labels, sample_rows
+
+# Default epsilons as fractions of the data's range (L-inf), and of the range
+# times sqrt(dimensions) (L2: the same budget as a per-coordinate RMS change).
+LINF_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
+L2_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+MONOTONE_NOTE = (
+    "a row counts as broken at an epsilon if the attack broke it at that or any smaller epsilon: "
+    "an adversarial input inside a smaller ball also lies inside the larger one"
+)
+
+
+def default_epsilons(norm: str, span: float, dimensions: int) -> list[float]:
+    if norm == "linf":
+        return [round(f * span, 6) for f in LINF_FRACTIONS]
+    return [round(f * span * math.sqrt(dimensions), 6) for f in L2_FRACTIONS]
+
+
+def run(analysis, ctx):
+    o = analysis.options
+    index = sample_rows(ctx, o.max_rows)
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    x = take(ctx.data.x).astype(np.float32)
+    labels, agreement = reference_labels(ctx)
+    y = take(labels)
+    clean_wrong = take(ctx.predicted) != y
+    clean_accuracy = float(np.mean(~clean_wrong))
+    what = "agreement" if agreement else "accuracy"
+
+    bounds = input_range(ctx.data.x, ctx.data.modality)
+    lower, upper = (bounds.lower, bounds.upper) if o.clip else (None, None)
+    dimensions = int(np.prod(x.shape[1:]))
+    epsilons = {
+        "linf": sorted(set(o.epsilons_linf if o.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions))),
+        "l2": sorted(set(o.epsilons_l2 if o.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions))),
+    }
+    layout = image_layout(ctx.data)
+    keep = 4 if layout else 0
+    generator = ctx.torch_generator() if o.random_start else None
+    pgd_step_factor = o.step_size_factor / o.steps
+
+    plans = [(attack, norm) for attack in o.attacks for norm in o.norms if epsilons[norm]]
+    curves: dict = {}
+    examples = {}
+    total_steps = sum(1 if attack == "fgsm" else o.steps for attack, _ in plans)
+    ctx.note(
+        f"{len(x)} rows attacked; PGD: {o.steps} steps of {o.step_size_factor:g} * eps / {o.steps}, "
+        f"{'random start' if o.random_start else 'no random start'}; inputs clipped to "
+        + (f"[{bounds.low:.4g}, {bounds.high:.4g}]" if ctx.data.modality == "image" else "each feature's observed range")
+        + (" (the data's range)" if o.clip else " : clipping off")
+    )
+    with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
+        for attack, norm in plans:
+            eps_list = epsilons[norm]
+            steps, factor = (1, 1.0) if attack == "fgsm" else (o.steps, pgd_step_factor)
+            result = _adversarial.attack(
+                ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
+                start_random=o.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep,
+            )
+            broken_here = result.broken | clean_wrong[None, :]
+            broken_cumulative = np.logical_or.accumulate(broken_here, axis=0)
+            robust = 1.0 - broken_cumulative.mean(axis=1)
+            robust_here = 1.0 - broken_here.mean(axis=1)
+            final_only = 1.0 - (result.final_wrong | clean_wrong[None, :]).mean(axis=1)
+            curves.setdefault(norm, {})[attack] = ([0.0] + list(eps_list), [clean_accuracy] + list(robust))
+            if result.examples is not None:
+                examples[(attack, norm)] = (eps_list, result.examples, result.example_predictions)
+            for i, eps in enumerate(eps_list):
+                subject = f"{attack} {norm} eps={fmt(eps)}"
+                threshold = o.min_robust_accuracy_ratio * clean_accuracy
+                yield audit.Metric("robust_accuracy", float(robust[i]), subject=subject, count=len(y))
+                yield audit.Finding(
+                    check="robust_accuracy",
+                    title=f"Robust {what} under {attack.upper()} ({norm})",
+                    severity=audit.Severity.MEDIUM,
+                    passed=bool(robust[i] >= threshold),
+                    value=float(robust[i]),
+                    threshold=threshold,
+                    subject=subject,
+                    message=(
+                        f"{attack.upper()} with {norm} perturbations of size {fmt(eps)} "
+                        f"({eps / (bounds.span * (1 if norm == 'linf' else math.sqrt(dimensions))):.1%} of the "
+                        f"{'range' if norm == 'linf' else 'range x sqrt(dims)'}) leaves {what} at {robust[i]:.3f} "
+                        f"against {clean_accuracy:.3f} clean; required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+                    ),
+                    details={
+                        "attack": attack,
+                        "norm": norm,
+                        "epsilon": float(eps),
+                        "steps": steps,
+                        "step_size": float(eps * factor),
+                        "random_start": bool(o.random_start and attack == "pgd"),
+                        "clean_accuracy": clean_accuracy,
+                        "robust_at_this_epsilon_alone": float(robust_here[i]),
+                        "robust_final_iterate_only": float(final_only[i]),
+                        "monotone": MONOTONE_NOTE,
+                        "rows": len(y),
+                        "labels": "clean predictions" if agreement else "true labels",
+                    },
+                )
+
+    yield audit.Figure(
+        "robust_accuracy_curves",
+        "Robust accuracy against epsilon",
+        _figures.epsilon_curves(curves, clean_accuracy, what),
+        caption=(
+            f"Share of {len(y)} rows still classified correctly under attack; epsilon 0 is the clean data. "
+            f"PGD: {o.steps} steps, step {o.step_size_factor:g} eps/{o.steps}. A row broken at a smaller "
+            "epsilon counts as broken at every larger one."
+        ),
+    )
+    if layout and examples:
+        columns = []
+        for (attack, norm), (eps_list, adversarial, predicted) in examples.items():
+            if norm != "linf" and ("pgd", "linf") in examples:
+                continue
+            j = len(eps_list) // 2
+            columns.append((f"{attack} {norm} {fmt(eps_list[j])}", layout.to_nchw(adversarial[j]), predicted[j]))
+        k = len(next(iter(examples.values()))[1][0])
+        yield audit.Figure(
+            "adversarial_examples",
+            "Examples: clean and adversarial inputs",
+            _figures.image_grid(layout.to_nchw(x[:k]), take(ctx.predicted)[:k], columns, class_names(ctx), y[:k], bounds),
+            caption="Each row one input; titles give the predicted class (red when it differs from the label).",
+        )

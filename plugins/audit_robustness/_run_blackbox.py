@@ -1,0 +1,106 @@
+"""robustness.blackbox_attack: Square attack robust accuracy and queries, for any model that predicts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import audit
+
+from . import _figures
+from ._common import class_names, fmt, image_layout, input_range, reference_labels, sample_rows
+from ._square import square_attack
+
+
+def run(analysis, ctx):
+    o = analysis.options
+    index = sample_rows(ctx, o.max_rows)
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    x = take(ctx.data.x).astype(np.float32)
+    labels, agreement = reference_labels(ctx)
+    y = take(labels)
+    clean_logits = take(ctx.logits)
+    what = "agreement" if agreement else "accuracy"
+    bounds = input_range(ctx.data.x, ctx.data.modality)
+    eps = o.epsilon if o.epsilon is not None else round(o.epsilon_fraction * bounds.span, 6)
+    layout = image_layout(ctx.data)
+    if ctx.model.output_kind == "probabilities":
+        ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
+
+    def predict_logits(batch):
+        return ctx.model.predict(batch, output="logits")
+
+    with ctx.progress(o.budget, "square attack queries") as bar:
+        result = square_attack(
+            predict_logits, x, y, clean_logits, eps, o.budget, o.p_init, ctx.rng,
+            lower=bounds.lower if o.clip else None, upper=bounds.upper if o.clip else None,
+            layout=layout, progress=bar,
+        )
+    clean_accuracy = float(np.mean(clean_logits.argmax(axis=1) == y))
+    robust_accuracy = float(np.mean(result.robust))
+    subject = f"square linf eps={fmt(eps)}"
+    threshold = o.min_robust_accuracy_ratio * clean_accuracy
+    successful = result.queries[result.fooled_by_attack]
+    attacked = result.queries[result.queries > 0]
+    median = float(np.median(successful)) if len(successful) else None
+    details = {
+        "epsilon": float(eps),
+        "budget": o.budget,
+        "p_init": o.p_init,
+        "rows": len(y),
+        "clean_accuracy": clean_accuracy,
+        "rows_fooled": int(result.fooled_by_attack.sum()),
+        "mean_queries_per_attacked_row": float(attacked.mean()) if len(attacked) else 0.0,
+        "max_queries_per_row": int(result.queries.max()),
+        "total_queries": int(result.queries.sum()),
+        "labels": "clean predictions" if agreement else "true labels",
+    }
+    yield audit.Metric("robust_accuracy", robust_accuracy, subject=subject, count=len(y))
+    yield audit.Metric("queries", float(result.queries.sum()), subject=subject, unit="rows", count=len(y))
+    yield audit.Finding(
+        check="robust_accuracy",
+        title=f"Robust {what} under a black-box Square attack",
+        severity=audit.Severity.MEDIUM,
+        passed=robust_accuracy >= threshold,
+        value=robust_accuracy,
+        threshold=threshold,
+        subject=subject,
+        message=(
+            f"with at most {o.budget} queries per row and L-inf perturbations of {fmt(eps)} "
+            f"({eps / bounds.span:.1%} of the data range), {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
+            f"required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+        ),
+        details=details,
+    )
+    if median is None:
+        message = f"no row was fooled within {o.budget} queries at eps {fmt(eps)}"
+        passed = True
+    else:
+        message = (
+            f"the attack fooled {len(successful)} of {int((result.queries > 0).sum())} attacked rows; half of them "
+            f"within {median:g} queries (at least {o.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
+        )
+        passed = median >= o.min_median_queries
+    yield audit.Finding(
+        check="median_queries",
+        title="Median queries of a successful Square attack",
+        severity=audit.Severity.LOW,
+        passed=passed,
+        value=median,
+        threshold=float(o.min_median_queries),
+        subject=subject,
+        message=message,
+        details=details,
+    )
+    if layout:
+        k = min(4, len(x))
+        adversarial_predictions = ctx.model.predict(result.x_adv[:k]).argmax(axis=1)
+        yield audit.Figure(
+            "square_examples",
+            "Examples: clean and Square-attack inputs",
+            _figures.image_grid(
+                layout.to_nchw(x[:k]), clean_logits[:k].argmax(axis=1),
+                [(f"square {fmt(eps)}", layout.to_nchw(result.x_adv[:k]), adversarial_predictions)],
+                class_names(ctx), y[:k], bounds,
+            ),
+            caption="Each row one input; titles give the predicted class (red when it differs from the label).",
+        )
