@@ -17,3 +17,60 @@ def isolated(tmp_path, monkeypatch):
     reset_plugin_manager()
     yield tmp_path
     reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory):
+    """Tiny seeded models exported to files once per session, with matching data files."""
+    import numpy as np
+    import torch
+
+    from audit.testing import export_onnx, tiny_cnn, tiny_dataset, tiny_images, tiny_mlp
+
+    folder = tmp_path_factory.mktemp("assets")
+    mlp = tiny_mlp(n_features=4, n_classes=2, seed=0)
+    data = tiny_dataset(n=200, n_features=4, seed=1)
+    # Labels from the model itself keep accuracy high, so exit codes are predictable.
+    y = mlp.predict(data.x).argmax(1)
+    export_onnx(mlp, folder / "mlp.onnx", data.x)
+    torch.jit.save(torch.jit.script(mlp.module), str(folder / "mlp.pt"))
+    np.savez(folder / "data.npz", x=data.x, y=y, group=data.attributes["group"])
+    cnn = tiny_cnn(channels=1, size=8, n_classes=3, seed=0)
+    images = tiny_images(n=48, channels=1, size=8, n_classes=3, seed=2)
+    export_onnx(cnn, folder / "cnn.onnx", images.x)
+    np.savez(folder / "images.npz", x=images.x, y=cnn.predict(images.x).argmax(1))
+
+    class Assets:
+        path = folder
+        mlp_onnx = folder / "mlp.onnx"
+        mlp_pt = folder / "mlp.pt"
+        data_npz = folder / "data.npz"
+        cnn_onnx = folder / "cnn.onnx"
+        images_npz = folder / "images.npz"
+        mlp_model = mlp
+        x = data.x
+        labels = y
+
+    return Assets
+
+
+def run_cli(*args, input=None):
+    """Run the CLI in-process the way a shell would; return (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from audit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -30,6 +30,14 @@ def build_app() -> typer.Typer:
     return app
 
 
+_argv: list[str] = []
+
+
+def current_argv() -> list[str]:
+    """The command line as typed, for the run's reproducibility record."""
+    return ["audit", *_argv]
+
+
 def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -39,24 +47,35 @@ def error_exit(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _click_module():
+    """Typer >= 0.25 vendors click as typer._click; older Typer uses click itself."""
+    import importlib
+
+    if getattr(typer, "_click", None) is not None:
+        return importlib.import_module("typer._click.exceptions")
+    return importlib.import_module("click.exceptions")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; bad usage and bad input end in one `Error:` line and exit code 2."""
-    import click
+    click = _click_module()
 
+    global _argv
+    _argv = list(sys.argv[1:] if argv is None else argv)
     try:
         app = build_app()
         result = app(args=argv, prog_name="audit", standalone_mode=False)
     except AuditError as error:
         print(f"Error: {error}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.NoArgsIsHelpError as error:
+    except click.NoArgsIsHelpError as error:
         print(error.ctx.get_help() if error.ctx else str(error))
         sys.exit(0)
     except click.UsageError as error:
         hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
         print(f"Error: {error.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("Error: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:

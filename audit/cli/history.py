@@ -45,8 +45,9 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """List past runs, newest first."""
+    cutoff = _since(since)
     store = _store(db)
-    rows = store.runs(model=model, status=status, since=_since(since), limit=limit)
+    rows = store.runs(model=model, status=status, since=cutoff, limit=limit)
     out = [
         {"run_id": r.id, "started_at": r.started_at.isoformat(), "status": r.status, "exit_code": r.exit_code,
          "model": r.model_path, "model_sha256": r.model_sha256, "data": r.data_path, "rows": r.data_rows, "provider": r.provider}

@@ -39,7 +39,9 @@ def run(
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_set, find_config
 
-    spec = RunSpec(argv=["audit", *sys.argv[1:]])
+    from audit.cli import current_argv
+
+    spec = RunSpec(argv=current_argv())
     config_path, table = find_config(config)
     if config_path is not None:
         apply_config(spec, table, config_path.parent)
@@ -147,6 +149,7 @@ def demo(
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also write a PDF report for each run."),
 ):
     """Audit the bundled example models (no network, no training): writes HTML and PDF reports."""
+    from audit.cli import current_argv
     from audit.config import RunSpec
 
     assets = demo_assets()
@@ -157,7 +160,7 @@ def demo(
             print(f"== {description}: {model_file}")
         spec = RunSpec(
             model=str(assets / model_file), data=str(assets / data_file), device=device, db=db,
-            analyses=list(analysis or []), fail_on="never", argv=["audit", "demo"],
+            analyses=list(analysis or []), fail_on="never", argv=current_argv(),
         )
         if as_json:
             import contextlib

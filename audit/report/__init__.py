@@ -251,6 +251,12 @@ def render_pdf(html: str, path: Path) -> None:
         import weasyprint
     except (ImportError, OSError) as error:
         raise AuditError(f"PDF output needs WeasyPrint and its system libraries (Pango): {error}") from None
+    import logging
+
+    # WeasyPrint logs font-subsetting and CSS notices as warnings; a report
+    # that renders is not worth a screenful of them on stderr.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     root = templates_root().resolve()
 
     def allowed(url: str) -> bool:

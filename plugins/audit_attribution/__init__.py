@@ -1,8 +1,116 @@
-"""Built-in `attribution` analyses (being built: see the attribution issue)."""
+"""Built-in `attribution` analyses: are the model's explanations faithful to what it computes?
+
+Three analyses share one set of explainers (gradient-based on PyTorch models,
+black-box on every model): ``attribution.faithfulness`` (deletion/insertion
+against a random order, faithfulness correlation, infidelity, IG completeness),
+``attribution.sanity`` (the DiFull controlled grid and model randomisation) and
+``attribution.agreement`` (how much explainers agree; a diagnostic only).
+
+Explainers explain the predicted class; by default their score is the
+predicted class's probability (``score = "logit"`` for the logit). Deletion
+and insertion curves always follow the predicted class's probability.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
 
 import audit
+from pydantic import Field
+
+TAGS = {"eu-ai-act:art13", "nist-ai-rmf:measure-2.9"}
+
+ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
+_ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
+
+
+class ExplainerOptions(audit.Options):
+    """Which explainers run, on how many rows, and their settings (shared by the three analyses)."""
+
+    explainers: list[ExplainerName] = Field(default_factory=lambda: list(_ALL), description="explainers to run; gradient ones need a PyTorch model")
+    rows: int = Field(64, ge=2, description="seeded subsample of rows explained (cost grows linearly)")
+    score: Literal["probability", "logit"] = Field("probability", description="the predicted class's score the explainers explain")
+    ig_steps: int = Field(32, ge=2, description="Integrated Gradients: points on the path")
+    ig_method: Literal["gausslegendre", "riemann_midpoint", "riemann_trapezoid"] = Field("gausslegendre", description="Integrated Gradients: quadrature rule")
+    ig_baseline: Literal["zeros", "mean", "blurred"] = Field("zeros", description="Integrated Gradients baseline (blurred: images only, else the mean)")
+    blur_sigma: float | None = Field(None, gt=0, description="blurred baseline: Gaussian sigma in pixels (default: image side / 8)")
+    smoothgrad_samples: int = Field(16, ge=1, description="SmoothGrad: noisy copies per row")
+    smoothgrad_noise: float = Field(0.15, ge=0, description="SmoothGrad: noise sd as a fraction of the value range")
+    patch_size: int | None = Field(None, ge=1, description="occlusion: square patch side in pixels (default: image side / 8)")
+    feature_groups: dict[str, list[str]] = Field(default_factory=dict, description="tabular: features occluded and masked together, by name")
+    sobol_grid: int | None = Field(None, ge=1, description="Sobol: mask grid side for images (default min(8, side))")
+    sobol_designs: int = Field(32, ge=4, description="Sobol: quasi-Monte Carlo designs N (cost N (d + 2) per row)")
+    rise_masks: int = Field(1000, ge=10, description="RISE: random masks per row")
+    rise_grid: int | None = Field(None, ge=2, description="RISE: low-resolution mask grid side (images)")
+    rise_probability: float = Field(0.5, gt=0, lt=1, description="RISE: probability a mask cell keeps the input")
+
+
+class Faithfulness(audit.Analysis):
+    """Deletion and insertion AUC of each explainer against a random order, faithfulness correlation, infidelity, IG completeness."""
+
+    name = "attribution.faithfulness"
+    title = "Attribution faithfulness"
+    category = "attribution"
+    tags = TAGS
+
+    class Options(ExplainerOptions):
+        removal: Literal["mean", "zeros"] = Field("mean", description="value a removed feature takes: the data mean or zero")
+        curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
+        random_orders: int = Field(4, ge=1, description="random orderings averaged for the random baseline")
+        min_gain: float = Field(0.0, description="faithful_vs_random fails unless the 95% lower bound of the gain over random exceeds this")
+        subsets: int = Field(64, ge=4, description="faithfulness correlation: random subsets per row")
+        subset_fraction: float = Field(0.2, gt=0, lt=1, description="faithfulness correlation: fraction of features removed per subset")
+        infidelity_samples: int = Field(64, ge=4, description="infidelity: Gaussian perturbations per row")
+        infidelity_noise: float = Field(0.2, gt=0, description="infidelity: perturbation sd in units of each feature's sd")
+        ig_completeness_tolerance: float = Field(0.05, gt=0, description="ig_completeness_error fails above this relative error")
+        compare_ig_baselines: bool = Field(True, description="also run IG with the other baselines and report how much the map changes")
+
+    def run(self, ctx):
+        from ._run import run_faithfulness
+
+        yield from run_faithfulness(self, ctx)
+
+
+class Sanity(audit.Analysis):
+    """Controlled-grid test (DiFull) and model-randomisation test of each explainer."""
+
+    name = "attribution.sanity"
+    title = "Attribution sanity checks"
+    category = "attribution"
+    tags = TAGS
+
+    class Options(ExplainerOptions):
+        rows: int = Field(32, ge=2, description="rows for the randomisation test")
+        grid_samples: int = Field(16, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
+        min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share fails below this share on the cell that can matter")
+        randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")
+        max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation fails at or above this")
+
+    def run(self, ctx):
+        from ._run import run_sanity
+
+        yield from run_sanity(self, ctx)
+
+
+class Agreement(audit.Analysis):
+    """Rank correlation and top-k overlap between explainers (a diagnostic, never a verdict)."""
+
+    name = "attribution.agreement"
+    title = "Agreement between explainers"
+    category = "attribution"
+    tags = TAGS
+
+    class Options(ExplainerOptions):
+        top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")
+
+    def run(self, ctx):
+        from ._run import run_agreement
+
+        yield from run_agreement(self, ctx)
 
 
 @audit.hookimpl
 def register_analyses(register):
-    pass
+    register(Faithfulness)
+    register(Sanity)
+    register(Agreement)

@@ -74,24 +74,35 @@ def random_start(x, eps, norm: str, generator):
     return x + direction * _per_row(radius, x)
 
 
-def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upper=None, start_random=False, generator=None):
+def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upper=None, start_random=False,
+        generator=None, scale=None):
     """Untargeted PGD on device tensors; FGSM is ``steps=1, step_size=eps``.
 
-    ``eps`` and ``step_size`` are per-row tensors. Returns (x_adv, broken):
-    ``broken`` is True where any iterate, each inside the ball and the
-    bounds, was misclassified, which includes the final one (one extra
-    forward pass).
+    ``eps`` and ``step_size`` are per-row tensors. ``scale`` (broadcast
+    against one row, e.g. each tabular feature's standard deviation) makes the
+    ball that of the rescaled input x / scale; None is the plain ball.
+    Returns (x_adv, broken, final prediction): ``broken`` is True where any
+    iterate, each inside the ball and the bounds, was misclassified, which
+    includes the final one (one extra forward pass).
     """
     import torch
 
+    if scale is None:
+        scale = torch.ones((1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+    safe_scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     x_adv = x.clone()
     if start_random:
-        x_adv = clip(project(random_start(x, eps, norm, generator), x, eps, norm), lower, upper)
+        delta = project(random_start(torch.zeros_like(x), eps, norm, generator), torch.zeros_like(x), eps, norm)
+        x_adv = clip(x + delta * scale, lower, upper)
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(steps):
         logits, grad = loss_gradient(model, x_adv, target)
         broken |= logits.argmax(dim=1) != target
-        x_adv = clip(project(ascend(x_adv, grad, step_size, norm), x, eps, norm), lower, upper).detach()
+        # Ascend in the rescaled space, where the gradient is grad * scale.
+        delta = (x_adv - x) / safe_scale
+        delta = ascend(delta, grad * scale, step_size, norm)
+        delta = project(delta, torch.zeros_like(delta), eps, norm)
+        x_adv = clip(x + delta * scale, lower, upper).detach()
     with torch.no_grad():
         final = model.logits_torch(x_adv).argmax(dim=1)
     broken |= final != target
@@ -107,7 +118,7 @@ class AttackResult:
 
 
 def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: float, lower_np, upper_np,
-           start_random: bool, generator, progress=None, keep: int = 0) -> AttackResult:
+           start_random: bool, generator, progress=None, keep: int = 0, scale_np=None) -> AttackResult:
     """Attack every row at every epsilon: rows x epsilons replicated into one batch per step."""
     import torch
 
@@ -116,6 +127,7 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
     eps_t = torch.as_tensor(np.asarray(epsilons, dtype=np.float32), device=device)
     lower = None if lower_np is None else torch.as_tensor(lower_np, device=device)
     upper = None if upper_np is None else torch.as_tensor(upper_np, device=device)
+    scale = None if scale_np is None else torch.as_tensor(np.asarray(scale_np, dtype=np.float32), device=device)
     n = len(x_np)
     broken = np.zeros((n_eps, n), dtype=bool)
     final_wrong = np.zeros((n_eps, n), dtype=bool)
@@ -131,7 +143,7 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
         y_rep = yb.repeat(n_eps)
         eps_rep = eps_t.repeat_interleave(b)
         try:
-            x_adv, hit, final = pgd(model, x_rep, y_rep, eps_rep, norm, steps, eps_rep * step_factor, lower, upper, start_random, generator)
+            x_adv, hit, final = pgd(model, x_rep, y_rep, eps_rep, norm, steps, eps_rep * step_factor, lower, upper, start_random, generator, scale)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, with half the rows
             if _out_of_memory(error) and chunk > 1:
                 chunk = max(1, chunk // 2)

@@ -144,3 +144,15 @@ def class_names(ctx) -> list[str]:
     if names and len(names) >= ctx.n_classes:
         return [str(n) for n in names]
     return [str(i) for i in range(ctx.n_classes)]
+
+
+def perturbation_scale(data) -> np.ndarray | None:
+    """Unit of attack radii: None (the data's own units) for images, each feature's std otherwise.
+
+    Tabular features come in unrelated units (a credit score in hundreds, a
+    0/1 flag), so one radius in raw units would be meaningless; in standard
+    deviations it means the same for every column.
+    """
+    if data.modality == "image":
+        return None
+    return data.x.std(axis=0).astype(np.float32)

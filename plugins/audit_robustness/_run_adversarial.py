@@ -9,12 +9,13 @@ import numpy as np
 import audit
 
 from . import _adversarial, _figures
-from ._common import class_names, fmt, image_layout, input_range, reference_labels, sample_rows
+from ._common import class_names, fmt, image_layout, input_range, perturbation_scale, reference_labels, sample_rows
 
-# Default epsilons as fractions of the data's range (L-inf), and of the range
-# times sqrt(dimensions) (L2: the same budget as a per-coordinate RMS change).
-LINF_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
-L2_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
+# Default radii. Images: fractions of the data's range (L-inf), and of the
+# range times sqrt(input size) (L2: the same budget as a per-coordinate RMS
+# change). Tabular: standard deviations of each feature, L2 times sqrt(features).
+IMAGE_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2)
+TABULAR_STDS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 MONOTONE_NOTE = (
     "a row counts as broken at an epsilon if the attack broke it at that or any smaller epsilon: "
@@ -22,10 +23,11 @@ MONOTONE_NOTE = (
 )
 
 
-def default_epsilons(norm: str, span: float, dimensions: int) -> list[float]:
-    if norm == "linf":
-        return [round(f * span, 6) for f in LINF_FRACTIONS]
-    return [round(f * span * math.sqrt(dimensions), 6) for f in L2_FRACTIONS]
+def default_epsilons(norm: str, span: float, dimensions: int, image: bool) -> list[float]:
+    unit = span if image else 1.0
+    if norm == "l2":
+        unit *= math.sqrt(dimensions)
+    return [float(f"{f * unit:.4g}") for f in (IMAGE_FRACTIONS if image else TABULAR_STDS)]
 
 
 def run(analysis, ctx):
@@ -42,9 +44,12 @@ def run(analysis, ctx):
     bounds = input_range(ctx.data.x, ctx.data.modality)
     lower, upper = (bounds.lower, bounds.upper) if o.clip else (None, None)
     dimensions = int(np.prod(x.shape[1:]))
+    image = ctx.data.modality == "image"
+    scale = perturbation_scale(ctx.data)
+    unit = "" if image else " standard deviations of each feature"
     epsilons = {
-        "linf": sorted(set(o.epsilons_linf if o.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions))),
-        "l2": sorted(set(o.epsilons_l2 if o.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions))),
+        "linf": sorted(set(o.epsilons_linf if o.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions, image))),
+        "l2": sorted(set(o.epsilons_l2 if o.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions, image))),
     }
     layout = image_layout(ctx.data)
     keep = 4 if layout else 0
@@ -54,12 +59,12 @@ def run(analysis, ctx):
     plans = [(attack, norm) for attack in o.attacks for norm in o.norms if epsilons[norm]]
     curves: dict = {}
     examples = {}
-    total_steps = sum(1 if attack == "fgsm" else o.steps for attack, _ in plans)
+    clipping = (f"inputs kept in the data's range [{bounds.low:.4g}, {bounds.high:.4g}]" if image
+                else "each feature kept in its observed range") if o.clip else "no clipping"
     ctx.note(
         f"{len(x)} rows attacked; PGD: {o.steps} steps of {o.step_size_factor:g} * eps / {o.steps}, "
-        f"{'random start' if o.random_start else 'no random start'}; inputs clipped to "
-        + (f"[{bounds.low:.4g}, {bounds.high:.4g}]" if ctx.data.modality == "image" else "each feature's observed range")
-        + (" (the data's range)" if o.clip else " : clipping off")
+        f"{'random start' if o.random_start else 'no random start'}; {clipping}"
+        + ("" if image else "; epsilons are in standard deviations of each feature (tabular columns have unrelated units)")
     )
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
         for attack, norm in plans:
@@ -67,7 +72,7 @@ def run(analysis, ctx):
             steps, factor = (1, 1.0) if attack == "fgsm" else (o.steps, pgd_step_factor)
             result = _adversarial.attack(
                 ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
-                start_random=o.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep,
+                start_random=o.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep, scale_np=scale,
             )
             broken_here = result.broken | clean_wrong[None, :]
             broken_cumulative = np.logical_or.accumulate(broken_here, axis=0)
@@ -90,15 +95,17 @@ def run(analysis, ctx):
                     threshold=threshold,
                     subject=subject,
                     message=(
-                        f"{attack.upper()} with {norm} perturbations of size {fmt(eps)} "
-                        f"({eps / (bounds.span * (1 if norm == 'linf' else math.sqrt(dimensions))):.1%} of the "
-                        f"{'range' if norm == 'linf' else 'range x sqrt(dims)'}) leaves {what} at {robust[i]:.3f} "
+                        f"{attack.upper()} with {norm} perturbations of size {fmt(eps)}{unit} "
+                        + (f"({eps / (bounds.span * (1 if norm == 'linf' else math.sqrt(dimensions))):.1%} of the "
+                           f"{'range' if norm == 'linf' else 'range x sqrt(input size)'}) " if image else "")
+                        + f"leaves {what} at {robust[i]:.3f} "
                         f"against {clean_accuracy:.3f} clean; required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
                     ),
                     details={
                         "attack": attack,
                         "norm": norm,
                         "epsilon": float(eps),
+                        "epsilon_unit": "data units" if image else "standard deviations per feature",
                         "steps": steps,
                         "step_size": float(eps * factor),
                         "random_start": bool(o.random_start and attack == "pgd"),

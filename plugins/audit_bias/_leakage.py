@@ -1,0 +1,374 @@
+"""Attribute leakage: cross-validated linear and attentive probes per layer, LEACE erasure, re-probe."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import audit
+
+from . import _stats
+from ._grading import grade
+
+
+# -- probes ---------------------------------------------------------------------------------
+def fold_ids(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded assignment of rows to k folds of near-equal size."""
+    ids = np.arange(n) % folds
+    return ids[rng.permutation(n)]
+
+
+def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, folds: np.ndarray, l2: float = 1e-3,
+                    max_iter: int = 200) -> np.ndarray:
+    """Held-out logits (n, K) of a multinomial logistic regression, k-fold cross-validated.
+
+    All k fits are one problem: the folds' weights are independent, so the
+    sum of their losses is minimised by the per-fold minimisers, and one
+    full-batch L-BFGS run trains them together.
+    """
+    import torch
+
+    x = torch.as_tensor(features, dtype=torch.float64)
+    n, d = x.shape
+    k_folds = int(folds.max()) + 1
+    fold = torch.as_tensor(folds)
+    z = torch.as_tensor(target, dtype=torch.int64)
+    train = (fold[None, :] != torch.arange(k_folds)[:, None]).to(torch.float64)  # (F, n)
+    train_sizes = train.sum(dim=1, keepdim=True)
+    weights = torch.zeros(k_folds, d, n_classes, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(k_folds, 1, n_classes, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimiser.zero_grad()
+        logits = torch.einsum("nd,fdk->fnk", x, weights) + bias
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), z.repeat(k_folds), reduction="none")
+        loss = ((nll.reshape(k_folds, n) * train) / train_sizes).sum() + l2 * (weights**2).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        logits = torch.einsum("nd,fdk->fnk", x, weights) + bias
+        held_out = logits[fold, torch.arange(n)]
+    return held_out.numpy()
+
+
+def attentive_probe_cv(tokens: np.ndarray, target: np.ndarray, n_classes: int, folds: np.ndarray, n_queries: int,
+                       epochs: int, l2: float, seed: int, device: str = "cpu") -> np.ndarray:
+    """Held-out logits of an efficient attentive probe (multi-query cross-attention), k-fold.
+
+    Following efficient probing: M learned queries attend directly over the
+    tokens (no key or value projections); each query's attention-pooled token
+    feeds its own linear head and the heads' logits are summed. All folds train
+    together (independent parameters, summed losses) with full-batch Adam.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(int(seed) % (2**63))
+    t = torch.as_tensor(tokens, dtype=torch.float32, device=device)  # (n, T, d)
+    n, _, d = t.shape
+    k_folds = int(folds.max()) + 1
+    fold = torch.as_tensor(folds, device=device)
+    z = torch.as_tensor(target, dtype=torch.int64, device=device)
+    train = (fold[None, :] != torch.arange(k_folds, device=device)[:, None]).float()
+    train_sizes = train.sum(dim=1, keepdim=True)
+    queries = (torch.randn(k_folds, n_queries, d, generator=generator) * 0.02).to(device).requires_grad_(True)
+    heads = torch.zeros(k_folds, n_queries, d, n_classes, device=device, requires_grad=True)
+    bias = torch.zeros(k_folds, 1, n_classes, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([queries, heads, bias], lr=0.02)
+    scale = d**-0.5
+
+    def forward():
+        attention = torch.softmax(torch.einsum("ntd,fmd->fnmt", t, queries) * scale, dim=-1)
+        pooled = torch.einsum("fnmt,ntd->fnmd", attention, t)
+        return torch.einsum("fnmd,fmdk->fnk", pooled, heads) + bias
+
+    for _ in range(epochs):
+        optimiser.zero_grad()
+        logits = forward()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), z.repeat(k_folds), reduction="none")
+        loss = ((nll.reshape(k_folds, n) * train) / train_sizes).sum() + l2 * (heads**2).sum()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        held_out = forward()[fold, torch.arange(n, device=device)]
+    return held_out.cpu().numpy().astype(np.float64)
+
+
+def probe_scores(logits: np.ndarray, target: np.ndarray, n_classes: int) -> dict:
+    accuracy = float((logits.argmax(axis=1) == target).mean())
+    out = {"accuracy": accuracy}
+    if n_classes == 2:
+        out["auroc"] = _stats.auroc(logits[:, 1] - logits[:, 0], target == 1)
+    return out
+
+
+# -- erasure --------------------------------------------------------------------------------
+def leace_eraser(features: np.ndarray, target: np.ndarray, n_classes: int, tol: float = 1e-8):
+    """LEACE (Belrose et al., "LEACE: Perfect linear concept erasure in closed form").
+
+    Returns (mean, E) with the erased features x - E (x - mean), where
+    E = W^+ P W, W = Sigma_xx^(-1/2) (pseudo-inverse on the support) and P the
+    orthogonal projection onto the column space of W Sigma_xz. After it the
+    class-conditional means coincide, so no linear classifier beats a constant;
+    I - E is an (oblique) projection: (I - E)^2 = I - E.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    onehot = np.eye(n_classes)[target]
+    mean = x.mean(axis=0)
+    centred = x - mean
+    sigma_xx = centred.T @ centred / len(x)
+    sigma_xz = centred.T @ (onehot - onehot.mean(axis=0)) / len(x)
+    eigval, eigvec = np.linalg.eigh(sigma_xx)
+    keep = eigval > tol * max(float(eigval.max()), 1e-300)
+    root = np.sqrt(eigval[keep])
+    whiten = (eigvec[:, keep] / root) @ eigvec[:, keep].T
+    unwhiten = (eigvec[:, keep] * root) @ eigvec[:, keep].T
+    u, s, _ = np.linalg.svd(whiten @ sigma_xz, full_matrices=False)
+    u = u[:, s > tol * max(float(s.max(initial=0.0)), 1e-300)]
+    eraser = unwhiten @ (u @ u.T) @ whiten
+    return mean, eraser
+
+
+def erase(features: np.ndarray, mean: np.ndarray, eraser: np.ndarray) -> np.ndarray:
+    return features - (features - mean) @ eraser.T
+
+
+# -- activations ----------------------------------------------------------------------------
+def _as_tokens(activation: np.ndarray):
+    """(pooled (n, d), tokens (n, T, d) or None): channels-first conv maps become H*W tokens."""
+    a = np.asarray(activation, dtype=np.float32)
+    if a.ndim == 2:
+        return a, None
+    if a.ndim == 3:  # (n, tokens, features), as transformers lay them out
+        tokens = a
+    else:  # (n, channels, *spatial)
+        tokens = a.reshape(a.shape[0], a.shape[1], -1).transpose(0, 2, 1)
+    return tokens.mean(axis=1), tokens
+
+
+def _reduce(pooled: np.ndarray, tokens, max_features: int):
+    """Standardise, and project onto the top principal components when wider than max_features."""
+    mean = pooled.mean(axis=0)
+    std = pooled.std(axis=0)
+    live = std > 1e-8  # dead units carry nothing and break standardisation
+    scale = np.where(live, std, 1.0)
+    x = ((pooled - mean) / scale)[:, live]
+    basis = None
+    if x.shape[1] > max_features:
+        _, _, vt = np.linalg.svd(x - x.mean(axis=0), full_matrices=False)
+        basis = vt[:max_features].T
+        x = x @ basis
+    if tokens is not None:
+        tokens = ((tokens - mean) / scale)[..., live]
+        if basis is not None:
+            tokens = tokens @ basis.astype(np.float32)
+    return x, tokens, int(live.sum()), basis is not None
+
+
+def choose_layers(model, options, ctx, x_sample, logits_sample):
+    """Probed layers and their activations: named ones, or the last few hidden layers (output layer dropped)."""
+    available = model.layers()
+    if options.layers:
+        missing = [layer for layer in options.layers if layer not in available]
+        if missing:
+            raise audit.AuditError(f"bias.leakage: unknown layer(s) {', '.join(missing)}; layers are: {', '.join(available)}")
+        return list(options.layers), model.activations(x_sample, list(options.layers))
+    candidates = available[-(options.n_layers + 1):]
+    acts = model.activations(x_sample, candidates)
+    hidden = []
+    for layer in candidates:
+        a = acts[layer].reshape(len(x_sample), -1)
+        if a.shape == logits_sample.shape and np.allclose(a, logits_sample, atol=1e-4, rtol=1e-4):
+            continue  # the model's own output, not a hidden representation
+        hidden.append(layer)
+    hidden = hidden[-options.n_layers:]
+    return hidden, {layer: acts[layer] for layer in hidden}
+
+
+# -- the analysis ---------------------------------------------------------------------------
+def run(analysis, ctx):
+    o = analysis.options
+    data = ctx.data
+    model = ctx.model
+    names = list(o.attributes) if o.attributes else sorted(data.attributes)
+    unknown = [n for n in names if n not in data.attributes]
+    if unknown:
+        raise audit.AuditError(f"bias.leakage: unknown attribute(s) {', '.join(unknown)}; the data has: {', '.join(sorted(data.attributes))}")
+    n_total = len(data)
+    index = np.arange(n_total)
+    if n_total > o.max_rows:
+        index = np.sort(ctx.rng.choice(n_total, size=o.max_rows, replace=False))
+        ctx.note(f"probes trained on a seeded random subsample of {o.max_rows} of {n_total} rows")
+    x = data.x[index]
+    logits_sample = np.asarray(ctx.logits)[index]
+    with ctx.progress(len(index), "activations"):
+        layers, activations = choose_layers(model, o, ctx, x, logits_sample)
+    if not layers:
+        ctx.note("no hidden layer found to probe (the candidate layers were the model's output)")
+        return
+    folds = fold_ids(len(index), o.folds, ctx.rng)
+    prepared = {}
+    for layer in layers:
+        pooled, tokens = _as_tokens(activations[layer])
+        features, tokens, live, reduced = _reduce(pooled, tokens, o.max_features)
+        prepared[layer] = (features, tokens, live, reduced)
+        if reduced:
+            ctx.note(f"layer {layer}: {live} live units reduced to {o.max_features} principal components before probing")
+        if tokens is not None and not o.attentive:
+            ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
+    head = _linear_head(model, layers, activations, logits_sample)
+
+    for name in names:
+        grouping = _stats.group_attribute(name, data.attributes[name][index], o.max_categories, o.numeric_bins)
+        if grouping.binned:
+            ctx.note(f"{name} is numeric with many values: probed as {grouping.n_groups} quantile groups")
+        target = grouping.codes
+        n_classes = grouping.n_groups
+        if n_classes < 2:
+            ctx.note(f"{name} has a single value in the probed rows; nothing to probe")
+            continue
+        baseline = float(np.bincount(target).max() / len(target))
+        per_layer = []
+        for layer in layers:
+            features, tokens, _, _ = prepared[layer]
+            linear = probe_scores(linear_probe_cv(features, target, n_classes, folds, o.l2), target, n_classes)
+            attentive = None
+            if tokens is not None and o.attentive:
+                attentive = probe_scores(
+                    attentive_probe_cv(tokens, target, n_classes, folds, o.n_queries, o.attentive_epochs, o.l2, ctx.seed,
+                                       device="cpu"), target, n_classes)
+            mean, eraser = leace_eraser(features, target, n_classes)
+            erased = erase(features, mean, eraser)
+            after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, o.l2), target, n_classes)
+            per_layer.append({"layer": layer, "linear": linear, "attentive": attentive, "after": after,
+                              "rank": int(np.linalg.matrix_rank(eraser, tol=1e-6))})
+            yield from _layer_metrics(name, layer, linear, attentive, after, baseline, len(target), ctx.rng)
+        task_cost = _task_cost(head, data, index, target, n_classes, activations) if head else None
+        yield from _findings(name, per_layer, baseline, len(target), task_cost, head, o, ctx)
+        from ._figures import leakage_curve
+
+        rows = {"linear probe": [r["linear"]["accuracy"] for r in per_layer]}
+        if any(r["attentive"] for r in per_layer):
+            rows["attentive probe"] = [r["attentive"]["accuracy"] if r["attentive"] else None for r in per_layer]
+        rows["linear probe after erasure"] = [r["after"]["accuracy"] for r in per_layer]
+        yield audit.Figure(
+            f"leakage:{name}", f"Leakage of {name} per layer", leakage_curve(name, layers, rows, baseline),
+            caption=(f"{o.folds}-fold cross-validated accuracy of probes predicting {name} from each layer, before and "
+                     "after closed-form linear concept erasure (LEACE); dotted: always guessing the majority value."),
+            subject=name,
+        )
+
+
+def _accuracy_ci(accuracy, n, rng, draws=200):
+    lo, hi = _stats.interval(rng.binomial(n, accuracy, size=draws) / n)
+    return float(lo), float(hi)
+
+
+def _layer_metrics(name, layer, linear, attentive, after, baseline, n, rng):
+    lo, hi = _accuracy_ci(linear["accuracy"], n, rng)
+    yield audit.Metric("probe_accuracy", linear["accuracy"], subject=name, group=layer, lower=lo, upper=hi, count=n,
+                       details={"probe": "linear", "majority_rate": baseline})
+    if "auroc" in linear:
+        yield audit.Metric("probe_auroc", linear["auroc"], subject=name, group=layer, count=n, details={"probe": "linear"})
+    if attentive is not None:
+        lo, hi = _accuracy_ci(attentive["accuracy"], n, rng)
+        yield audit.Metric("attentive_probe_accuracy", attentive["accuracy"], subject=name, group=layer, lower=lo, upper=hi,
+                           count=n, details={"probe": "attentive", "majority_rate": baseline})
+    lo, hi = _accuracy_ci(after["accuracy"], n, rng)
+    yield audit.Metric("probe_accuracy_after_erasure", after["accuracy"], subject=name, group=layer, lower=lo, upper=hi,
+                       count=n, details={"probe": "linear", "majority_rate": baseline})
+    yield audit.Metric("majority_rate", baseline, subject=name, group=layer, count=n)
+
+
+def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
+    def best(r):
+        return max(r["linear"]["accuracy"], r["attentive"]["accuracy"] if r["attentive"] else -1.0)
+
+    top = max(per_layer, key=best)
+    accuracy = best(top)
+    lift = accuracy - baseline
+    probe = "attentive" if top["attentive"] and top["attentive"]["accuracy"] > top["linear"]["accuracy"] else "linear"
+    auroc = top[probe]["auroc"] if "auroc" in top[probe] else None
+    severity, passed = grade(lift, o.lift_medium, o.lift_high)
+    yield audit.Finding(
+        check="attribute_leakage", title="Protected attribute readable from representations", severity=severity,
+        passed=passed, value=lift, threshold=o.lift_medium, subject=name,
+        message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {o.folds}-fold cross-validated accuracy "
+                 f"{accuracy:.3f} against the majority rate {baseline:.3f} (lift {lift:+.3f}"
+                 + (f", AUROC {auroc:.3f}" if auroc is not None else "")
+                 + f"; {n} rows); a lift above {o.lift_medium:g} is medium, above {o.lift_high:g} high"),
+        details={"layer": top["layer"], "probe": probe, "accuracy": accuracy, "majority_rate": baseline, "auroc": auroc,
+                 "per_layer": {r["layer"]: {"linear": r["linear"], "attentive": r["attentive"]} for r in per_layer},
+                 "thresholds": {"medium": o.lift_medium, "high": o.lift_high}},
+    )
+    worst_after = max(per_layer, key=lambda r: r["after"]["accuracy"])
+    residual = worst_after["after"]["accuracy"] - baseline
+    passed = residual <= o.residual_lift
+    cost_text = ""
+    details = {"layer": worst_after["layer"], "accuracy": worst_after["after"]["accuracy"], "majority_rate": baseline,
+               "per_layer": {r["layer"]: r["after"] for r in per_layer},
+               "erased_rank": {r["layer"]: r["rank"] for r in per_layer},
+               "threshold": o.residual_lift, "method": "LEACE (closed-form least-squares concept erasure), fit on the probed rows"}
+    if task_cost is not None:
+        details["task"] = task_cost
+        if task_cost.get("accuracy_change") is not None:
+            cost_text = (f"; erasing it at {task_cost['layer']} (the input of the linear head) changes task accuracy by "
+                         f"{task_cost['accuracy_change']:+.3f} and {task_cost['changed_predictions']:.1%} of predictions")
+        else:
+            cost_text = (f"; erasing it at {task_cost['layer']} (the input of the linear head) changes "
+                         f"{task_cost['changed_predictions']:.1%} of predictions (no labels for the accuracy change)")
+    else:
+        details["task"] = None
+        ctx.note("task cost of erasure not computed: it needs a torch model whose output layer is a Linear fed directly "
+                 "by a probed layer (ONNX graphs and other heads are not rewired)")
+    yield audit.Finding(
+        check="leakage_after_erasure", title="Leakage left after linear concept erasure",
+        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
+        value=residual, threshold=o.residual_lift, subject=name,
+        message=(f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
+                 f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f} (lift {residual:+.3f}); "
+                 f"a lift above {o.residual_lift:g} means the erasure did not remove it" + cost_text),
+        details=details,
+    )
+
+
+def _linear_head(model, layers, activations, logits_sample):
+    """(layer, weight, bias) when the model ends in a torch Linear fed by a probed 2-D layer and that reproduces the logits."""
+    if "torch" not in model.capabilities:
+        return None
+    try:
+        import torch
+
+        modules = dict(model.torch_module().named_modules())
+        all_layers = model.layers()
+        last = modules.get(all_layers[-1]) if all_layers else None
+        if not isinstance(last, torch.nn.Linear) or len(all_layers) < 2 or all_layers[-2] not in layers:
+            return None
+        feeding = all_layers[-2]
+        act = np.asarray(activations[feeding], dtype=np.float64)
+        if act.ndim != 2 or act.shape[1] != last.in_features:
+            return None
+        weight = last.weight.detach().cpu().double().numpy()
+        bias = last.bias.detach().cpu().double().numpy() if last.bias is not None else np.zeros(weight.shape[0])
+        reproduced = act @ weight.T + bias
+        if reproduced.shape != logits_sample.shape or not np.allclose(reproduced, logits_sample, atol=1e-3, rtol=1e-3):
+            return None
+        return feeding, weight, bias
+    except Exception:  # noqa: BLE001 - any mismatch means we cannot do it cleanly
+        return None
+
+
+def _task_cost(head, data, index, target, n_classes, activations):
+    layer, weight, bias = head
+    act = np.asarray(activations[layer], dtype=np.float64)
+    mean, eraser = leace_eraser(act, target, n_classes)
+    before = (act @ weight.T + bias).argmax(axis=1)
+    after = (erase(act, mean, eraser) @ weight.T + bias).argmax(axis=1)
+    out = {"layer": layer, "changed_predictions": float((before != after).mean()), "accuracy_change": None}
+    if data.y is not None:
+        y = np.asarray(data.y)[index]
+        out.update(accuracy_before=float((before == y).mean()), accuracy_after=float((after == y).mean()))
+        out["accuracy_change"] = out["accuracy_after"] - out["accuracy_before"]
+    return out
