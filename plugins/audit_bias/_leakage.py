@@ -18,8 +18,11 @@ def fold_ids(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, folds: np.ndarray, l2: float = 1e-3,
-                    max_iter: int = 200) -> np.ndarray:
+                    max_iter: int = 100) -> np.ndarray:
     """Held-out logits (n, K) of a multinomial logistic regression, k-fold cross-validated.
+
+    ``features`` is (n, d), or (F, n, d) when each fold sees its own version
+    (features erased by an eraser fit on that fold's training rows).
 
     All k fits are one problem: the folds' weights are independent, so the
     sum of their losses is minimised by the per-fold minimisers, and one
@@ -28,20 +31,21 @@ def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, fo
     import torch
 
     x = torch.as_tensor(features, dtype=torch.float64)
-    n, d = x.shape
+    n, d = x.shape[-2:]
     k_folds = int(folds.max()) + 1
+    pattern = "nd,fdk->fnk" if x.dim() == 2 else "fnd,fdk->fnk"  # shared features, or one copy per fold
     fold = torch.as_tensor(folds)
     z = torch.as_tensor(target, dtype=torch.int64)
     train = (fold[None, :] != torch.arange(k_folds)[:, None]).to(torch.float64)  # (F, n)
     train_sizes = train.sum(dim=1, keepdim=True)
     weights = torch.zeros(k_folds, d, n_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(k_folds, 1, n_classes, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weights, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS([weights, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
-        logits = torch.einsum("nd,fdk->fnk", x, weights) + bias
+        logits = torch.einsum(pattern, x, weights) + bias
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), z.repeat(k_folds), reduction="none")
         loss = ((nll.reshape(k_folds, n) * train) / train_sizes).sum() + l2 * (weights**2).sum()
         loss.backward()
@@ -49,7 +53,7 @@ def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, fo
 
     optimiser.step(closure)
     with torch.no_grad():
-        logits = torch.einsum("nd,fdk->fnk", x, weights) + bias
+        logits = torch.einsum(pattern, x, weights) + bias
         held_out = logits[fold, torch.arange(n)]
     return held_out.numpy()
 
@@ -133,6 +137,22 @@ def leace_eraser(features: np.ndarray, target: np.ndarray, n_classes: int, tol: 
 
 def erase(features: np.ndarray, mean: np.ndarray, eraser: np.ndarray) -> np.ndarray:
     return features - (features - mean) @ eraser.T
+
+
+def erased_per_fold(features: np.ndarray, target: np.ndarray, n_classes: int, folds: np.ndarray):
+    """(F, n, d) features, each copy erased by a LEACE eraser fit on that fold's training rows only.
+
+    Fitting the eraser on all rows and then cross-validating makes held-out
+    probes anti-predict (the training folds' class means are pushed the other
+    way), so the eraser is cross-fitted like the probe.
+    """
+    copies, ranks = [], []
+    for f in range(int(folds.max()) + 1):
+        train = folds != f
+        mean, eraser = leace_eraser(features[train], target[train], n_classes)
+        copies.append(erase(features, mean, eraser))
+        ranks.append(int(np.linalg.matrix_rank(eraser, tol=1e-6)))
+    return np.stack(copies), max(ranks)
 
 
 # -- activations ----------------------------------------------------------------------------
@@ -239,11 +259,9 @@ def run(analysis, ctx):
                 attentive = probe_scores(
                     attentive_probe_cv(tokens, target, n_classes, folds, o.n_queries, o.attentive_epochs, o.l2, ctx.seed,
                                        device="cpu"), target, n_classes)
-            mean, eraser = leace_eraser(features, target, n_classes)
-            erased = erase(features, mean, eraser)
+            erased, rank = erased_per_fold(features, target, n_classes, folds)
             after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, o.l2), target, n_classes)
-            per_layer.append({"layer": layer, "linear": linear, "attentive": attentive, "after": after,
-                              "rank": int(np.linalg.matrix_rank(eraser, tol=1e-6))})
+            per_layer.append({"layer": layer, "linear": linear, "attentive": attentive, "after": after, "rank": rank})
             yield from _layer_metrics(name, layer, linear, attentive, after, baseline, len(target), ctx.rng)
         task_cost = _task_cost(head, data, index, target, n_classes, activations) if head else None
         yield from _findings(name, per_layer, baseline, len(target), task_cost, head, o, ctx)
@@ -310,7 +328,7 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
     details = {"layer": worst_after["layer"], "accuracy": worst_after["after"]["accuracy"], "majority_rate": baseline,
                "per_layer": {r["layer"]: r["after"] for r in per_layer},
                "erased_rank": {r["layer"]: r["rank"] for r in per_layer},
-               "threshold": o.residual_lift, "method": "LEACE (closed-form least-squares concept erasure), fit on the probed rows"}
+               "threshold": o.residual_lift, "method": "LEACE (closed-form least-squares concept erasure), fit on each training fold and applied to its held-out fold"}
     if task_cost is not None:
         details["task"] = task_cost
         if task_cost.get("accuracy_change") is not None:
