@@ -1,0 +1,274 @@
+"""Attribution plugin: explainers against closed forms and Captum, the DiFull grid, randomisation, faithfulness metrics, ONNX."""
+
+import numpy as np
+import pytest
+import torch
+
+from audit.data import Dataset
+from audit.testing import export_onnx, linear_model, load_onnx_model, model_from_module, run_analysis, tiny_cnn, tiny_dataset, tiny_images, tiny_mlp
+
+import audit_attribution as attribution
+from audit_attribution._core import Layout, ModelScorer
+from audit_attribution._explainers import ALL_EXPLAINERS, ExplainerSettings, ExplainInputs, explain, integrated_gradients, integration_nodes
+from audit_attribution._metrics import rankdata, spearman_rows
+from audit_attribution._sobol import sobol_points
+
+GRADIENT = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad"]
+
+
+def _ig(model, x, targets, baseline, steps=16, method="gausslegendre", score="logit"):
+    return integrated_gradients(ModelScorer(model, score), x, targets, baseline, steps, method)
+
+
+# -- Integrated Gradients ------------------------------------------------------------
+def test_ig_on_a_linear_model_is_exactly_x_minus_baseline_times_weight():
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=(3, 5))
+    model = linear_model(weights, bias=[0.5, -1.0, 0.2])
+    x = rng.normal(size=(12, 5)).astype(np.float32)
+    baseline = rng.normal(size=(12, 5)).astype(np.float32)
+    targets = rng.integers(0, 3, size=12)
+    for method, steps in (("gausslegendre", 3), ("riemann_midpoint", 5), ("riemann_trapezoid", 2)):
+        ig = _ig(model, x, targets, baseline, steps, method)
+        np.testing.assert_allclose(ig, (x - baseline) * weights[targets], atol=1e-5)
+        logits = model.predict(x, output="logits")[np.arange(12), targets] - model.predict(baseline, output="logits")[np.arange(12), targets]
+        np.testing.assert_allclose(ig.sum(axis=1), logits, atol=1e-5)
+
+
+def test_ig_completeness_finding_is_exact_for_a_linear_model_and_close_for_an_mlp():
+    data = tiny_dataset(48, 4, 2, seed=1)
+    linear = run_analysis(attribution.Faithfulness, linear_model(np.array([[1.0, -2, 0.5, 3], [-1, 0, 2, 1]])), data,
+                          rows=24, score="logit", explainers=["integrated_gradients"], ig_steps=4)
+    assert linear.finding("ig_completeness_error").value < 1e-5
+
+    mlp = tiny_mlp(4, 2, hidden=16, seed=3)
+    records = run_analysis(attribution.Faithfulness, mlp, data, rows=24, explainers=["integrated_gradients"], ig_steps=128)
+    finding = records.finding("ig_completeness_error")
+    assert finding.passed and finding.value < 0.005
+    # Independently: the sum of IG equals softmax(f(x)) - softmax(f(0)) for the predicted class.
+    x = data.x[:10]
+    target = mlp.predict(x).argmax(1)
+    ig = _ig(mlp, x, target, np.zeros_like(x), steps=128, score="probability")
+    with torch.no_grad():
+        p = torch.softmax(mlp.module(torch.as_tensor(x)), 1).numpy()[np.arange(10), target]
+        p0 = torch.softmax(mlp.module(torch.zeros(10, 4)), 1).numpy()[np.arange(10), target]
+    np.testing.assert_allclose(ig.sum(axis=1), p - p0, atol=1e-3)
+
+
+def test_ig_implementation_invariance():
+    torch.manual_seed(0)
+    first = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    second = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    # Same function, other parameters: permute the hidden units and scale them by positive
+    # factors (ReLU is positively homogeneous), undoing both in the output layer.
+    perm = torch.randperm(8)
+    scale = torch.rand(8) * 3 + 0.2
+    with torch.no_grad():
+        second[0].weight.copy_(first[0].weight[perm] * scale[:, None])
+        second[0].bias.copy_(first[0].bias[perm] * scale)
+        second[2].weight.copy_(first[2].weight[:, perm] / scale[None, :])
+        second[2].bias.copy_(first[2].bias)
+    a, b = model_from_module(first, input_shape=(4,)), model_from_module(second, input_shape=(4,))
+    x = np.random.default_rng(1).normal(size=(16, 4)).astype(np.float32)
+    np.testing.assert_allclose(a.predict(x), b.predict(x), atol=1e-6)
+    targets = a.predict(x).argmax(1)
+    baseline = np.zeros_like(x)
+    ig_a = _ig(a, x, targets, baseline, 32, score="probability")
+    ig_b = _ig(b, x, targets, baseline, 32, score="probability")
+    assert np.abs(ig_a).max() > 1e-3
+    np.testing.assert_allclose(ig_a, ig_b, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,captum_method", [("gausslegendre", "gausslegendre"), ("riemann_midpoint", "riemann_middle"), ("riemann_trapezoid", "riemann_trapezoid")])
+def test_ig_equals_captum(method, captum_method):
+    from captum.attr import IntegratedGradients
+
+    model = tiny_cnn(channels=1, size=8, n_classes=3, seed=2)
+    x = tiny_images(6, seed=4).x
+    targets = model.predict(x).argmax(1)
+    baseline = np.full_like(x, 0.3)
+    ours = _ig(model, x, targets, baseline, 20, method, score="probability")
+    captum = IntegratedGradients(lambda t: torch.softmax(model.module(t), dim=1)).attribute(
+        torch.as_tensor(x), baselines=torch.as_tensor(baseline), target=torch.as_tensor(targets), n_steps=20, method=captum_method
+    ).numpy()
+    assert np.abs(captum).max() > 1e-4
+    if method == "riemann_trapezoid":
+        # Captum's trapezoid weights are 1/n (halved at the ends), summing to (n - 1)/n
+        # rather than 1; ours are the trapezoid rule's 1/(n - 1). Same nodes otherwise.
+        captum = captum * 20 / 19
+    np.testing.assert_allclose(ours, captum, atol=1e-6)
+
+
+def test_integration_nodes_integrate_polynomials():
+    for method, steps, degree in (("gausslegendre", 4, 7), ("riemann_trapezoid", 2, 1), ("riemann_midpoint", 1, 1)):
+        alphas, weights = integration_nodes(steps, method)
+        assert abs((weights * alphas**degree).sum() - 1 / (degree + 1)) < 1e-12
+
+
+# -- DiFull controlled grid ------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["image", "tabular"])
+def test_grid_exact_zero_outside_the_cell_that_matters(kind):
+    if kind == "image":
+        model, data = tiny_cnn(channels=1, size=8, n_classes=3, seed=0), tiny_images(24, seed=0)
+    else:
+        model, data = tiny_mlp(5, 3, seed=0), tiny_dataset(24, 5, 3)
+    records = run_analysis(attribution.Sanity, model, data, grid_samples=8, rows=4, rise_masks=200, sobol_designs=8,
+                           smoothgrad_samples=4, ig_steps=8)
+    for name in GRADIENT + ["occlusion", "sobol"]:
+        finding = records.finding("grid_share", subject=name)
+        assert finding.details["max_outside"] == 0.0, name
+        assert finding.details["grids_exactly_zero_outside"] == 8
+        assert finding.value == 1.0 and finding.passed
+    # RISE's masks straddle cells: it does put mass on cells that cannot matter.
+    rise = records.finding("grid_share", subject="rise")
+    assert rise.value < 0.9 and not rise.passed
+
+
+def test_grid_wrapper_scores_each_cell_with_the_model_alone():
+    from audit_attribution._run import _grid_functions, _tile
+
+    model = tiny_cnn(channels=2, size=6, n_classes=3, seed=1)
+    cells = np.random.default_rng(0).random((5, 4, 2, 6, 6)).astype(np.float32)
+    layout = Layout((2, 6, 6), "image")
+    grid = _tile(cells, layout)
+    assert grid.shape == (5, 2, 12, 12)
+    np.testing.assert_array_equal(grid[:, :, 6:, :6], cells[:, 2])  # cell 2 = bottom left
+    torch_fn, numpy_fn = _grid_functions(model, layout, "probability")
+    expected = model.predict(cells.reshape(20, 2, 6, 6)).reshape(5, 12)
+    np.testing.assert_allclose(numpy_fn(grid), expected, atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch_fn(torch.as_tensor(grid)).numpy(), expected, atol=1e-6)
+
+
+# -- one feature drives the output ---------------------------------------------------------
+def _one_feature_case(n=32):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    x[:, 2] = np.sign(rng.normal(size=n)) * (1.0 + rng.random(n))  # away from the mean, so the signal is clear
+    model = linear_model(np.array([[0.0, 0.0, -2.0, 0.0], [0.0, 0.0, 2.0, 0.0]]))
+    return model, Dataset(x=x, y=(x[:, 2] > 0).astype(np.int64), modality="tabular", feature_names=["a", "b", "c", "d"])
+
+
+def test_every_explainer_ranks_the_only_relevant_feature_first_and_beats_random():
+    model, data = _one_feature_case()
+    x = data.x
+    targets = model.predict(x).argmax(1)
+    layout = Layout((4,), "tabular")
+    rng = np.random.default_rng(0)
+    inputs = ExplainInputs(x, targets, np.zeros_like(x), np.zeros_like(x), np.full(4, 0.15, np.float32), rng, torch.Generator().manual_seed(0))
+    for name in ALL_EXPLAINERS:
+        maps = explain(name, ModelScorer(model), layout, inputs, ExplainerSettings(rise_masks=2000, sobol_designs=64))
+        assert (maps.argmax(axis=1) == 2).all(), name
+
+    records = run_analysis(attribution.Faithfulness, model, data, rows=32, removal="zeros", curve_steps=4, rise_masks=2000, random_orders=64)
+    p = model.predict(x)[np.arange(len(x)), targets]
+    # Removing feature c first drops the probability to exactly 0.5 (equal logits):
+    # the curve is p, 0.5, 0.5, 0.5, 0.5 over fractions 0, 1/4, ..., 1.
+    exact = ((p + 0.5) / 2 * 0.25 + 0.5 * 0.75).mean()
+    random_curve = np.array([p.mean() * (1 - k / 4) + 0.5 * k / 4 for k in range(5)])
+    expected_random = ((random_curve[1:] + random_curve[:-1]) / 2 * 0.25).sum()
+    for name in ALL_EXPLAINERS:
+        assert records.finding("deletion_auc", subject=name).value == pytest.approx(exact, abs=1e-6), name
+        assert records.finding("faithful_vs_random", subject=name).passed, name
+    assert records.metric("deletion_auc", subject="random").value == pytest.approx(expected_random, abs=0.01)
+    assert records.finding("deletion_auc", subject="saliency").threshold > exact + 0.02
+
+
+def test_faithfulness_correlation_and_infidelity_closed_forms():
+    # Linear logits: the drop of any removed subset is exactly the sum of occlusion
+    # attributions over it, and the drop under a perturbation I is w . I (saliency = |w|).
+    model = linear_model(np.array([[1.0, 2.0, 3.0, 4.0, 0.5], [-1.0, -2.0, -3.0, -4.0, -0.5]]))
+    data = tiny_dataset(32, 5, 2, seed=2)
+    records = run_analysis(attribution.Faithfulness, model, data, rows=16, score="logit", explainers=["saliency", "occlusion", "rise"],
+                           removal="zeros", rise_masks=100)
+    assert records.metric("faithfulness_correlation", subject="occlusion").value == pytest.approx(1.0, abs=1e-6)
+    assert records.metric("infidelity", subject="saliency").value == pytest.approx(0.0, abs=1e-6)
+    assert records.metric("infidelity", subject="rise").value > 0.01
+
+
+def test_a_random_explainer_is_no_better_than_random():
+    from audit_attribution._metrics import order_ranks
+
+    # The same machinery with a permutation-invariant map: a constant map orders features at random.
+    maps = np.zeros((3, 6))
+    ranks = order_ranks(maps, np.random.default_rng(0))
+    assert sorted(ranks[0]) == list(range(6)) and not (ranks == ranks[0]).all()
+
+
+# -- model randomisation -------------------------------------------------------------------
+def test_randomising_the_model_changes_saliency_maps():
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    model = model_from_module(module, input_shape=(10,))
+    data = tiny_dataset(64, 10, 3, seed=0)
+    before = model.predict(data.x)
+    records = run_analysis(attribution.Sanity, model, data, rows=32, explainers=["saliency", "integrated_gradients"],
+                           randomize_layers=2, grid_samples=4, ig_steps=8)
+    saliency = records.finding("randomization_rank_correlation", subject="saliency")
+    assert saliency.value < 0.5 and saliency.passed
+    np.testing.assert_array_equal(model.predict(data.x), before)  # the audited model itself is untouched
+
+
+# -- ONNX: black-box only ----------------------------------------------------------------------
+def test_onnx_models_get_black_box_explainers_and_the_same_numbers(tmp_path):
+    mlp = tiny_mlp(4, 2, seed=0)
+    data = tiny_dataset(40, 4, 2)
+    onnx_model = load_onnx_model(export_onnx(mlp, tmp_path / "mlp.onnx", data.x))
+    options = dict(rows=16, rise_masks=100, sobol_designs=8)
+    onnx_records = run_analysis(attribution.Faithfulness, onnx_model, data, **options)
+    assert any("no input gradients for ONNX models yet" in note for note in onnx_records.notes)
+    subjects = {f.subject for f in onnx_records.findings}
+    assert subjects == {"occlusion", "sobol", "rise"}
+    torch_records = run_analysis(attribution.Faithfulness, mlp, data, **options)
+    for check in ("deletion_auc", "insertion_auc"):
+        for name in ("occlusion", "sobol", "rise"):
+            assert onnx_records.finding(check, subject=name).value == pytest.approx(torch_records.finding(check, subject=name).value, abs=1e-5)
+    sanity = run_analysis(attribution.Sanity, onnx_model, data, grid_samples=4, **options)
+    assert {f.check for f in sanity.findings} == {"grid_share"}
+    assert sanity.finding("grid_share", subject="occlusion").details["max_outside"] == 0.0
+    assert any("randomisation skipped" in note for note in sanity.notes)
+
+
+# -- agreement: diagnostic only -----------------------------------------------------------------
+def test_agreement_is_a_diagnostic_with_a_symmetric_matrix():
+    model, data = tiny_cnn(seed=0), tiny_images(24, seed=1)
+    records = run_analysis(attribution.Agreement, model, data, rows=8, explainers=["saliency", "smoothgrad", "occlusion"], smoothgrad_samples=4)
+    finding = records.finding("explainer_agreement")
+    assert finding.passed and finding.severity.value == "info"
+    assert len(records.metrics) == 6 and len(records.figures) == 1
+    overlap = records.metric("top_k_overlap", subject="saliency", group="occlusion").value
+    assert 0.0 <= overlap <= 1.0
+
+
+# -- helpers against independent implementations -------------------------------------------------
+def test_rank_helpers_match_scipy():
+    from scipy.stats import rankdata as scipy_rankdata
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=(4, 30)).astype(float)
+    b = rng.normal(size=(4, 30))
+    for row in a:
+        np.testing.assert_allclose(rankdata(row), scipy_rankdata(row))
+    np.testing.assert_allclose(spearman_rows(a, b), [spearmanr(x, y).statistic for x, y in zip(a, b)], atol=1e-12)
+
+
+def test_sobol_points_are_stratified_and_match_scipy_in_the_first_dimensions():
+    from scipy.stats import qmc
+
+    points = sobol_points(256, 120)
+    for d in range(120):  # every dimension puts exactly one of 256 points in each 1/256 interval
+        assert len(np.unique(np.floor(points[:, d] * 256))) == 256
+    np.testing.assert_array_equal(points[:64, :2], qmc.Sobol(2, scramble=False).random(64))
+
+
+def test_sobol_total_indices_of_a_linear_score():
+    # Score = sum_i w_i M_i for masks M uniform on [0, 1]: total-order index w_i^2 / sum w^2.
+    weights = np.array([1.0, 2.0, 0.0, 3.0])
+    model = linear_model(np.stack([weights, -weights]))
+    layout = Layout((4,), "tabular")
+    x = np.ones((1, 4), np.float32)
+    inputs = ExplainInputs(x, np.array([0]), np.zeros_like(x), np.zeros_like(x), np.zeros(4, np.float32), np.random.default_rng(0))
+    st = explain("sobol", ModelScorer(model, "logit"), layout, inputs, ExplainerSettings(sobol_designs=1024))[0]
+    np.testing.assert_allclose(st, weights**2 / (weights**2).sum(), atol=0.01)
+    assert st[2] == 0.0

@@ -1,0 +1,156 @@
+"""Model loading and the Model interface on ONNX Runtime and torch."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from audit.errors import AuditError
+from audit.models import LoadOptions, load
+from audit.models.base import Model, detect_output_kind, normalise_outputs
+from audit.testing import export_onnx, linear_model, model_from_module, tiny_cnn, tiny_mlp
+
+
+def test_onnx_matches_torch_and_detects_logits(assets):
+    model = load(assets.mlp_onnx, LoadOptions(device="cpu"))
+    expected = assets.mlp_model.predict(assets.x)
+    np.testing.assert_allclose(model.predict(assets.x), expected, atol=1e-6)
+    assert model.output_kind == "logits" and model.n_classes == 2
+    assert model.provider == "CPUExecutionProvider" and model.device == "cpu"
+    assert model.counters.forward_rows == len(assets.x)
+
+
+def test_auto_device_falls_back_to_cpu_without_a_gpu(assets):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    model = load(assets.mlp_onnx, LoadOptions(device="auto"))
+    assert model.provider == "CPUExecutionProvider"
+    with pytest.raises(AuditError, match="--device cuda"):
+        load(assets.mlp_pt, LoadOptions(device="cuda"))
+
+
+def test_probabilities_output_detected_and_sigmoid_becomes_two_classes(tmp_path):
+    torch.manual_seed(0)
+    softmax_head = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Softmax(dim=1))
+    sigmoid_head = torch.nn.Sequential(torch.nn.Linear(3, 1), torch.nn.Sigmoid())
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    export_onnx(softmax_head, tmp_path / "softmax.onnx", x)
+    export_onnx(sigmoid_head, tmp_path / "sigmoid.onnx", x)
+    soft = load(tmp_path / "softmax.onnx", LoadOptions(device="cpu"))
+    np.testing.assert_allclose(soft.predict(x), softmax_head(torch.from_numpy(x)).detach().numpy(), atol=1e-6)
+    assert soft.output_kind == "probabilities"
+    sig = load(tmp_path / "sigmoid.onnx", LoadOptions(device="cpu"))
+    p = sigmoid_head(torch.from_numpy(x)).detach().numpy()[:, 0]
+    probabilities = sig.predict(x)
+    assert sig.n_classes == 2 and sig.output_kind == "probabilities"
+    np.testing.assert_allclose(probabilities, np.stack([1 - p, p], axis=1), atol=1e-6)
+    # Overriding the detection reads the same numbers as logits.
+    forced = load(tmp_path / "sigmoid.onnx", LoadOptions(device="cpu", output="logits"))
+    np.testing.assert_allclose(forced.predict(x)[:, 1], 1 / (1 + np.exp(-p)), atol=1e-6)
+
+
+def test_single_logit_softmax_equals_sigmoid():
+    z = np.array([[-2.0], [0.0], [3.0]])
+    probabilities, logits = normalise_outputs(z, "logits")
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-z[:, 0])))
+    np.testing.assert_allclose(logits, np.array([[0, -2.0], [0, 0], [0, 3.0]]))
+    assert detect_output_kind(np.array([[0.2, 0.8], [0.5, 0.5]])) == "probabilities"
+    assert detect_output_kind(np.array([[0.2, 0.7], [0.5, 0.5]])) == "logits"
+
+
+def test_sklearn_converted_model(tmp_path):
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    classifier = LogisticRegression(max_iter=500).fit(x, y)
+    (tmp_path / "sk.onnx").write_bytes(to_onnx(classifier, x[:1]).SerializeToString())
+    model = load(tmp_path / "sk.onnx", LoadOptions(device="cpu"))
+    assert model.output_is_map and model.label_output
+    np.testing.assert_allclose(model.predict(x), classifier.predict_proba(x), atol=1e-5)
+    assert model.n_classes == 3
+
+
+def test_fixed_batch_model_works_with_a_warning(tmp_path):
+    module = tiny_mlp(n_features=4, n_classes=3, seed=3).module
+    torch.onnx.export(module, torch.zeros(1, 4), str(tmp_path / "fixed.onnx"), input_names=["x"], dynamo=False)
+    x = np.random.default_rng(1).normal(size=(7, 4)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load(tmp_path / "fixed.onnx", LoadOptions(device="cpu"))
+    assert any("fixed batch size of 1" in str(w.message) for w in caught)
+    np.testing.assert_allclose(model.predict(x), torch.softmax(module(torch.from_numpy(x)), 1).detach().numpy(), atol=1e-6)
+
+
+def test_torchscript_and_export_archives(assets, tmp_path):
+    scripted = load(assets.mlp_pt, LoadOptions(device="cpu"))
+    assert scripted.format == "torchscript" and "gradients" in scripted.capabilities
+    np.testing.assert_allclose(scripted.predict(assets.x), assets.mlp_model.predict(assets.x), atol=1e-6)
+    program = torch.export.export(assets.mlp_model.module, (torch.zeros(2, 4),), dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(tmp_path / "mlp.pt2"))
+    exported = load(tmp_path / "mlp.pt2", LoadOptions(device="cpu"))
+    assert exported.format == "torch.export" and exported.input_shape == (4,)
+    np.testing.assert_allclose(exported.predict(assets.x), assets.mlp_model.predict(assets.x), atol=1e-6)
+
+
+def test_gradient_of_a_linear_model_is_its_weights():
+    weights = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]], dtype=np.float32)
+    model = linear_model(weights)
+    x = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    target = np.array([0, 1] * 5)
+    np.testing.assert_allclose(model.gradient(x, target, output="logit"), weights[target], atol=1e-6)
+    assert model.counters.backward_rows == 10
+    # log-probability gradient: w_t - sum_k p_k w_k
+    p = model.predict(x)
+    expected = weights[target] - p @ weights
+    np.testing.assert_allclose(model.gradient(x, target, output="log_probability"), expected, atol=1e-5)
+
+
+def test_activations_torch_hooks_and_onnx_outputs(assets):
+    torch_model = tiny_mlp(n_features=4, n_classes=2, seed=0)
+    acts = torch_model.activations(assets.x, ["act1"])
+    hidden = torch.relu(torch_model.module.fc1(torch.from_numpy(assets.x))).detach().numpy()
+    np.testing.assert_allclose(acts["act1"], hidden, atol=1e-6)
+    onnx_model = load(assets.mlp_onnx, LoadOptions(device="cpu"))
+    relu = [layer for layer in onnx_model.layers() if "Relu" in layer][0]
+    np.testing.assert_allclose(onnx_model.activations(assets.x, [relu])[relu], hidden, atol=1e-5)
+    with pytest.raises(AuditError, match="unknown layer"):
+        onnx_model.activations(assets.x, ["nope"])
+
+
+class FlakyModel(Model):
+    """Raises out-of-memory for batches larger than 8 rows."""
+
+    format = "fake"
+
+    def _forward_numpy(self, x):
+        if len(x) > 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return x[:, :2]
+
+
+def test_out_of_memory_halves_the_batch_and_retries():
+    model = FlakyModel(input_shape=(2,), n_classes=2, batch_size=64)
+    x = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logits = model.predict(x, output="logits")
+    np.testing.assert_allclose(logits, x, atol=1e-6)
+    assert model.batch_size == 8
+    assert model.counters.forward_rows == 40
+
+
+def test_cnn_gradient_and_shapes():
+    model = tiny_cnn()
+    x = np.random.default_rng(0).random((5, 1, 8, 8)).astype(np.float32)
+    grad = model.gradient(x, np.zeros(5, int))
+    assert grad.shape == x.shape and np.abs(grad).sum() > 0
+    assert model.n_classes == 3
+    fresh = model_from_module(model.module)
+    with pytest.raises(AuditError, match="not known until the model has run"):
+        fresh.n_classes
+    fresh.predict(x)
+    assert fresh.n_classes == 3

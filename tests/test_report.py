@@ -1,0 +1,87 @@
+"""Reports: escaping of untrusted strings, the compliance mapping, JUnit and Markdown output."""
+
+import json
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+
+import audit
+from audit.plugins import get_plugin_manager
+
+
+class Hostile(audit.Analysis):
+    """Yields strings a model or data set could contain."""
+
+    name = "test.hostile"
+    title = "<i>title</i>"
+    tags = {"eu-ai-act:art15"}
+
+    def run(self, ctx):
+        yield audit.Finding(check="xss", title="t", severity="high", passed=False, value=0.3, threshold=0.1,
+                            subject="<script>alert(1)</script>", message="group <b>bold</b> & co")
+        yield audit.Finding(check="fine", title="t", severity="low", passed=True, subject="ok")
+        yield audit.Metric("rate", 0.5, subject="sex", group="<img src=x onerror=alert(1)>")
+
+
+class HostilePlugin:
+    @audit.hookimpl
+    def register_analyses(self, register):
+        register(Hostile)
+
+
+@pytest.fixture
+def hostile_run(cli, assets, tmp_path):
+    manager = get_plugin_manager()
+    manager.register(HostilePlugin(), name="hostile")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "test.hostile", "-a", "performance", "--json")
+    assert code == 1, err
+    yield json.loads(out)
+    manager.unregister(name="hostile")
+
+
+def test_untrusted_strings_are_escaped(hostile_run, tmp_path):
+    html = (tmp_path / ".audit" / "reports" / f"{hostile_run['run_id']}.html").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<b>bold</b>" not in html and "group &lt;b&gt;bold&lt;/b&gt; &amp; co" in html
+    assert "<i>title</i>" not in html
+    # Self-contained: no external fetches.
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+
+
+def test_compliance_matrix_maps_tags(hostile_run, cli, tmp_path):
+    cli("report", hostile_run["run_id"], "--out", tmp_path / "r.json")
+    document = json.loads((tmp_path / "r.json").read_text())
+    eu = {r["id"]: r for r in next(f for f in document["compliance"] if f["id"] == "eu-ai-act")["requirements"]}
+    assert eu["art15"]["status"] == "failed" and eu["art15"]["failed"] >= 1
+    assert eu["art13"]["status"] == "not assessed" and eu["art13"]["passed"] == 0 == eu["art13"]["failed"]
+
+
+def test_junit_counts(hostile_run, cli, tmp_path):
+    code, _, err = cli("report", hostile_run["run_id"], "--out", tmp_path / "r.xml")
+    assert code == 0, err
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    hostile = suites["test.hostile"]
+    assert hostile.get("tests") == "2" and hostile.get("failures") == "1"
+    failure = hostile.find("testcase/failure")
+    assert failure.get("message") == "group <b>bold</b> & co"  # XML-escaped on disk, exact when parsed
+    total_cases = sum(1 for _ in root.iter("testcase"))
+    assert total_cases == len(hostile_run["findings"])
+
+
+def test_markdown_escapes_pipes(hostile_run, cli, tmp_path):
+    cli("report", hostile_run["run_id"], "--out", tmp_path / "card.md")
+    text = (tmp_path / "card.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| test.hostile")]
+    assert len(rows) == 2 and all(row.count(" | ") == 6 for row in rows)
+
+
+def test_same_seed_same_findings(cli, assets):
+    documents = []
+    for _ in range(2):
+        code, out, _ = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+        documents.append(json.loads(out))
+    assert documents[0]["findings"] == documents[1]["findings"]
+    assert documents[0]["run_id"] != documents[1]["run_id"]
