@@ -186,13 +186,25 @@ def test_faithfulness_correlation_and_infidelity_closed_forms():
     assert records.metric("infidelity", subject="rise").value > 0.01
 
 
-def test_a_random_explainer_is_no_better_than_random():
-    from audit_attribution._metrics import order_ranks
+def test_a_map_of_noise_fails_faithful_vs_random_and_the_true_map_passes():
+    from audit_attribution._metrics import curve_auc, order_ranks, removal_curves
+    from audit_attribution._run import gain_over_random
 
-    # The same machinery with a permutation-invariant map: a constant map orders features at random.
-    maps = np.zeros((3, 6))
-    ranks = order_ranks(maps, np.random.default_rng(0))
-    assert sorted(ranks[0]) == list(range(6)) and not (ranks == ranks[0]).all()
+    model, data = _one_feature_case(48)
+    x = data.x
+    targets = model.predict(x).argmax(1)
+    rng = np.random.default_rng(1)
+    true_map = np.zeros((48, 4))
+    true_map[:, 2] = 1.0
+    noise_map = rng.normal(size=(48, 4))
+    random_ranks = np.stack([np.argsort(rng.random((48, 4)), axis=1).argsort(axis=1) for _ in range(8)])
+    ranks = np.concatenate([order_ranks(true_map, rng)[None], order_ranks(noise_map, rng)[None], random_ranks])
+    deletion, insertion, fractions = removal_curves(ModelScorer(model), Layout((4,), "tabular"), x, np.zeros_like(x), targets, ranks, 4)
+    d, i = curve_auc(deletion, fractions), curve_auc(insertion, fractions)
+    rd, ri = d[2:].mean(0), i[2:].mean(0)
+    assert gain_over_random(d[0], i[0], rd, ri, rng, 0.0)[3]
+    gain, low, high, passed = gain_over_random(d[1], i[1], rd, ri, rng, 0.0)
+    assert not passed and low < 0 < high
 
 
 # -- model randomisation -------------------------------------------------------------------

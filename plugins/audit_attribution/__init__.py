@@ -29,6 +29,7 @@ class ExplainerOptions(audit.Options):
 
     explainers: list[ExplainerName] = Field(default_factory=lambda: list(_ALL), description="explainers to run; gradient ones need a PyTorch model")
     rows: int = Field(64, ge=2, description="seeded subsample of rows explained (cost grows linearly)")
+    removal: Literal["mean", "zeros"] = Field("mean", description="value an occluded, masked or removed feature takes: the data mean or zero")
     score: Literal["probability", "logit"] = Field("probability", description="the predicted class's score the explainers explain")
     ig_steps: int = Field(32, ge=2, description="Integrated Gradients: points on the path")
     ig_method: Literal["gausslegendre", "riemann_midpoint", "riemann_trapezoid"] = Field("gausslegendre", description="Integrated Gradients: quadrature rule")
@@ -54,7 +55,6 @@ class Faithfulness(audit.Analysis):
     tags = TAGS
 
     class Options(ExplainerOptions):
-        removal: Literal["mean", "zeros"] = Field("mean", description="value a removed feature takes: the data mean or zero")
         curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
         random_orders: int = Field(4, ge=1, description="random orderings averaged for the random baseline")
         min_gain: float = Field(0.0, description="faithful_vs_random fails unless the 95% lower bound of the gain over random exceeds this")

@@ -45,6 +45,7 @@ class Setup:
     explainers: list[str]
     data_mean: np.ndarray
     value_sd: np.ndarray  # per element: the spread SmoothGrad noise and infidelity perturbations scale with
+    removal: str = "mean"
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -86,7 +87,8 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)
     else:
         value_sd = x_all.std(axis=0).astype(np.float32)
-    return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(o), explainers, data_mean, value_sd, skipped)
+    return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(o), explainers, data_mean, value_sd,
+                 o.removal, skipped)
 
 
 def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers"):
@@ -96,7 +98,7 @@ def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, va
         x=x,
         targets=targets,
         ig_baseline=make_baseline(o_settings.ig_baseline, x, data_mean, layout, o_settings.blur_sigma),
-        removal_baseline=np.broadcast_to(data_mean, x.shape).astype(np.float32),
+        removal_baseline=np.broadcast_to(data_mean if s.removal == "mean" else np.zeros_like(data_mean), x.shape).astype(np.float32),
         noise_sd=value_sd * o_settings.smoothgrad_noise,
         rng=np.random.default_rng(ctx.rng.integers(2**63)),
         generator=ctx.torch_generator() if scorer.has_gradients else None,
@@ -123,6 +125,17 @@ def _bootstrap_ci(values: np.ndarray, rng, n_boot: int = 2000) -> tuple[float, f
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def gain_over_random(deletion, insertion, random_deletion, random_insertion, rng, min_gain: float):
+    """Per-row gain (random deletion AUC - deletion AUC) + (insertion AUC - random insertion AUC), its 95% CI, the verdict.
+
+    Passes only when the bootstrap lower bound of the mean gain exceeds ``min_gain``:
+    an explainer whose advantage over a random ranking could be chance fails.
+    """
+    gain = (random_deletion - deletion) + (insertion - random_insertion)
+    low, high = _bootstrap_ci(gain, rng)
+    return gain, low, high, bool(np.isfinite(low) and low > min_gain)
+
+
 def class_name(ctx, index: int) -> str:
     names = ctx.data.class_names
     return str(names[index]) if names and index < len(names) else str(index)
@@ -141,8 +154,7 @@ def run_faithfulness(analysis, ctx):
         ctx.note("no explainer could run on this model")
         return
     names = list(maps)
-    removal_base = (s.data_mean if o.removal == "mean" else np.zeros_like(s.data_mean))
-    removal_base = np.broadcast_to(removal_base, s.x.shape).astype(np.float32)
+    removal_base = inputs.removal_baseline
 
     # Deletion and insertion: every explainer's ordering and the random ones in one batched pass.
     rank_rng = np.random.default_rng(ctx.rng.integers(2**63))
@@ -174,9 +186,7 @@ def run_faithfulness(analysis, ctx):
                      f"predicted-class probability curve, against {rand_ins.mean():.3f} for a random order (higher is better)"),
             details={"rows": len(i), "removal": o.removal, "steps": len(fractions) - 1},
         )
-        gain = (rand_del - d) + (i - rand_ins)
-        low, high = _bootstrap_ci(gain, gain_rng)
-        passed = bool(np.isfinite(low) and low > o.min_gain)
+        gain, low, high, passed = gain_over_random(d, i, rand_del, rand_ins, gain_rng, o.min_gain)
         yield audit.Finding(
             check="faithful_vs_random", title="Explainer better than a random ranking", severity=audit.Severity.MEDIUM,
             subject=name, passed=passed, value=float(gain.mean()), threshold=o.min_gain,
@@ -285,7 +295,6 @@ def _grid_cell_of_unit(layout: Layout) -> np.ndarray:
 def _grid_functions(model, layout: Layout, score: str):
     """The DiFull wrapper: split a grid input into its 4 cells, run the model once on all cells, one score block per cell."""
     sample = layout.sample_shape
-    n_classes = model.n_classes
 
     def split_torch(x):
         b = x.shape[0]
@@ -303,7 +312,7 @@ def _grid_functions(model, layout: Layout, score: str):
 
         logits = model.logits_torch(split_torch(x))
         scores = torch.softmax(logits, dim=1) if score == "probability" else logits
-        return scores.reshape(x.shape[0], 4 * n_classes)
+        return scores.reshape(x.shape[0], -1)
 
     def numpy_function(x):
         b = len(x)
@@ -317,7 +326,7 @@ def _grid_functions(model, layout: Layout, score: str):
             cells = x.reshape(b * 4, *sample)
         probabilities, logits = model.predict_both(np.ascontiguousarray(cells))
         scores = probabilities if score == "probability" else logits
-        return scores.reshape(b, 4 * n_classes)
+        return scores.reshape(b, -1)
 
     return torch_function, numpy_function
 
