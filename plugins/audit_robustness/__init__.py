@@ -50,9 +50,10 @@ class Adversarial(audit.Analysis):
         attacks: list[Literal["fgsm", "pgd"]] = Field(["fgsm", "pgd"], min_length=1, description="attacks to run")
         norms: list[Literal["linf", "l2"]] = Field(["linf", "l2"], min_length=1, description="threat models")
         epsilons_linf: list[Annotated[float, Field(ge=0)]] | None = Field(
-            None, description="L-inf radii (default 1, 2, 5, 10, 20% of the data's range)")
+            None, description="L-inf radii: data units for images (default 1, 2, 5, 10, 20% of the range), "
+            "standard deviations of each feature for tabular data (default 0.05, 0.1, 0.2, 0.5, 1)")
         epsilons_l2: list[Annotated[float, Field(ge=0)]] | None = Field(
-            None, description="L2 radii (default 1, 2, 5, 10, 20% of range x sqrt(input size))")
+            None, description="L2 radii: the L-inf defaults times sqrt(input size)")
         steps: int = Field(10, ge=1, description="PGD steps (fixed, no early stop)")
         step_size_factor: float = Field(2.5, gt=0, description="PGD step = factor * eps / steps (Madry et al.)")
         random_start: bool = Field(False, description="start PGD from a random point in the ball")
@@ -76,8 +77,9 @@ class BlackBoxAttack(audit.Analysis):
     tags = TAGS
 
     class Options(audit.Options):
-        epsilon: float | None = Field(None, ge=0, description="L-inf radius (default epsilon_fraction x the data's range)")
-        epsilon_fraction: float = Field(0.05, ge=0, description="default radius as a share of the data's range")
+        epsilon: float | None = Field(
+            None, ge=0, description="L-inf radius: data units for images (default 5% of the range), "
+            "standard deviations of each feature for tabular data (default 0.25)")
         budget: int = Field(1000, ge=1, description="most queries (forward rows) per attacked row")
         p_init: float = Field(0.05, gt=0, le=1, description="initial share of the input changed per iteration")
         clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")

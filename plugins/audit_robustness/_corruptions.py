@@ -125,7 +125,9 @@ def _pixelate(u, s, rng):
     import torch.nn.functional as F
 
     n, c, h, w = u.shape
-    small = (max(1, int(round(h * PIXELATE[s]))), max(1, int(round(w * PIXELATE[s]))))
+    # int() truncates, as ImageNet-C's resize does; rounding would make severity
+    # 1 finer than 2 on tiny images yet distort more (8 -> 5 -> 8 pixels).
+    small = (max(1, int(h * PIXELATE[s])), max(1, int(w * PIXELATE[s])))
     x = torch.from_numpy(np.ascontiguousarray(u))
     x = F.adaptive_avg_pool2d(x, small)  # box filter down, as PIL's BOX resize
     x = F.interpolate(x, size=(h, w), mode="nearest")

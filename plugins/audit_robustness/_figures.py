@@ -72,7 +72,7 @@ def image_grid(clean, clean_predicted, columns, names, labels, bounds):
     return fig
 
 
-def epsilon_curves(curves, clean_accuracy, what):
+def epsilon_curves(curves, clean_accuracy, what, unit=""):
     """``curves``: {norm: {attack: (epsilons, robust accuracies)}}; one panel per norm."""
     plt = _plt()
     norms = list(curves)
@@ -82,7 +82,7 @@ def epsilon_curves(curves, clean_accuracy, what):
             ax.plot(epsilons, values, marker="o", markersize=3, label=attack)
         ax.axhline(clean_accuracy, color="grey", linestyle="--", linewidth=0.8, label="clean")
         ax.set_title(f"{norm} attacks", fontsize=9)
-        ax.set_xlabel(f"epsilon ({norm} norm)")
+        ax.set_xlabel(f"epsilon ({norm} norm{', ' + unit if unit else ''})")
         ax.set_ylabel(f"robust {what}")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)

@@ -121,7 +121,7 @@ def run(analysis, ctx):
     yield audit.Figure(
         "robust_accuracy_curves",
         "Robust accuracy against epsilon",
-        _figures.epsilon_curves(curves, clean_accuracy, what),
+        _figures.epsilon_curves(curves, clean_accuracy, what, "" if image else "std per feature"),
         caption=(
             f"Share of {len(y)} rows still classified correctly under attack; epsilon 0 is the clean data. "
             f"PGD: {o.steps} steps, step {o.step_size_factor:g} eps/{o.steps}. A row broken at a smaller "
@@ -131,14 +131,17 @@ def run(analysis, ctx):
     if layout and examples:
         columns = []
         for (attack, norm), (eps_list, adversarial, predicted) in examples.items():
-            if norm != "linf" and ("pgd", "linf") in examples:
+            if attack == "fgsm" and norm == "l2":
                 continue
-            j = len(eps_list) // 2
+            # Show the epsilon where robust accuracy is nearest half of clean: where the attack starts to win.
+            values = curves[norm][attack][1][1:]
+            j = int(np.argmin([abs(v - clean_accuracy / 2) for v in values]))
             columns.append((f"{attack} {norm} {fmt(eps_list[j])}", layout.to_nchw(adversarial[j]), predicted[j]))
         k = len(next(iter(examples.values()))[1][0])
         yield audit.Figure(
             "adversarial_examples",
             "Examples: clean and adversarial inputs",
             _figures.image_grid(layout.to_nchw(x[:k]), take(ctx.predicted)[:k], columns, class_names(ctx), y[:k], bounds),
-            caption="Each row one input; titles give the predicted class (red when it differs from the label).",
+            caption="Each row one input; column titles give attack, norm and epsilon (where robust accuracy is nearest half the clean accuracy); "
+            "image titles give the predicted class (red when it differs from the label).",
         )

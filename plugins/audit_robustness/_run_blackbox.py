@@ -7,7 +7,7 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import class_names, fmt, image_layout, input_range, reference_labels, sample_rows
+from ._common import class_names, fmt, image_layout, input_range, perturbation_scale, reference_labels, sample_rows
 from ._square import square_attack
 
 
@@ -21,7 +21,11 @@ def run(analysis, ctx):
     clean_logits = take(ctx.logits)
     what = "agreement" if agreement else "accuracy"
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    eps = o.epsilon if o.epsilon is not None else round(o.epsilon_fraction * bounds.span, 6)
+    image = ctx.data.modality == "image"
+    scale = perturbation_scale(ctx.data)
+    eps = o.epsilon if o.epsilon is not None else (float(f"{0.05 * bounds.span:.4g}") if image else 0.25)
+    unit = "" if image else " standard deviations of each feature"
+    where = f" ({eps / bounds.span:.1%} of the data range)" if image else ""
     layout = image_layout(ctx.data)
     if ctx.model.output_kind == "probabilities":
         ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
@@ -33,7 +37,7 @@ def run(analysis, ctx):
         result = square_attack(
             predict_logits, x, y, clean_logits, eps, o.budget, o.p_init, ctx.rng,
             lower=bounds.lower if o.clip else None, upper=bounds.upper if o.clip else None,
-            layout=layout, progress=bar,
+            layout=layout, progress=bar, scale=scale,
         )
     clean_accuracy = float(np.mean(clean_logits.argmax(axis=1) == y))
     robust_accuracy = float(np.mean(result.robust))
@@ -44,6 +48,7 @@ def run(analysis, ctx):
     median = float(np.median(successful)) if len(successful) else None
     details = {
         "epsilon": float(eps),
+        "epsilon_unit": "data units" if image else "standard deviations per feature",
         "budget": o.budget,
         "p_init": o.p_init,
         "rows": len(y),
@@ -65,8 +70,7 @@ def run(analysis, ctx):
         threshold=threshold,
         subject=subject,
         message=(
-            f"with at most {o.budget} queries per row and L-inf perturbations of {fmt(eps)} "
-            f"({eps / bounds.span:.1%} of the data range), {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
+            f"with at most {o.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
             f"required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
         ),
         details=details,

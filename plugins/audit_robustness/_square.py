@@ -57,18 +57,22 @@ class SquareResult:
 
 
 def square_attack(predict_logits, x, y, clean_logits, eps: float, budget: int, p_init: float, rng,
-                  lower=None, upper=None, layout=None, progress=None) -> SquareResult:
+                  lower=None, upper=None, layout=None, progress=None, scale=None) -> SquareResult:
     """Run the attack; ``predict_logits(batch) -> logits`` is one counted batched pass.
 
     ``layout`` turns rows into (N, C, H, W) and back for images; None treats
-    rows as flat feature vectors.
+    rows as flat feature vectors. ``scale`` (one row's shape) multiplies the
+    radius per entry: each feature's std for tabular data.
     """
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
     to_grid = (lambda a: layout.to_nchw(a)) if layout else (lambda a: a.reshape(len(a), -1))
     from_grid = (lambda a: layout.from_nchw(a)) if layout else (lambda a: a.reshape((len(a),) + x.shape[1:]))
     grid = to_grid(x)
-    ball_low, ball_high = ball_limits(grid, eps)
+    # The ball is checked in float64 against the radius as given; the steps use its float32 value.
+    exact_radius = float(eps) if scale is None else to_grid(np.broadcast_to(float(eps) * scale.astype(np.float64), (1,) + x.shape[1:]))
+    radius = np.asarray(exact_radius, dtype=np.float32)
+    ball_low, ball_high = ball_limits(grid, exact_radius)
     if lower is not None:
         lower_grid = to_grid(np.broadcast_to(lower, x.shape).astype(np.float32))
         upper_grid = to_grid(np.broadcast_to(upper, x.shape).astype(np.float32))
@@ -91,9 +95,9 @@ def square_attack(predict_logits, x, y, clean_logits, eps: float, budget: int, p
     rows = np.flatnonzero(clean_correct)
     if layout:
         c, h, w = grid.shape[1:]
-        stripes = eps * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), c, 1, w))
+        stripes = radius * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), c, 1, w))
     else:
-        stripes = eps * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), grid.shape[1]))
+        stripes = radius * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), grid.shape[1]))
     best[rows] = constrain(grid[rows] + stripes, rows)
     margin_best[rows] = margins(predict_logits(from_grid(best[rows])), y[rows])
     queries[rows] += 1
@@ -113,13 +117,13 @@ def square_attack(predict_logits, x, y, clean_logits, eps: float, budget: int, p
             in_rows = (np.arange(h)[None, :] >= top[:, None]) & (np.arange(h)[None, :] < top[:, None] + side)
             in_cols = (np.arange(w)[None, :] >= left[:, None]) & (np.arange(w)[None, :] < left[:, None] + side)
             window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, :, :]  # (m, 1, h, w)
-            signs = eps * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), c, 1, 1))
-            delta = np.where(window, signs, delta)
+            signs = radius * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), c, 1, 1))
+            delta = np.where(window, np.broadcast_to(signs, delta.shape), delta)
         else:
             features = grid.shape[1]
             count = int(min(max(round(p * features), 1), features))
             chosen = rng.random((len(rows), features)).argsort(axis=1).argsort(axis=1) < count
-            signs = eps * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), features))
+            signs = radius * rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(len(rows), features))
             delta = np.where(chosen, signs, delta)
         candidate = constrain(grid[rows] + delta.astype(np.float32), rows)
         candidate_margin = margins(predict_logits(from_grid(candidate)), y[rows])
