@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def _plt():
+def _figure(width: float, height: float):
+    """A figure outside pyplot's registry: nothing to close, however many analyses draw."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=(width, height))
 
 
 def _short(name: str, width: int = 18) -> str:
@@ -22,11 +23,11 @@ def group_bars(table, k: int, class_name: str, binary: bool):
     """Selection rate (and accuracy, TPR when labelled) per group, with bootstrap 95% intervals."""
     from . import _stats
 
-    plt = _plt()
     metrics = ["selection_rate"] + (["accuracy", "tpr"] if table.has_labels else ["mean_score"])
     names = [_short(n) for n in table.grouping.names]
     positions = np.arange(len(names))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.4 * len(metrics) + 1.2, 0.32 * len(names) + 1.6), sharey=True, squeeze=False)
+    fig = _figure(2.4 * len(metrics) + 1.2, 0.32 * len(names) + 1.6)
+    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         values = np.array([table.value(metric, g, k) for g in range(len(names))], dtype=float)
         lower, upper = _stats.interval(table.replicates(metric, k), axis=0)
@@ -50,8 +51,8 @@ def group_bars(table, k: int, class_name: str, binary: bool):
 
 def score_distributions(scores: np.ndarray, grouping, small: np.ndarray, class_name: str, bins: int = 20):
     """Step histograms (densities) of one class's score per group; the largest 8 groups."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = _figure(5.5, 3.2)
+    ax = fig.subplots()
     sizes = np.bincount(grouping.codes, minlength=grouping.n_groups)
     edges = np.linspace(0, 1, bins + 1)
     for g in np.argsort(-sizes)[:8]:
@@ -68,8 +69,8 @@ def score_distributions(scores: np.ndarray, grouping, small: np.ndarray, class_n
 
 def leakage_curve(attribute: str, layers: list[str], rows: dict[str, list], baseline: float):
     """Probe accuracy per layer: linear, attentive (if any), after erasure, against the majority rate."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = _figure(5.5, 3.2)
+    ax = fig.subplots()
     positions = np.arange(len(layers))
     styles = {"linear probe": "o-", "attentive probe": "s-", "linear probe after erasure": "x--"}
     for label, values in rows.items():
@@ -77,7 +78,8 @@ def leakage_curve(attribute: str, layers: list[str], rows: dict[str, list], base
         if np.isfinite(values).any():
             ax.plot(positions, values, styles.get(label, "o-"), label=label)
     ax.axhline(baseline, color="#888888", linestyle=":", label=f"majority rate {baseline:.2f}")
-    ax.set_xticks(positions, labels=[_short(layer, 14) for layer in layers], rotation=30 if len(layers) > 3 else 0, fontsize=8)
+    shown = [_short(layer.strip("/").removesuffix("_output_0"), 18) for layer in layers]  # ONNX value names are long
+    ax.set_xticks(positions, labels=shown, rotation=30 if len(layers) > 3 else 0, fontsize=8)
     ax.set_ylim(min(baseline, 0.5) - 0.05, 1.02)
     ax.set_xlabel("layer")
     ax.set_ylabel("cross-validated accuracy")
@@ -89,10 +91,10 @@ def leakage_curve(attribute: str, layers: list[str], rows: dict[str, list], base
 
 def counterfactual_bars(attribute: str, reference: str, results: list, binary: bool):
     """Mean score shift and flip rate per substituted value, with intervals."""
-    plt = _plt()
     labels = [_short(r[0]) for r in results]
     positions = np.arange(len(labels))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(6.4, 0.32 * len(labels) + 1.8), sharey=True)
+    fig = _figure(6.4, 0.32 * len(labels) + 1.8)
+    left, right = fig.subplots(1, 2, sharey=True)
     shifts = np.array([r[1] for r in results])
     shift_err = np.abs(np.array([[r[1] - r[2][0], r[2][1] - r[1]] for r in results]).T)
     left.barh(positions, shifts, xerr=shift_err, color=np.where(shifts >= 0, "#3b6ea8", "#c0504d"), capsize=2)

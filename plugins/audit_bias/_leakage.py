@@ -239,6 +239,9 @@ def run(analysis, ctx):
         if tokens is not None and not o.attentive:
             ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
     head = _linear_head(model, layers, activations, logits_sample)
+    if head is None:
+        ctx.note("task cost of erasure not computed: it needs a torch model whose output layer is a Linear fed directly "
+                 "by a probed layer (ONNX graphs and other heads are not rewired)")
 
     for name in names:
         grouping = _stats.group_attribute(name, data.attributes[name][index], o.max_categories, o.numeric_bins)
@@ -339,8 +342,6 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
                          f"{task_cost['changed_predictions']:.1%} of predictions (no labels for the accuracy change)")
     else:
         details["task"] = None
-        ctx.note("task cost of erasure not computed: it needs a torch model whose output layer is a Linear fed directly "
-                 "by a probed layer (ONNX graphs and other heads are not rewired)")
     yield audit.Finding(
         check="leakage_after_erasure", title="Leakage left after linear concept erasure",
         severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
