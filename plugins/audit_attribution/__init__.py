@@ -39,9 +39,9 @@ class ExplainerOptions(audit.Options):
     smoothgrad_noise: float = Field(0.15, ge=0, description="SmoothGrad: noise sd as a fraction of the value range")
     patch_size: int | None = Field(None, ge=1, description="occlusion: square patch side in pixels (default: image side / 8)")
     feature_groups: dict[str, list[str]] = Field(default_factory=dict, description="tabular: features occluded and masked together, by name")
-    sobol_grid: int | None = Field(None, ge=1, description="Sobol: mask grid side for images (default min(8, side))")
+    sobol_grid: int | None = Field(None, ge=1, description="Sobol: mask grid side for images (default min(8, side / 2))")
     sobol_designs: int = Field(32, ge=4, description="Sobol: quasi-Monte Carlo designs N (cost N (d + 2) per row)")
-    rise_masks: int = Field(1000, ge=10, description="RISE: random masks per row")
+    rise_masks: int = Field(500, ge=10, description="RISE: random masks per row")
     rise_grid: int | None = Field(None, ge=2, description="RISE: low-resolution mask grid side (images)")
     rise_probability: float = Field(0.5, gt=0, lt=1, description="RISE: probability a mask cell keeps the input")
 
@@ -80,7 +80,7 @@ class Sanity(audit.Analysis):
     tags = TAGS
 
     class Options(ExplainerOptions):
-        rows: int = Field(32, ge=2, description="rows for the randomisation test")
+        rows: int = Field(16, ge=2, description="rows for the randomisation test")
         grid_samples: int = Field(16, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
         min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share fails below this share on the cell that can matter")
         randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")

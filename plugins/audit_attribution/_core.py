@@ -86,7 +86,8 @@ class Layout:
         return max(1, min(self.height, self.width) // 8) if self.is_image else 1
 
     def default_grid(self) -> int:
-        return min(8, self.height, self.width) if self.is_image else 0
+        # Fel et al. use about 8 to 11 regions a side; tiny images get fewer so regions are not single pixels.
+        return min(8, max(1, min(self.height, self.width) // 2)) if self.is_image else 0
 
 
 def feature_groups(feature_names, groups_by_name: dict[str, list[str]], n_features: int) -> list[list[int]] | None:

@@ -27,7 +27,7 @@ class ExplainerSettings:
     patch_size: int | None = None
     sobol_grid: int | None = None
     sobol_designs: int = 32
-    rise_masks: int = 1000
+    rise_masks: int = 500
     rise_grid: int | None = None
     rise_probability: float = 0.5
 

@@ -18,6 +18,13 @@ def _label(name: str) -> str:
     return name.replace("_", " ")
 
 
+def _display(maps: np.ndarray) -> np.ndarray:
+    """|map|, except that a row with no zero or negative value (RISE's offset E[f]) is shown above its minimum."""
+    maps = np.asarray(maps, dtype=np.float64)
+    positive = (maps > 0).all(axis=-1, keepdims=True)
+    return np.where(positive, maps - maps.min(axis=-1, keepdims=True), np.abs(maps))
+
+
 def image_maps(x: np.ndarray, maps: dict, layout, titles: list[str], n_show: int = 4):
     """Rows: inputs; columns: the input, then each explainer's heat map."""
     plt = _pyplot()
@@ -34,7 +41,7 @@ def image_maps(x: np.ndarray, maps: dict, layout, titles: list[str], n_show: int
         axes[r, 0].imshow(image, cmap="gray" if image.ndim == 2 else None)
         axes[r, 0].set_title(titles[r], fontsize=7)
         for c, name in enumerate(names, start=1):
-            heat = np.abs(maps[name][r].reshape(layout.unit_shape))
+            heat = _display(maps[name][r]).reshape(layout.unit_shape)
             axes[r, c].imshow(heat, cmap="inferno", vmin=0, vmax=heat.max() or 1.0)
             if r == 0:
                 axes[r, c].set_title(_label(name), fontsize=7)
@@ -49,7 +56,7 @@ def feature_bars(maps: dict, feature_names: list[str], top: int = 20):
     """Mean |attribution| per feature, one bar per explainer, each explainer scaled to its largest bar."""
     plt = _pyplot()
     names = list(maps)
-    means = np.stack([np.abs(maps[n]).mean(axis=0) for n in names])
+    means = np.stack([_display(maps[n]).mean(axis=0) for n in names])
     scaled = means / np.where(means.max(axis=1, keepdims=True) > 0, means.max(axis=1, keepdims=True), 1.0)
     order = np.argsort(-scaled.mean(axis=0))[:top]
     height = 0.8 / len(names)

@@ -263,11 +263,13 @@ def _map_figures(ctx, s: Setup, maps):
     if s.layout.is_image:
         titles = [f"predicted {class_name(ctx, int(t))}" for t in s.targets]
         yield audit.Figure("attribution_maps", "Attribution maps", _figures.image_maps(s.x, maps, s.layout, titles),
-                           caption="Each row: an input, its predicted class, and each explainer's map (brighter = more attribution).")
+                           caption="Each row: an input, its predicted class, and each explainer's map (brighter = more |attribution|; "
+                                   "maps with no zero or negative value, such as RISE's, are shown above their minimum).")
     else:
         names = ctx.data.feature_names or [f"x{i}" for i in range(s.layout.n_units)]
         yield audit.Figure("feature_attribution", "Mean absolute attribution per feature", _figures.feature_bars(maps, names),
-                           caption="Mean |attribution| per feature over the explained rows, each explainer scaled to its largest feature.")
+                           caption="Mean |attribution| per feature over the explained rows, each explainer scaled to its largest feature "
+                                   "(RISE's constant offset, the mean score, removed first).")
 
 
 # -- attribution.sanity --------------------------------------------------------------
@@ -375,7 +377,9 @@ def _grid_test(analysis, ctx, s: Setup):
         # Occlusion patches and Sobol regions must not straddle two cells.
         side = math.gcd(layout.height, layout.width)
         settings.patch_size = _largest_divisor_at_most(side, s.settings.patch_size or layout.default_patch())
-        settings.sobol_grid = 2 * (s.settings.sobol_grid or layout.default_grid())
+        # The same number of Sobol regions as on one input, over the whole grid (even, so regions align with cells).
+        cell_grid = s.settings.sobol_grid or layout.default_grid()
+        settings.sobol_grid = cell_grid if cell_grid % 2 == 0 else 2 * cell_grid
     torch_function, numpy_function = _grid_functions(model, layout, o.score)
     scorer = TorchScorer(model, torch_function) if "torch" in model.capabilities else NumpyScorer(numpy_function, model.batch_size)
     maps, _ = explain_all(ctx, s, scorer, x_grid, targets, grid_layout, grid_mean, grid_sd, settings, "grid test")

@@ -45,7 +45,7 @@ class GroupFairness(audit.Analysis):
         js_medium: float = Field(0.1, ge=0, le=1, description="JS divergence (bits) above this, and above chance, is medium")
         js_high: float = Field(0.2, ge=0, le=1, description="JS divergence (bits) above this, and above chance, is high")
         js_null_draws: int = Field(100, ge=10, description="draws for the JS chance level")
-        max_plot_groups: int = Field(16, ge=1, description="draw figures for groupings with at most this many groups")
+        max_plot_groups: int = Field(16, ge=0, description="draw figures for groupings with at most this many groups (0: none)")
 
     def run(self, ctx: audit.Context):
         from ._fairness import run
