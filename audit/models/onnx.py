@@ -33,6 +33,13 @@ def _providers_for(device: str):
         raise AuditError(
             f"--device {device}: this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu); use --device cpu or auto"
         )
+    if hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN often come as pip packages (nvidia-*, as torch installs
+        # them) rather than system libraries; this finds them there.
+        try:
+            ort.preload_dlls(directory="")
+        except Exception:  # noqa: BLE001 - the session below reports what is missing
+            pass
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"], index
 
 
