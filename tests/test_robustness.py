@@ -43,15 +43,6 @@ def images_with_model_labels(model, n=96, seed=0):
     return data
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    """The report host closes the figures it saves; tests have no host."""
-    yield
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-
-
 # -- corruptions ----------------------------------------------------------------------
 
 def test_severity_zero_equals_clean_accuracy_images():

@@ -5,18 +5,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def _plt():
+def _new_figure(figsize):
+    """A figure outside pyplot's global registry: nothing to close, nothing leaks between analyses."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(figsize=figsize)
 
 
 def severity_curves(names, severities, accuracy, flips, clean_accuracy, what):
-    plt = _plt()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    fig = _new_figure((8.0, 3.4))
+    left, right = fig.subplots(1, 2)
     levels = [0] + [s for s in severities if s > 0]
     for name in names:
         acc = [clean_accuracy] + [accuracy[(name, s)] for s in severities if s > 0]
@@ -50,11 +51,11 @@ def _displayable(image, bounds):
 
 def image_grid(clean, clean_predicted, columns, names, labels, bounds):
     """Rows: inputs; first column clean, then one column per (title, images, predictions)."""
-    plt = _plt()
     rows = len(clean)
     cols = 1 + len(columns)
     cell = min(1.15, 7.5 / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, cell * rows + 0.5), squeeze=False)
+    fig = _new_figure((cell * cols, cell * rows + 0.5))
+    axes = fig.subplots(rows, cols, squeeze=False)
     panels = [("clean", clean, clean_predicted)] + list(columns)
     for j, (title, images, predicted) in enumerate(panels):
         for i in range(rows):
@@ -74,9 +75,9 @@ def image_grid(clean, clean_predicted, columns, names, labels, bounds):
 
 def epsilon_curves(curves, clean_accuracy, what, unit=""):
     """``curves``: {norm: {attack: (epsilons, robust accuracies)}}; one panel per norm."""
-    plt = _plt()
     norms = list(curves)
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.0 * len(norms), 3.3), squeeze=False)
+    fig = _new_figure((4.0 * len(norms), 3.3))
+    axes = fig.subplots(1, len(norms), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for attack, (epsilons, values) in curves[norm].items():
             ax.plot(epsilons, values, marker="o", markersize=3, label=attack)
@@ -92,8 +93,8 @@ def epsilon_curves(curves, clean_accuracy, what, unit=""):
 
 
 def reliability_diagram(edges, bin_accuracy, bin_confidence, bin_count, ece):
-    plt = _plt()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.2, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig = _new_figure((4.2, 4.6))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     centers = (edges[:-1] + edges[1:]) / 2
     width = np.diff(edges)
     filled = bin_count > 0
@@ -116,8 +117,8 @@ def reliability_diagram(edges, bin_accuracy, bin_confidence, bin_count, ece):
 
 
 def risk_coverage(coverage, risk, aurc, marks):
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 3.2))
+    fig = _new_figure((4.2, 3.2))
+    ax = fig.subplots()
     ax.plot(coverage, risk, color="#4c72b0")
     for level, value in marks.items():
         ax.plot([level], [value], marker="o", color="#c44e52", markersize=4)
@@ -134,8 +135,8 @@ def risk_coverage(coverage, risk, aurc, marks):
 
 def score_histograms(in_scores, out_scores, score_name):
     """``out_scores``: {source name: scores}; one panel."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    fig = _new_figure((4.6, 3.0))
+    ax = fig.subplots()
     everything = np.concatenate([in_scores] + list(out_scores.values()))
     low, high = float(np.min(everything)), float(np.max(everything))
     bins = np.linspace(low, high if high > low else low + 1, 40)
