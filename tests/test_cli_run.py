@@ -149,3 +149,30 @@ def test_config_file_and_flags(cli, assets, tmp_path):
     run = Store().resolve_run(json.loads(out)["run_id"])
     assert run.seed == 3  # flags win over the file
     assert next(f for f in json.loads(out)["findings"] if f["check"] == "accuracy")["threshold"] == 0.5
+
+
+class Interrupts(audit.Analysis):
+    name = "test.zz_interrupts"
+    title = "Simulates Ctrl-C"
+
+    def run(self, ctx):
+        yield audit.Metric("started", 1.0)
+        raise KeyboardInterrupt
+
+
+class InterruptPlugin:
+    @audit.hookimpl
+    def register_analyses(self, register):
+        register(Interrupts)
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_keeps_what_finished(cli, assets):
+    from audit.plugins import get_plugin_manager
+
+    get_plugin_manager().register(InterruptPlugin(), name="interrupts")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "-a", "test.zz_interrupts", "--json")
+    assert code == 130
+    document = json.loads(out)
+    assert document["status"] == "interrupted"
+    assert {a["name"]: a["status"] for a in document["analyses"]} == {"performance": "ok", "test.zz_interrupts": "interrupted"}
+    assert any(f["check"] == "accuracy" for f in document["findings"])

@@ -122,7 +122,8 @@ def print_summary(view, written: list[str]) -> None:
     for path in written:
         print(f"Report: {path}")
     verdict = view["verdict"]
-    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({verdict['gating_failures']} at or above {run['fail_on']}); status {run['status']}, exit code {run['exit_code']}")
+    gate = "not gating (--fail-on never)" if run["fail_on"] == "never" else f"{verdict['gating_failures']} at or above {run['fail_on']}"
+    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({gate}); status {run['status']}, exit code {run['exit_code']}")
 
 
 def demo_assets() -> Path:
