@@ -10,7 +10,7 @@ from audit.errors import AuditError
 
 
 def build_app() -> typer.Typer:
-    from audit.cli import inspect, history, running
+    from audit.cli import history, inspect, review, running
 
     app = typer.Typer(
         name="audit",
@@ -24,6 +24,7 @@ def build_app() -> typer.Typer:
     running.register(app)
     inspect.register(app)
     history.register(app)
+    review.register(app)
     from audit.plugins import get_plugin_manager
 
     get_plugin_manager(warn=_warn).hook.register_commands(app=app)
