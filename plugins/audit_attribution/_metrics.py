@@ -59,30 +59,32 @@ def step_counts(n_units: int, steps: int) -> np.ndarray:
     return np.round(np.linspace(0, n_units, steps + 1)).astype(np.int64)
 
 
-def removal_curves(scorer, layout: Layout, x, baseline, targets, ranks: np.ndarray, steps: int):
+def removal_curves(scorer, layout: Layout, x, baseline, targets, ranks: np.ndarray, steps: int, insertion: bool = True):
     """Deletion and insertion curves for each ordering, all in one batched pass.
 
     ``ranks`` is (E, R, U): position of each unit in ordering e for row r.
     Deletion replaces the first k units by the baseline; insertion starts from
     the baseline and puts the first k back. Returns (deletion, insertion),
-    each (E, R, K + 1), and the fractions of units on the x axis.
+    each (E, R, K + 1), and the fractions of units on the x axis; with
+    ``insertion=False`` only deletion curves are computed (insertion is None).
     """
     n_orders, n_rows, n_units = ranks.shape
     counts = step_counts(n_units, steps)
     n_points = len(counts)
-    per_row = n_orders * 2 * n_points  # variants per row: orderings x {deletion, insertion} x steps
+    kinds = 2 if insertion else 1
+    per_row = n_orders * kinds * n_points  # variants per row: orderings x {deletion, insertion} x steps
 
     def make(rows, variants):
-        order, rest = variants // (2 * n_points), variants % (2 * n_points)
-        insertion, point = rest // n_points, rest % n_points
+        order, rest = variants // (kinds * n_points), variants % (kinds * n_points)
+        inserting, point = rest // n_points, rest % n_points
         r = ranks[order, rows]  # (n, U)
         first_k = r < counts[point][:, None]
-        keep = np.where(insertion[:, None] == 1, first_k, ~first_k)
+        keep = np.where(inserting[:, None] == 1, first_k, ~first_k)
         return layout.blend(x[rows], baseline[rows], keep.astype(np.float32))
 
     s = variant_scores(scorer, n_rows, per_row, make, targets, layout.n_values)
-    s = s.reshape(n_rows, n_orders, 2, n_points).transpose(1, 2, 0, 3)
-    return s[:, 0], s[:, 1], counts / n_units
+    s = s.reshape(n_rows, n_orders, kinds, n_points).transpose(1, 2, 0, 3)
+    return s[:, 0], (s[:, 1] if insertion else None), counts / n_units
 
 
 def curve_auc(curves: np.ndarray, fractions: np.ndarray) -> np.ndarray:
