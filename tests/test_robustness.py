@@ -336,6 +336,28 @@ def test_probability_outputs_make_energy_degenerate_and_it_is_skipped():
     assert any("energy score is degenerate" in note for note in records.notes)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_attacks_on_cuda_match_the_closed_form_and_random_start_is_seeded():
+    data = tiny_dataset(n=300, n_features=4, seed=14)
+    rng = np.random.default_rng(14)
+    weights, bias = rng.normal(size=(2, 4)), np.array([0.3, -0.3])
+    epsilons = [0.0, 0.2, 0.5]
+    on_gpu = run_analysis(Adversarial, linear_model(weights, bias, device="cuda"), data, epsilons_linf=epsilons, norms=["linf"], clip=False)
+    std = data.x.std(axis=0).astype(np.float64)
+    w_label, w_other = weights[data.y], weights[1 - data.y]
+    margin = ((w_label - w_other) * data.x).sum(1) + bias[data.y] - bias[1 - data.y]
+    for eps in epsilons:
+        expected = np.mean(margin - eps * (np.abs(w_label - w_other) * std).sum(1) > 0)
+        assert on_gpu.finding("robust_accuracy", subject=f"pgd linf eps={eps:.3g}").value == pytest.approx(expected, abs=1.5 / 300)
+    model = image_classifier()
+    cuda_model = model_from_module(model.module.to("cuda"), device="cuda", input_shape=(1, 8, 8))
+    images = images_with_model_labels(cuda_model, n=64)
+    first = run_analysis(Adversarial, cuda_model, images, attacks=["pgd"], random_start=True, steps=3)
+    again = run_analysis(Adversarial, cuda_model, images, attacks=["pgd"], random_start=True, steps=3)
+    assert [f.value for f in first.findings] == [f.value for f in again.findings]
+
+
 # -- the demo models ------------------------------------------------------------------
 
 @pytest.mark.skipif(not (DEMO / "digits.npz").exists() or not (DEMO / "credit.npz").exists(), reason="demo assets not built")
