@@ -51,7 +51,7 @@ def test_severity_zero_equals_clean_accuracy_images():
     clean = float(np.mean(model.predict(data.x).argmax(1) == data.y))
     records = run_analysis(Corruptions, model, data, severities=[0, 5])
     for name in ("gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "brightness", "contrast", "pixelate", "jpeg"):
-        assert records.metric("corrupted_accuracy", subject=f"{name} s=0").value == clean
+        assert records.metric("accuracy", subject=f"{name} s=0").value == clean
         assert records.metric("flip_rate", subject=f"{name} s=0").value == 0.0
     # The corruptions do bite at severity 5, so the identity above is not vacuous.
     assert records.metric("flip_rate", subject="gaussian_noise s=5").value > 0.1
@@ -66,16 +66,16 @@ def test_severity_zero_equals_clean_accuracy_tabular_and_rows_counted():
     records = run_analysis(Corruptions, model, data, severities=[0, 1, 5])
     used = model.counters.since(before)
     for name in ("gaussian_noise", "feature_dropout"):
-        assert records.metric("corrupted_accuracy", subject=f"{name} s=0").value == clean
+        assert records.metric("accuracy", subject=f"{name} s=0").value == clean
     assert records.metric("flip_rate", subject="gaussian_noise s=5").value > 0
     # One batched pass per corruption and severity (plus the shared clean pass run_analysis makes).
     assert used.forward_rows == 200 * (1 + 2 * 3)
     drop = records.finding("corruption_accuracy_drop")
     assert drop.subject.endswith("s=5")  # judged severity 3 is absent, so the highest is judged
-    worst = max(clean - records.metric("corrupted_accuracy", subject=f"{n} s=5").value for n in ("gaussian_noise", "feature_dropout"))
+    worst = max(clean - records.metric("accuracy", subject=f"{n} s=5").value for n in ("gaussian_noise", "feature_dropout"))
     assert drop.value == pytest.approx(worst)
     mce = records.finding("mean_corruption_error")
-    errors = [1 - records.metric("corrupted_accuracy", subject=f"{n} s={s}").value for n in ("gaussian_noise", "feature_dropout") for s in (1, 5)]
+    errors = [1 - records.metric("accuracy", subject=f"{n} s={s}").value for n in ("gaussian_noise", "feature_dropout") for s in (1, 5)]
     assert mce.value == pytest.approx(np.mean(errors) - (1 - clean))
 
 
@@ -368,7 +368,7 @@ def test_demo_models_give_curves_worth_reading():
     digits = load_data(DEMO / "digits.npz")
     digits_onnx = load_model(DEMO / "digits.onnx")
     corr = run_analysis(Corruptions, digits_onnx, digits)
-    accuracies = [m.value for m in corr.metrics if m.name == "corrupted_accuracy"]
+    accuracies = [m.value for m in corr.metrics if m.name == "accuracy"]
     assert min(accuracies) < 0.5 and 0.9 < max(accuracies) < 1.0 and len(set(accuracies)) > 20
     if (DEMO / "digits.pt").exists():
         digits_torch = load_model(DEMO / "digits.pt")

@@ -31,11 +31,6 @@ def bin_statistics(confidence: np.ndarray, correct: np.ndarray, n_bins: int, bin
     return edges, accuracy, mean_confidence, count
 
 
-def expected_calibration_error(confidence, correct, n_bins: int = 15, binning: str = "width") -> float:
-    _, accuracy, mean_confidence, count = bin_statistics(confidence, correct, n_bins, binning)
-    return float(np.sum(count / count.sum() * np.abs(accuracy - mean_confidence)))
-
-
 def brier_score(probabilities: np.ndarray, y: np.ndarray) -> float:
     """Multiclass Brier score: mean over rows of sum over classes of (p - onehot)^2 (0 best, 2 worst)."""
     onehot = np.zeros_like(probabilities)

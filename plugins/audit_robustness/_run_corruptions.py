@@ -8,7 +8,7 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import image_layout, input_range, reference_labels, sample_rows
+from ._common import class_names, image_layout, input_range, reference_labels, sample_rows
 
 
 def run(analysis, ctx):
@@ -69,7 +69,7 @@ def run(analysis, ctx):
                     examples[name] = (batch[:n_examples], predicted[:n_examples])
                 subject = f"{name} s={severity}"
                 parameter = C.describe(name, severity, side)
-                yield audit.Metric("corrupted_accuracy", accuracy[key], subject=subject, count=len(y), details={"parameter": parameter})
+                yield audit.Metric("accuracy", accuracy[key], subject=subject, count=len(y), details={"parameter": parameter})
                 yield audit.Metric("flip_rate", flips[key], subject=subject, count=len(y))
                 yield audit.Metric("mean_confidence", confidence[key], subject=subject, count=len(y))
                 bar.advance(1)
@@ -141,8 +141,6 @@ def run(analysis, ctx):
         ),
     )
     if layout and examples:
-        from ._common import class_names
-
         yield audit.Figure(
             "corruption_examples",
             f"Examples: clean and corrupted at severity {judged}",
