@@ -15,6 +15,8 @@ class Records(list):
     """What an analysis yielded, in order, with lookups by kind."""
 
     notes: list[str]
+    status: str = "ok"
+    reason: str | None = None
 
     @property
     def findings(self) -> list[Finding]:
@@ -109,15 +111,24 @@ def tiny_images(n: int = 32, channels: int = 1, size: int = 8, n_classes: int = 
 
 
 def run_analysis(cls: type[Analysis], model: Model, data: Dataset, seed: int = 0, **options: Any) -> Records:
-    """Run one analysis the way `audit run` does (shared clean pass, seeded rng); return its records."""
-    from audit.runner import make_context
+    """Run one analysis the way `audit run` does (shared clean pass, seeded rng); return its records.
+
+    Requirements and ``skip_reason`` are applied as the runner applies them: a
+    skipped analysis returns no records, with ``.status == "skipped"`` and the
+    ``.reason``. Exceptions from ``run`` propagate, so a test shows the traceback.
+    """
+    from audit.analysis import iter_records
+    from audit.runner import make_context, unmet_requirement
 
     analysis = cls(options)
     ctx = make_context(model, data, seed=seed, analysis_name=cls.name)
-    from audit.analysis import iter_records
-
+    reason = unmet_requirement(cls, model, data) or analysis.skip_reason(ctx)
+    if reason is not None:
+        records = Records()
+        records.status, records.reason, records.notes = "skipped", reason, []
+        return records
     records = Records(iter_records(analysis.run(ctx)))
-    records.notes = list(ctx.notes)
+    records.status, records.reason, records.notes = "ok", None, list(ctx.notes)
     return records
 
 

@@ -76,7 +76,10 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
     status_counts = Counter(r["status"] for r in results)
+    from audit.report.summary import executive_summary
+
     return {
+        "summary": executive_summary(findings),
         "run": _row(run),
         "results": results,
         "sections": sections,
