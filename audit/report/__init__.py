@@ -73,8 +73,11 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
         }
         for severity in SEVERITIES
     }
+    from audit.report.summary import SEVERITY_RANK
+
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
+        finding["severity_rank"] = SEVERITY_RANK.get(finding["severity"], 0)
     status_counts = Counter(r["status"] for r in results)
     from audit.report.summary import executive_summary
 
