@@ -92,7 +92,7 @@ def curves(curve_by_name: dict, fractions: np.ndarray):
 def agreement(names: list[str], rho: np.ndarray, overlap: np.ndarray, k: int):
     plt = _pyplot()
     size = min(10.0, 3.0 + 0.9 * len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(size, size * 0.48))
+    fig, axes = plt.subplots(1, 2, figsize=(size, size * 0.42))
     labels = [_label(n) for n in names]
     for ax, matrix, title, low in ((axes[0], rho, "Spearman rank correlation", -1.0), (axes[1], overlap, f"top-{k} overlap", 0.0)):
         image = ax.imshow(matrix, vmin=low, vmax=1.0, cmap="viridis")
