@@ -6,9 +6,9 @@ from pathlib import Path
 
 from audit.errors import AuditError
 from audit.hookspecs import hookimpl
-from audit.models.base import Counters, LoadOptions, Model, detect_output_kind, normalise_outputs, parse_device
+from audit.models.base import Counters, LoadOptions, Model, detect_output_kind, normalise_outputs, parse_device, torch_logits
 
-__all__ = ["Counters", "LoadOptions", "Model", "detect_output_kind", "load", "normalise_outputs", "parse_device"]
+__all__ = ["Counters", "LoadOptions", "Model", "detect_output_kind", "load", "normalise_outputs", "parse_device", "torch_logits"]
 
 
 def load(path, options: LoadOptions | None = None, plugin_manager=None) -> Model:

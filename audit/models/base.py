@@ -120,6 +120,21 @@ class Model:
             "capabilities": sorted(self.capabilities),
         }
 
+    def count(self, forward_rows: int = 0, backward_rows: int = 0, forward_seconds: float = 0.0, backward_seconds: float = 0.0) -> None:
+        """Record passes made outside predict/logits_torch/input_gradient (a wrapped or copied module)."""
+        self.counters.forward_rows += int(forward_rows)
+        self.counters.backward_rows += int(backward_rows)
+        self.counters.forward_seconds += float(forward_seconds)
+        self.counters.backward_seconds += float(backward_seconds)
+
+    def logits_of(self, module, x: "torch.Tensor") -> "torch.Tensor":
+        """Logits of another module (a randomised copy, a wrapper) read the way this model's outputs are; counted."""
+        out = module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        self.count(forward_rows=len(x))
+        return torch_logits(out.float(), self.output_kind)
+
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         warnings.warn(message, stacklevel=3)

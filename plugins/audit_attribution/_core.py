@@ -191,8 +191,7 @@ class TorchScorer(Scorer):
         with torch.enable_grad():
             picked = self.function(x).gather(1, target.view(-1, 1).long()).sum()
             (grad,) = torch.autograd.grad(picked, x)
-        self.model.counters.backward_rows += len(x)
-        self.model.counters.backward_seconds += time.perf_counter() - start
+        self.model.count(backward_rows=len(x), backward_seconds=time.perf_counter() - start)
         return grad
 
 

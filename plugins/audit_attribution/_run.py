@@ -422,24 +422,8 @@ def _randomized_function(model, layers: int, seed: int, score: str):
                     sd = 1.0 / math.sqrt(max(1, p.shape[-1] if p.dim() > 1 else p.numel()))
                 p.copy_((torch.randn(p.shape, generator=generator) * sd).to(p.device, p.dtype))
                 randomized.append(pname)
-    kind = model.output_kind
-
     def function(x):
-        out = module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        out = out.float()
-        if out.dim() == 1:
-            out = out.unsqueeze(1)
-        if out.shape[1] == 1:
-            if kind == "probabilities":
-                p = out.clamp(1e-12, 1 - 1e-12)
-                logits = torch.cat([torch.log1p(-p), torch.log(p)], dim=1)
-            else:
-                logits = torch.cat([torch.zeros_like(out), out], dim=1)
-        else:
-            logits = torch.log(out.clamp_min(1e-12)) if kind == "probabilities" else out
-        model.counters.forward_rows += len(x)
+        logits = model.logits_of(module, x)
         return torch.softmax(logits, dim=1) if score == "probability" else logits
 
     return function, len(owners[-layers:])
