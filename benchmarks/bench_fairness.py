@@ -89,7 +89,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 1_000_000])
     parser.add_argument("--boot", type=int, default=200)
-    parser.add_argument("--fairlearn-boot-large", type=int, default=10,
+    parser.add_argument("--fairlearn-boot-large", type=int, default=3,
                         help="bootstrap resamples Fairlearn really runs at 1e6 rows (time scaled to --boot)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")

@@ -362,13 +362,10 @@ def _dcov_finding(table, probs, binary, rng, o, details):
     if subsampled:
         index = np.sort(rng.choice(n, size=o.dcov_max_rows, replace=False))
     scores = probs[index, 1:2] if binary else probs[index]
-    if grouping.raw is not None and grouping.binned:
+    if grouping.raw is not None and grouping.n_groups > 2:
         result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)
-        kind = "raw numeric values"
-    elif grouping.raw is not None:
-        result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)
-        kind = "numeric values"
-    else:
+        kind = "raw numeric values" if grouping.binned else "numeric values"
+    else:  # categories, and two-valued numbers (same statistic up to scale, cheaper)
         codes = np.unique(grouping.codes[index], return_inverse=True)[1]
         result = _stats.distance_covariance(scores, None, rng, o.dcov_permutations, codes=codes)
         kind = "one-hot group codes"
@@ -417,7 +414,12 @@ def _js_finding(table, probs, class_names, binary, rng, o, details):
             # Chance level: the same group sizes drawn from the pooled distribution.
             pooled = hist.sum(axis=0) / hist.sum()
             null = np.stack([rng.multinomial(int(n), pooled, size=o.js_null_draws) for n in hist.sum(axis=1)], axis=1)
-            null_max = _pairwise_js(null.astype(np.float64)).reshape(o.js_null_draws, -1).max(axis=1)
+            # A few draws per array op keeps (draws, G, G, bins) small when there are many groups.
+            step = max(1, 2_000_000 // max(len(judged) ** 2 * o.js_bins, 1))
+            null_max = np.concatenate([
+                _pairwise_js(null[i : i + step].astype(np.float64)).reshape(len(null[i : i + step]), -1).max(axis=1)
+                for i in range(0, o.js_null_draws, step)
+            ])
             best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)))
     value, k, gi, gj, chance = best
     names = grouping.names
