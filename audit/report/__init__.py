@@ -115,12 +115,24 @@ class _Obj:
 
 
 def _metric_tables(metrics: list[dict]) -> list[dict]:
-    """Group per-group metrics into tables (rows = subject/group, columns = metric names)."""
-    plain = [m for m in metrics if m["group"] is None]
+    """Arrange metrics as readable tables.
+
+    Metrics without a subject or group are one list; metrics with a subject but
+    no group become a pivot (rows = subjects, columns = metric names); metrics
+    with groups become one pivot per subject (rows = groups).
+    """
+    plain = [m for m in metrics if m["group"] is None and m["subject"] is None]
+    by_subject: dict[str, dict[str, dict]] = {}
+    subject_columns: list[str] = []
     grouped: dict[str | None, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
     columns: dict[str | None, list[str]] = defaultdict(list)
     for metric in metrics:
         if metric["group"] is None:
+            if metric["subject"] is None:
+                continue
+            by_subject.setdefault(metric["subject"], {})[metric["name"]] = metric
+            if metric["name"] not in subject_columns:
+                subject_columns.append(metric["name"])
             continue
         grouped[metric["subject"]][metric["group"]][metric["name"]] = metric
         if metric["name"] not in columns[metric["subject"]]:
@@ -128,6 +140,9 @@ def _metric_tables(metrics: list[dict]) -> list[dict]:
     tables = []
     if plain:
         tables.append({"subject": None, "kind": "plain", "rows": plain})
+    if by_subject:
+        tables.append({"subject": None, "kind": "subjects", "columns": subject_columns,
+                       "rows": [{"group": subject, "cells": cells} for subject, cells in by_subject.items()]})
     for subject, rows in grouped.items():
         tables.append({"subject": subject, "kind": "grouped", "columns": columns[subject],
                        "rows": [{"group": group, "cells": cells} for group, cells in rows.items()]})
