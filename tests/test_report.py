@@ -85,3 +85,55 @@ def test_same_seed_same_findings(cli, assets):
         documents.append(json.loads(out))
     assert documents[0]["findings"] == documents[1]["findings"]
     assert documents[0]["run_id"] != documents[1]["run_id"]
+
+
+def test_report_structure_and_counts(cli, assets, tmp_path):
+    code, out, _ = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    document = json.loads(out)
+    html = (tmp_path / ".audit" / "reports" / f"{document['run_id']}.html").read_text()
+    for anchor in ('id="verdict"', 'id="summary"', 'id="identity"', 'id="findings"', 'id="compliance"', 'id="a-1"', 'id="cost"', 'id="manifest"'):
+        assert anchor in html, anchor
+    passed = sum(f["passed"] for f in document["findings"])
+    assert f'<div>Checks passed</div><div class="big">{passed}</div>' in html
+    assert "Options and thresholds" in html and "min_accuracy" in html
+    # Performance findings bear on Article 15 by tag and on Annex IV 2(g) by category;
+    # Article 13 (transparency) has no evidence from this run.
+    from audit.report import load_view
+    from audit.store import Store
+
+    view = load_view(Store(), document["run_id"])
+    eu = {r["id"]: r for r in next(f for f in view["compliance"] if f["id"] == "eu-ai-act")["requirements"]}
+    assert eu["art15"]["passed"] == passed and eu["art15"]["status"] == "passed"
+    assert eu["annex-iv-2g"]["passed"] == passed and eu["art9"]["status"] == "passed"
+    assert eu["art13"]["status"] == "not assessed" and eu["art10"]["status"] == "not assessed"
+
+
+def test_template_dir_overrides_and_is_recorded(cli, assets, tmp_path):
+    overrides = tmp_path / "mytemplates"
+    (overrides / "analysis").mkdir(parents=True)
+    (overrides / "analysis" / "performance.html").write_text("<p>COMPANY SECTION {{ s.findings|length }} checks</p>")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json", "--template-dir", overrides)
+    assert code == 0, err
+    document = json.loads(out)
+    html = (tmp_path / ".audit" / "reports" / f"{document['run_id']}.html").read_text()
+    assert "COMPANY SECTION 3 checks" in html
+    from audit.store import Store
+
+    assert Store().resolve_run(document["run_id"]).template_dir == str(overrides)
+
+
+def test_a_plugin_cannot_replace_the_default_templates(cli, assets, tmp_path):
+    import types
+
+    folder = tmp_path / "evil_plugin"
+    (folder / "templates" / "analysis").mkdir(parents=True)
+    (folder / "templates" / "report.html").write_text("HIJACKED")
+    (folder / "templates" / "analysis" / "performance.html").write_text("<p>plugin section for performance</p>")
+    module = types.ModuleType("evil_plugin")
+    module.__file__ = str(folder / "__init__.py")
+    get_plugin_manager().register(module, name="evil")
+    code, out, _ = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    html = (tmp_path / ".audit" / "reports" / f"{json.loads(out)['run_id']}.html").read_text()
+    assert "HIJACKED" not in html and "Model audit report" in html
+    # A plugin may style a section (here: performance) only through `plugin:` templates.
+    assert "plugin section for performance" in html

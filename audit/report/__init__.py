@@ -95,7 +95,7 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
             "gating_failures": len(failures),
             "status_counts": dict(status_counts),
         },
-        "compliance": compliance_matrix(findings, plugin_manager),
+        "compliance": compliance_matrix(findings, plugin_manager, {r["analysis"]: r["category"] for r in results}),
         "cost": {
             "clean_forward_rows": run.clean_forward_rows,
             "clean_seconds": run.clean_seconds,
@@ -149,22 +149,27 @@ def _metric_tables(metrics: list[dict]) -> list[dict]:
     return tables
 
 
-def compliance_matrix(findings: list[dict], plugin_manager=None) -> list[dict]:
-    """Per framework and requirement: the findings tagged with it, and a status.
+def compliance_matrix(findings: list[dict], plugin_manager=None, categories: dict[str, str] | None = None) -> list[dict]:
+    """Per framework and requirement: the findings that bear on it, and a status.
 
+    A finding bears on a requirement through a tag ``framework:requirement``,
+    or through its analysis's category where the requirement lists categories.
     A requirement no finding bears on is "not assessed", never "passed".
     """
     if plugin_manager is None:
         from audit.plugins import get_plugin_manager
 
         plugin_manager = get_plugin_manager()
+    categories = categories or {}
     frameworks = plugin_manager.frameworks()
     matrix = []
     for framework in frameworks.values():
         rows = []
-        for requirement, text in framework.requirements.items():
+        for requirement, spec in framework.requirements.items():
+            text = spec if isinstance(spec, str) else spec.get("text", requirement)
+            by_category = set() if isinstance(spec, str) else set(spec.get("categories") or [])
             tag = f"{framework.id}:{requirement}"
-            evidence = [f for f in findings if tag in (f.get("tags") or [])]
+            evidence = [f for f in findings if tag in (f.get("tags") or []) or categories.get(f["analysis"]) in by_category]
             if not evidence:
                 status = "not assessed"
             elif any(not f["passed"] and not f.get("waiver") for f in evidence):

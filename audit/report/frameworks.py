@@ -4,19 +4,29 @@ from __future__ import annotations
 
 from audit.hookspecs import hookimpl
 
-# Requirement texts are short paraphrases for orientation; the report links a
-# finding to a requirement only through the finding's tags.
+ALL_TESTS = ["performance", "bias", "robustness", "attribution"]
+
+# Requirement texts paraphrase the provisions (Regulation (EU) 2024/1689; NIST
+# AI 100-1) for orientation; the authentic texts are the published ones. A
+# finding bears on a requirement through its tags ("eu-ai-act:art15"), or, where
+# a requirement lists categories, because its analysis is of that category.
 EU_AI_ACT = {
-    "art9": "Article 9 - Risk management system: identify, estimate and evaluate risks; test the system to find the most appropriate risk management measures.",
-    "art10": "Article 10(2)(f)-(g) - Data and data governance: examine data sets for possible biases likely to affect health, safety or fundamental rights, and take measures to detect, prevent and mitigate them.",
-    "art13": "Article 13 - Transparency and provision of information to deployers: enable deployers to interpret the system's output and use it appropriately.",
-    "art15": "Article 15 - Accuracy, robustness and cybersecurity: achieve an appropriate level of accuracy, robustness (including against errors, faults and inconsistencies) and resilience against attempts to alter outputs (e.g. adversarial examples).",
-    "annex-iv-2g": "Annex IV 2(g) - Technical documentation: validation and testing procedures used, metrics to measure accuracy, robustness and compliance, and potentially discriminatory impacts.",
+    "art9": {
+        "text": "Article 9(6)-(8) - Risk management: the system is tested to identify appropriate risk management measures and to ensure it performs consistently for its intended purpose, against prior defined metrics and probabilistic thresholds.",
+        "categories": ALL_TESTS,
+    },
+    "art10": "Article 10(2)(f)-(g) - Data and data governance: examination of possible biases likely to affect health and safety, fundamental rights or lead to discrimination, and measures to detect, prevent and mitigate them.",
+    "art13": "Article 13 - Transparency: the system's operation is sufficiently transparent to enable deployers to interpret its output and use it appropriately.",
+    "art15": "Article 15 - Accuracy, robustness and cybersecurity: an appropriate level of accuracy (with the metrics declared), resilience to errors, faults and inconsistencies, and resilience against attempts to alter outputs, such as adversarial examples.",
+    "annex-iv-2g": {
+        "text": "Annex IV 2(g) - Technical documentation: validation and testing procedures, the metrics used to measure accuracy, robustness and compliance with the other requirements, and potentially discriminatory impacts; test logs and reports.",
+        "categories": ALL_TESTS,
+    },
 }
 NIST_AI_RMF = {
-    "measure-2.3": "MEASURE 2.3 - AI system performance or assurance criteria are measured qualitatively or quantitatively and demonstrated for conditions similar to deployment setting(s).",
-    "measure-2.5": "MEASURE 2.5 - The AI system to be deployed is demonstrated to be valid and reliable; limitations of the generalizability beyond the conditions under which the technology was developed are documented.",
-    "measure-2.7": "MEASURE 2.7 - AI system security and resilience are evaluated and documented.",
+    "measure-2.3": "MEASURE 2.3 - AI system performance or assurance criteria are measured qualitatively or quantitatively and demonstrated for conditions similar to deployment setting(s); measures are documented.",
+    "measure-2.5": "MEASURE 2.5 - The AI system to be deployed is demonstrated to be valid and reliable; limitations of generalizability beyond the conditions under which it was developed are documented.",
+    "measure-2.7": "MEASURE 2.7 - AI system security and resilience, as identified in the MAP function, are evaluated and documented.",
     "measure-2.9": "MEASURE 2.9 - The AI model is explained, validated, and documented, and AI system output is interpreted within its context to inform responsible use and governance.",
     "measure-2.11": "MEASURE 2.11 - Fairness and bias, as identified in the MAP function, are evaluated and results are documented.",
 }
@@ -26,4 +36,4 @@ class BuiltinFrameworks:
     @hookimpl(trylast=True)
     def register_frameworks(self, register):
         register("eu-ai-act", "EU AI Act (Regulation (EU) 2024/1689)", EU_AI_ACT)
-        register("nist-ai-rmf", "NIST AI Risk Management Framework 1.0", NIST_AI_RMF)
+        register("nist-ai-rmf", "NIST AI Risk Management Framework 1.0 (MEASURE function)", NIST_AI_RMF)
