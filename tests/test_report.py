@@ -123,17 +123,30 @@ def test_template_dir_overrides_and_is_recorded(cli, assets, tmp_path):
 
 
 def test_a_plugin_cannot_replace_the_default_templates(cli, assets, tmp_path):
-    import types
-
-    folder = tmp_path / "evil_plugin"
+    folder = tmp_path / "styled_plugin"
     (folder / "templates" / "analysis").mkdir(parents=True)
     (folder / "templates" / "report.html").write_text("HIJACKED")
-    (folder / "templates" / "analysis" / "performance.html").write_text("<p>plugin section for performance</p>")
-    module = types.ModuleType("evil_plugin")
-    module.__file__ = str(folder / "__init__.py")
-    get_plugin_manager().register(module, name="evil")
-    code, out, _ = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    (folder / "templates" / "analysis" / "performance.html").write_text("<p>restyled someone else's section</p>")
+    (folder / "templates" / "analysis" / "styled.check.html").write_text("<p>own section: {{ s.findings|length }} finding</p>")
+
+    class Styled(audit.Analysis):
+        name = "styled.check"
+        title = "Styled"
+
+        def run(self, ctx):
+            yield audit.Finding(check="ok", title="ok", severity="low", passed=True)
+
+    class StyledPlugin:
+        __file__ = str(folder / "__init__.py")
+
+        @audit.hookimpl
+        def register_analyses(self, register):
+            register(Styled)
+
+    get_plugin_manager().register(StyledPlugin(), name="styled")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "-a", "styled.check", "--json")
+    assert code == 0, err
     html = (tmp_path / ".audit" / "reports" / f"{json.loads(out)['run_id']}.html").read_text()
     assert "HIJACKED" not in html and "Model audit report" in html
-    # A plugin may style a section (here: performance) only through `plugin:` templates.
-    assert "plugin section for performance" in html
+    assert "restyled someone else" not in html  # only its own analyses' sections
+    assert "own section: 1 finding" in html

@@ -219,14 +219,19 @@ def environment(template_dir: str | None = None, plugin_manager=None):
             raise AuditError(f"--template-dir {template_dir} is not a folder")
         loaders.append(jinja2.FileSystemLoader(template_dir))
     loaders.append(jinja2.FileSystemLoader(str(root)))
-    # Plugins add templates for their own analyses only (analysis/<name>.html):
-    # they can never shadow the default report templates.
-    plugin_dirs = []
-    for plugin in (plugin_manager.get_plugins() if plugin_manager else []):
-        folder = Path(getattr(plugin, "__file__", "") or "").parent / "templates"
-        if getattr(plugin, "__file__", None) and folder.is_dir():
-            plugin_dirs.append(str(folder))
-    prefix = jinja2.PrefixLoader({"default": jinja2.FileSystemLoader(str(root)), "plugin": jinja2.FileSystemLoader(plugin_dirs)})
+    # Plugins add templates for their own analyses only, reachable as
+    # "<plugin name>:analysis/<analysis name>.html": they can never shadow the
+    # report's templates, nor another plugin's sections.
+    if plugin_manager is None:
+        from audit.plugins import get_plugin_manager
+
+        plugin_manager = get_plugin_manager()
+    prefixes: dict[str, jinja2.BaseLoader] = {"default": jinja2.FileSystemLoader(str(root))}
+    for name, plugin in plugin_manager.list_name_plugin():
+        folder = Path(getattr(plugin, "__file__", None) or "/nonexistent").parent / "templates"
+        if name and name != "default" and folder.is_dir():
+            prefixes[name] = jinja2.FileSystemLoader(str(folder))
+    prefix = jinja2.PrefixLoader(prefixes, delimiter=":")
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader([prefix, *loaders]),
         autoescape=jinja2.select_autoescape(["html", "xml", "htm"], default_for_string=True, default=True),
@@ -236,14 +241,17 @@ def environment(template_dir: str | None = None, plugin_manager=None):
     )
     env.filters["num"] = format_number
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
-    env.globals["section_template"] = lambda name: _section_template(env, name)
+    env.globals["section_template"] = lambda name, plugin=None: _section_template(env, name, plugin)
     return env
 
 
-def _section_template(env, analysis_name: str) -> str:
+def _section_template(env, analysis_name: str, plugin: str | None = None) -> str:
     import jinja2
 
-    for candidate in (f"analysis/{analysis_name}.html", f"plugin:analysis/{analysis_name}.html"):
+    candidates = [f"analysis/{analysis_name}.html"]
+    if plugin:
+        candidates.append(f"{plugin}:analysis/{analysis_name}.html")
+    for candidate in candidates:
         try:
             env.get_template(candidate)
             return candidate
