@@ -129,10 +129,27 @@ def test_show_runs_and_report_rerender(cli, assets, tmp_path):
     code, out, _ = cli("report", run_id, "--out", tmp_path / "again.html")
     assert code == 0
     assert (tmp_path / "again.html").read_text() == first  # rendered from the database alone
-    for suffix, head in ((".md", "## Evaluation results"), (".xml", "<?xml")):
+    for suffix, head in ((".md", "---\nmodel-index:\n- name: \"mlp.onnx\""), (".xml", "<?xml")):
         code, _, err = cli("report", "latest", "--out", tmp_path / f"r{suffix}")
         assert code == 0, err
         assert (tmp_path / f"r{suffix}").read_text().startswith(head)
+    card = (tmp_path / "r.md").read_text()
+    assert "## Evaluation results" in card and '    - type: "performance.accuracy"\n      value: 1\n' in card
+
+
+def test_runs_filters(cli, assets, tmp_path):
+    from audit.testing import export_onnx, tiny_mlp
+
+    export_onnx(tiny_mlp(seed=9), tmp_path / "other.onnx", assets.x)
+    cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance")
+    cli("run", tmp_path / "other.onnx", "--data", assets.data_npz, "-a", "performance")
+    code, out, _ = cli("runs", "--json", "--model", "other.onnx")
+    assert [r["model"] for r in json.loads(out)] == [str(tmp_path / "other.onnx")]
+    statuses = {r["model"]: r["status"] for r in json.loads(cli("runs", "--json")[1])}
+    code, out, _ = cli("runs", "--json", "--status", "failed")
+    assert {r["model"] for r in json.loads(out)} == {m for m, s in statuses.items() if s == "failed"}
+    assert len(json.loads(cli("runs", "--json", "--since", "1d")[1])) == 2
+    assert json.loads(cli("runs", "--json", "--since", "2099-01-01")[1]) == []
 
 
 def test_config_file_and_flags(cli, assets, tmp_path):

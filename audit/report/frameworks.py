@@ -22,6 +22,10 @@ EU_AI_ACT = {
         "text": "Annex IV 2(g) - Technical documentation: validation and testing procedures, the metrics used to measure accuracy, robustness and compliance with the other requirements, and potentially discriminatory impacts; test logs and reports.",
         "categories": ALL_TESTS,
     },
+    "annex-iv-3": {
+        "text": "Annex IV 3 - Monitoring, functioning and control: capabilities and limitations in performance, including the degrees of accuracy for specific persons or groups on which the system is intended to be used, and foreseeable unintended outcomes and sources of risks of discrimination.",
+        "categories": ["performance", "bias"],
+    },
 }
 NIST_AI_RMF = {
     "measure-2.3": "MEASURE 2.3 - AI system performance or assurance criteria are measured qualitatively or quantitatively and demonstrated for conditions similar to deployment setting(s); measures are documented.",

@@ -10,10 +10,35 @@ def _cell(value) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def model_index(view) -> list[str]:
+    """YAML front matter in the model-index form a Hugging Face model card reads."""
+    run = view["run"]
+    name = run["model_path"].replace("\\", "/").rsplit("/", 1)[-1]
+    dataset = run["data_path"].replace("\\", "/").rsplit("/", 1)[-1]
+    lines = ["---", "model-index:", f"- name: {_yaml(name)}", "  results:", "  - task:", "      type: classification",
+             "    dataset:", f"      name: {_yaml(dataset)}", f"      type: {_yaml(dataset)}", "    metrics:"]
+    for f in view["findings"]:
+        if f["value"] is None:
+            continue
+        label = f["check"] + (f" ({f['subject']})" if f["subject"] else "")
+        lines += [f"    - type: {_yaml(f['analysis'] + '.' + f['check'])}", f"      value: {f['value']:.6g}", f"      name: {_yaml(label)}",
+                  f"      verified: false"]
+    lines.append("---")
+    return lines
+
+
+def _yaml(text: str) -> str:
+    """A double-quoted YAML scalar: safe for any string a model or data set names."""
+    escaped = str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{escaped}"'
+
+
 def render_markdown(view) -> str:
     run = view["run"]
     verdict = view["verdict"]
     lines = [
+        *model_index(view),
+        "",
         f"## Evaluation results (audit run `{run['id']}`)",
         "",
         f"- Model: `{run['model_path']}` (sha256 `{run['model_sha256'][:16]}…`, {run['model_format']}, {run['provider']})",
