@@ -98,8 +98,17 @@ def markdown(results: dict) -> str:
                     f"| {item['model']} | {item['analyses']} | {_s(item['seconds'])} | {_passes(item['forward_rows'], item['backward_rows'])} | "
                     f"{_s(item.get('limit'))} | {x_limit} | {peer_text} | {ratio} |"
                 )
-            if full.get("peer_parts"):
-                out += ["", "Peer parts (seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in full["peer_parts"].items())]
+            for item in full["rows"]:
+                parts = item.get("peers", {}).get("parts")
+                if parts:
+                    grouped: dict[str, float] = {}
+                    for label, seconds in parts.items():
+                        key = " ".join(label.split()[:2])
+                        grouped[key] = grouped.get(key, 0.0) + seconds
+                    out += ["", f"Peers' parts for {item['model']} (s): " + ", ".join(f"{k} {v:.2f}" for k, v in grouped.items())]
+                if item.get("per_analysis"):
+                    out += ["", f"Our analyses for {item['model']} (s): " + ", ".join(
+                        f"{k} {v:.2f}" for k, v in sorted(item["per_analysis"].items(), key=lambda kv: -kv[1]) if v >= 0.01)]
         out.append("")
     out += [f"Total benchmark time {results['seconds']:.0f} s, Python {results['python']}, written {results['created']}.", ""]
     return "\n".join(out)

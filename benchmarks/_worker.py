@@ -35,10 +35,14 @@ def main(argv: list[str]) -> int:
     spec = {"model": workload.model, "backend": job["backend"], "rows": job["rows"], "device": job["device"],
             "threads": job["threads"], "params": workload.params}
     go = workload.build(job["impl"], spec)
-    go()  # warm-up: imports inside the implementation, TorchScript profiling runs, caches
+    repeats = job["repeats"]
+    if workload.max_repeats:
+        repeats = min(repeats, workload.max_repeats)
+    else:
+        go()  # warm-up: imports inside the implementation, TorchScript profiling runs, caches
     seconds = []
     result = None
-    for _ in range(job["repeats"]):
+    for _ in range(repeats):
         synchronise(job["device"])
         start = time.perf_counter()
         result = go()
