@@ -1,6 +1,6 @@
 """PGD and FGSM: ours (audit_robustness) against ART on the same model, data and settings, in one run.
 
-    pip install -r benchmarks/requirements-robustness.txt
+    pip install -r benchmarks/requirements.txt
     python benchmarks/bench_adversarial.py [--device cpu|cuda] [--rows 5000] [--steps 10]
 
 Model and data: the demo digit CNN (examples/demo/digits.pt, 8x8 images in

@@ -1,6 +1,6 @@
 """Benchmark: our Integrated Gradients against Captum's, and our deletion curves against Quantus' PixelFlipping, same model and data.
 
-    pip install -r benchmarks/requirements-attribution.txt
+    pip install -r benchmarks/requirements.txt
     python benchmarks/bench_attribution.py [--rows 64] [--size 28] [--steps 50] [--device cpu]
 
 Both comparisons run in one process on one seeded CNN and one batch of seeded
