@@ -9,8 +9,8 @@ settings, also timed from start-up to exit:
   accuracy, TPR, FPR, precision) for sex, age (4 quantile bins), region and the
   intersections, with 200 bootstrap resamples each (bias.group_fairness);
   Captum occlusion per feature on 64 rows through onnxruntime (the
-  attribution analyses' black-box part); ART Square attack (L-inf, 1,000 queries)
-  on 500 rows through onnxruntime (robustness.blackbox_attack).
+  attribution analyses' black-box part). ART's Square attack refuses non-image
+  data, so robustness.blackbox_attack has no peer here.
 * digits (TorchScript CNN, 500 rows): Captum saliency, input x gradient, IG
   (32 steps), SmoothGrad (16 samples) and occlusion on 64 rows; Quantus
   PixelFlipping (32 steps) and FaithfulnessCorrelation (64 subsets) for each of
@@ -111,8 +111,6 @@ def peers(job: dict) -> dict:
 
 def _credit_peers(job, parts):
     import torch
-    from art.attacks.evasion import SquareAttack
-    from art.estimators.classification import BlackBoxClassifierNeuralNetwork
     from captum.attr import Occlusion
     from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
     from sklearn.metrics import accuracy_score, precision_score
@@ -146,11 +144,6 @@ def _credit_peers(job, parts):
     mean = torch.as_tensor(x.mean(axis=0, keepdims=True))
     _timed(parts, "captum occlusion", lambda: explainer.attribute(torch.as_tensor(x[rows]), sliding_window_shapes=(1,), baselines=mean,
                                                                   target=torch.as_tensor(predicted[rows]), perturbations_per_eval=6))
-    std = x.std(axis=0)
-    classifier = BlackBoxClassifierNeuralNetwork(forward, input_shape=(6,), nb_classes=2, clip_values=(float(x.min()), float(x.max())))
-    attack = SquareAttack(classifier, norm=np.inf, eps=float(0.25 * std.mean()), max_iter=1000, p_init=0.05, nb_restarts=1, batch_size=500,
-                          verbose=False)
-    _timed(parts, "art square", lambda: attack.generate(x[:500], y=y[:500]))
 
 
 def _digits_peers(job, parts):
