@@ -13,7 +13,7 @@ from audit.errors import AuditError
 
 TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
-    "trust_model_code", "template_dir", "analysis",
+    "trust_model_code", "template_dir", "analysis", "threads",
 }
 MODEL_KEYS = {"output", "path"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
@@ -33,6 +33,7 @@ class RunSpec:
     device: str = "auto"
     seed: int = 0
     batch_size: int | None = None
+    threads: int | None = None
     db: str | None = None
     reports: list[str] = field(default_factory=list)
     fail_on: str = "high"
@@ -112,7 +113,7 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path) -> None:
                 setattr(spec.data_options, key, value)
     elif data is not None:
         spec.data = path_of(data)
-    for key in ("device", "seed", "batch_size", "fail_on", "trust_model_code"):
+    for key in ("device", "seed", "batch_size", "threads", "fail_on", "trust_model_code"):
         if key in table:
             setattr(spec, key, table[key])
     if "db" in table:

@@ -247,6 +247,8 @@ def prepare(spec, plugin_manager=None, warn=None):
     models.parse_device(spec.device)
     if spec.batch_size is not None and int(spec.batch_size) < 1:
         raise AuditError(f"--batch-size {spec.batch_size}: give a positive number")
+    if spec.threads is not None and int(spec.threads) < 1:
+        raise AuditError(f"--threads {spec.threads}: give a positive number of CPU threads")
     if spec.model is None:
         raise AuditError("no model given: audit run MODEL --data DATA")
     if spec.data is None:
@@ -265,7 +267,8 @@ def prepare(spec, plugin_manager=None, warn=None):
         check_report_path(report)
     model = models.load(
         spec.model,
-        models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output, trust_model_code=spec.trust_model_code),
+        models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
+                           trust_model_code=spec.trust_model_code, threads=spec.threads),
         plugin_manager=pm,
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)

@@ -154,3 +154,21 @@ def test_cnn_gradient_and_shapes():
         fresh.n_classes
     fresh.predict(x)
     assert fresh.n_classes == 3
+
+
+def test_threads_option_pins_torch_and_onnxruntime(assets, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        model = load(assets.mlp_onnx, LoadOptions(device="cpu", threads=1))
+        assert model._session_options.intra_op_num_threads == 1
+        load(assets.mlp_pt, LoadOptions(device="cpu", threads=1))
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("AUDIT_THREADS", "2")
+        assert load(assets.mlp_onnx, LoadOptions(device="cpu"))._session_options.intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_batch_size_is_cache_sized_for_images_on_cpu():
+    assert tiny_cnn().batch_size == 1024
+    assert tiny_mlp().batch_size == 4096

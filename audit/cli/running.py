@@ -25,6 +25,7 @@ def run(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. Default: auto."),
     seed: int = typer.Option(None, "--seed", help="Seed for every random choice. Default: 0."),
     batch_size: int = typer.Option(None, "--batch-size", help="Rows per model call. Default: chosen automatically."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime. Default: $AUDIT_THREADS, else the runtime's own."),
     db: str = typer.Option(None, "--db", help="Database path or URL. Default: $AUDIT_DB or ./.audit/audit.db."),
     report: list[str] = typer.Option(None, "--report", "-r", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 if a check at or above this severity fails: info, low, medium, high, critical, never. Default: high."),
@@ -52,7 +53,7 @@ def run(
         spec.data = data
     if analysis:
         spec.analyses = list(analysis)
-    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir)):
+    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("threads", threads), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir)):
         if value is not None:
             setattr(spec, name, value)
     if report:

@@ -202,6 +202,7 @@ def validate_against_model(dataset: Dataset, model) -> None:
     if expected and (len(expected) != len(row_shape) or any(e is not None and e != r for e, r in zip(expected, row_shape))):
         shown = "(" + ", ".join("?" if e is None else str(e) for e in expected) + ")"
         raise AuditError(f"{dataset.path}: rows have shape {row_shape} but the model expects {shown}; pick the right features or model")
+    model.fit_batch_size(row_shape)
     before = model.counters.snapshot()
     try:
         model.raw_outputs(dataset.x[:2])

@@ -25,6 +25,7 @@ class LoadOptions:
     batch_size: int | None = None
     output: OutputKind | None = None  # None: detect from the first batch
     trust_model_code: bool = False
+    threads: int | None = None  # None: the runtime's default (OMP_NUM_THREADS where set)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,6 +94,7 @@ class Model:
         self.input_dtype = np.dtype(input_dtype)
         self.output_kind: OutputKind | None = output
         self.output_detected = output is None
+        self.batch_size_given = batch_size is not None
         self.batch_size = batch_size or self._default_batch_size()
         self.counters = Counters()
         self.warnings: list[str] = []
@@ -140,12 +142,21 @@ class Model:
         warnings.warn(message, stacklevel=3)
 
     # -- batched predictions -----------------------------------------------------
-    def _default_batch_size(self) -> int:
-        row_values = int(np.prod([d for d in self.input_shape if isinstance(d, int) and d > 0] or [1]))
+    def fit_batch_size(self, row_shape: tuple) -> None:
+        """Size the default batch from the data's rows when the model did not declare its input shape."""
+        if not self.batch_size_given and not self.input_shape:
+            self.batch_size = self._default_batch_size(tuple(row_shape))
+
+    def _default_batch_size(self, row_shape: tuple | None = None) -> int:
+        shape = self.input_shape if row_shape is None else row_shape
+        row_values = int(np.prod([d for d in shape if isinstance(d, int) and d > 0] or [1]))
         # About 32 MB of float32 input per batch: large enough to keep the
         # device busy, small enough for activations of a mid-sized CNN.
         size = max(1, (8 * 1024 * 1024) // max(row_values, 1))
-        return int(min(4096, 2 ** int(np.log2(size))))
+        # On a CPU, large batches of images spill out of cache; measured on the
+        # demo CNN, 256-1024 rows per call beat 4096 by 10-30%.
+        cap = 1024 if self.device == "cpu" and len(shape) > 1 else 4096
+        return int(min(cap, 2 ** int(np.log2(size))))
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

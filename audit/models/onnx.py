@@ -76,6 +76,10 @@ class OnnxModel(Model):
         providers, cuda_index = _providers_for(device)
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3  # CUDA fall-back chatter is reported by us, once
+        threads = options.threads or _env_threads()
+        if threads:
+            session_options.intra_op_num_threads = threads
+            session_options.inter_op_num_threads = 1
         # onnxruntime logs a CUDA fall-back at error level; we check the providers
         # in use below and report the outcome ourselves, in one line.
         ort.set_default_logger_severity(4)
@@ -203,6 +207,16 @@ class OnnxModel(Model):
                 results[layer].append(np.asarray(value, dtype=np.float32))
             self.counters.forward_rows += len(chunk)
         return {layer: np.concatenate(parts, axis=0) for layer, parts in results.items()}
+
+
+def _env_threads() -> int | None:
+    import os
+
+    for name in ("AUDIT_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name)
+        if value and value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
