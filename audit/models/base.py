@@ -155,7 +155,12 @@ class Model:
         size = max(1, (8 * 1024 * 1024) // max(row_values, 1))
         # On a CPU, large batches of images spill out of cache; measured on the
         # demo CNN, 256-1024 rows per call beat 4096 by 10-30%.
-        cap = 1024 if self.device == "cpu" and len(shape) > 1 else 4096
+        # On a GPU small rows batch far larger before the device is busy; an
+        # out-of-memory error halves the batch anyway.
+        if self.device == "cpu":
+            cap = 1024 if len(shape) > 1 else 4096
+        else:
+            cap = 65536 if len(shape) <= 1 else 4096
         return int(min(cap, 2 ** int(np.log2(size))))
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
