@@ -247,14 +247,15 @@ class Model:
         with torch.enable_grad():
             logits = self.logits_torch(x)
             if output == "logit":
-                scores = logits
+                picked = logits.gather(1, target.view(-1, 1).long()).sum()
             elif output == "probability":
-                scores = torch.softmax(logits, dim=1)
+                picked = torch.softmax(logits, dim=1).gather(1, target.view(-1, 1).long()).sum()
             elif output == "log_probability":
-                scores = torch.log_softmax(logits, dim=1)
+                # The fused cross-entropy kernel: the same gradient as summing
+                # log_softmax at the targets, with less memory traffic.
+                picked = -torch.nn.functional.cross_entropy(logits, target.long(), reduction="sum")
             else:
                 raise ValueError(f"unknown output {output!r}: use logit, probability or log_probability")
-            picked = scores.gather(1, target.view(-1, 1).long()).sum()
             (grad,) = torch.autograd.grad(picked, x)
         self.counters.backward_rows += len(x)
         self.counters.backward_seconds += time.perf_counter() - start

@@ -87,6 +87,8 @@ def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upp
     """
     import torch
 
+    if scale is None and norm == "linf" and not start_random:
+        return _pgd_linf_plain(model, x, target, eps, steps, step_size, lower, upper)
     if scale is None:
         scale = torch.ones((1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
     safe_scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -103,6 +105,32 @@ def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upp
         delta = ascend(delta, grad * scale, step_size, norm)
         delta = project(delta, torch.zeros_like(delta), eps, norm)
         x_adv = clip(x + delta * scale, lower, upper).detach()
+    with torch.no_grad():
+        final = model.logits_torch(x_adv).argmax(dim=1)
+    broken |= final != target
+    return x_adv, broken, final
+
+
+def _pgd_linf_plain(model, x, target, eps, steps: int, step_size, lower, upper):
+    """The common case (L-inf, no feature scaling, no random start) in three element-wise ops a step.
+
+    The eps-ball and the data bounds are intersected once, so a step is
+    add, sign and one clamp: the same iterates as ascend/project/clip up to
+    float rounding, with a third of the memory traffic.
+    """
+    import torch
+
+    radius = _per_row(eps, x)
+    low, high = x - radius, x + radius
+    if lower is not None:
+        low, high = torch.maximum(low, lower), torch.minimum(high, upper)
+    step = _per_row(step_size, x)
+    x_adv = x.clone()
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        logits, grad = loss_gradient(model, x_adv, target)
+        broken |= logits.argmax(dim=1) != target
+        x_adv = torch.clamp(x_adv + step * torch.sign(grad), low, high).detach()
     with torch.no_grad():
         final = model.logits_torch(x_adv).argmax(dim=1)
     broken |= final != target
