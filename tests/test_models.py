@@ -60,6 +60,8 @@ def test_single_logit_softmax_equals_sigmoid():
 
 
 def test_sklearn_converted_model(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("skl2onnx")
     from skl2onnx import to_onnx
     from sklearn.linear_model import LogisticRegression
 
