@@ -143,7 +143,11 @@ class Context:
 
     ``predictions`` are class probabilities (N, C) from the one clean forward
     pass of the run; ``logits`` come from the same pass (for a model that
-    outputs probabilities they are log-probabilities).
+    outputs probabilities they are log-probabilities). ``seed`` and ``rng``
+    are this analysis's own; ``run_seed`` is the run's, for work that several
+    analyses share through ``shared``, a dict all analyses of one run see.
+    Whatever goes in ``shared`` must be exactly what an analysis would compute
+    itself, so results never depend on which analyses ran before.
     """
 
     model: "Model"
@@ -155,6 +159,8 @@ class Context:
     device: str = "cpu"
     progress_factory: Callable[..., Progress] = Progress
     notes: list[str] = field(default_factory=list)
+    run_seed: int = 0
+    shared: dict = field(default_factory=dict)
 
     @property
     def predicted(self) -> "np.ndarray":

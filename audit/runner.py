@@ -31,11 +31,14 @@ def analysis_seed(seed: int, name: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
 
 
-def make_context(model, data, seed: int = 0, analysis_name: str = "", predictions=None, logits=None, progress_factory=Progress) -> Context:
+def make_context(model, data, seed: int = 0, analysis_name: str = "", predictions=None, logits=None, progress_factory=Progress,
+                 shared: dict | None = None) -> Context:
     if predictions is None or logits is None:
         predictions, logits = model.predict_both(data.x)
     derived = analysis_seed(seed, analysis_name)
     return Context(
+        run_seed=int(seed),
+        shared={} if shared is None else shared,
         model=model,
         data=data,
         predictions=predictions,
@@ -118,11 +121,12 @@ def execute(
     predictions,
     logits,
     progress_factory=Progress,
+    shared: dict | None = None,
 ) -> AnalysisOutcome:
     """Run one analysis isolated: its exception becomes its error, never the run's."""
     cls = type(analysis)
     reason = unmet_requirement(cls, model, data)
-    ctx = make_context(model, data, seed, cls.name, predictions, logits, progress_factory)
+    ctx = make_context(model, data, seed, cls.name, predictions, logits, progress_factory, shared)
     if reason is None:
         try:
             reason = analysis.skip_reason(ctx)
@@ -332,13 +336,14 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         clean = model.counters.since(clean_start)
         store.update_run(run.id, clean_forward_rows=clean.forward_rows, clean_seconds=clean.forward_seconds,
                          model_info=model.describe())
+        shared: dict = {}  # one per run: analyses share work through ctx.shared
         for position, name in enumerate(names):
             analysis = instances[name]
             entry = registry[name]
             interrupted = False
             try:
                 outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
-                                  progress_factory=progress_factory)
+                                  progress_factory=progress_factory, shared=shared)
             except RunInterrupted as stop:
                 outcome, interrupted = stop.outcome, True
             except KeyboardInterrupt:

@@ -110,18 +110,19 @@ def tiny_images(n: int = 32, channels: int = 1, size: int = 8, n_classes: int = 
     return Dataset(x=x, y=y, modality="image", path="<tiny-images>")
 
 
-def run_analysis(cls: type[Analysis], model: Model, data: Dataset, seed: int = 0, **options: Any) -> Records:
+def run_analysis(cls: type[Analysis], model: Model, data: Dataset, seed: int = 0, shared: dict | None = None, **options: Any) -> Records:
     """Run one analysis the way `audit run` does (shared clean pass, seeded rng); return its records.
 
     Requirements and ``skip_reason`` are applied as the runner applies them: a
     skipped analysis returns no records, with ``.status == "skipped"`` and the
     ``.reason``. Exceptions from ``run`` propagate, so a test shows the traceback.
+    Pass the same ``shared`` dict to several calls to share work as one run does.
     """
     from audit.analysis import iter_records
     from audit.runner import make_context, unmet_requirement
 
     analysis = cls(options)
-    ctx = make_context(model, data, seed=seed, analysis_name=cls.name)
+    ctx = make_context(model, data, seed=seed, analysis_name=cls.name, shared=shared)
     reason = unmet_requirement(cls, model, data) or analysis.skip_reason(ctx)
     if reason is not None:
         records = Records()

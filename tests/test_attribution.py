@@ -284,3 +284,25 @@ def test_sobol_total_indices_of_a_linear_score():
     st = explain("sobol", ModelScorer(model, "logit"), layout, inputs, ExplainerSettings(sobol_designs=1024))[0]
     np.testing.assert_allclose(st, weights**2 / (weights**2).sum(), atol=0.01)
     assert st[2] == 0.0
+
+
+def test_maps_are_shared_between_analyses_of_a_run_without_changing_results():
+    """faithfulness after agreement in one run reuses the maps: same findings, fewer passes."""
+    import audit_attribution
+
+    from audit.testing import run_analysis, tiny_cnn, tiny_images
+
+    data = tiny_images(n=24, seed=3)
+    alone_model = tiny_cnn(seed=1)
+    alone = run_analysis(audit_attribution.Faithfulness, alone_model, data, rows=8, explainers=["saliency", "smoothgrad", "rise"])
+    alone_rows = alone_model.counters.forward_rows
+
+    shared = {}
+    model = tiny_cnn(seed=1)
+    run_analysis(audit_attribution.Agreement, model, data, shared=shared, rows=8, explainers=["saliency", "smoothgrad", "rise"])
+    before = model.counters.forward_rows
+    after_sharing = run_analysis(audit_attribution.Faithfulness, model, data, shared=shared, rows=8,
+                                 explainers=["saliency", "smoothgrad", "rise"])
+    shared_rows = model.counters.forward_rows - before
+    assert [(f.check, f.subject, f.value) for f in after_sharing.findings] == [(f.check, f.subject, f.value) for f in alone.findings]
+    assert shared_rows < alone_rows

@@ -68,7 +68,9 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
     x_all = np.asarray(data.x, dtype=np.float32)
     n = len(x_all)
     count = min(n, n_rows or o.rows)
-    rows = np.sort(ctx.rng.choice(n, size=count, replace=False))
+    # Rows come from the run's seed, not the analysis's: analyses explaining the
+    # same number of rows explain the same rows and can share their maps.
+    rows = np.sort(np.random.default_rng(_run_seed(ctx, "attribution.rows")).choice(n, size=count, replace=False))
     groups = None
     if data.modality == "tabular" and o.feature_groups:
         groups = feature_groups(data.feature_names, o.feature_groups, x_all.shape[1])
@@ -91,23 +93,54 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
                  o.removal, skipped)
 
 
-def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers"):
-    """Maps (R, U) of every explainer in ``s.explainers`` for rows x, with the run's seeded randomness."""
+def _run_seed(ctx, label: str) -> int:
+    import zlib
+
+    return (int(ctx.run_seed) * 1_000_003 + zlib.crc32(label.encode())) % (2**63)
+
+
+def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers",
+                share: tuple | None = None):
+    """Maps (R, U) of every explainer in ``s.explainers`` for rows x, with the run's seeded randomness.
+
+    The randomness (SmoothGrad noise, RISE masks, Sobol designs) comes from the
+    run's seed, so two calls with the same rows and settings give the same
+    maps. With ``share`` (what is scored, e.g. ("model", "probability")), the
+    maps go into ``ctx.shared`` and another analysis of the run asking for the
+    same maps gets them without a pass over the model.
+    """
+    import dataclasses
+
     o_settings = settings or s.settings
+    key = None
+    if share is not None:
+        key = ("attribution.maps", share, tuple(int(r) for r in s.rows), tuple(s.explainers),
+               dataclasses.astuple(o_settings), s.removal, len(x))
+        if key in ctx.shared:
+            return ctx.shared[key]
+    seed = _run_seed(ctx, "attribution.maps")
+    generator = None
+    if scorer.has_gradients:
+        import torch
+
+        generator = torch.Generator(device=ctx.model.device)
+        generator.manual_seed(seed)
     inputs = ExplainInputs(
         x=x,
         targets=targets,
         ig_baseline=make_baseline(o_settings.ig_baseline, x, data_mean, layout, o_settings.blur_sigma),
         removal_baseline=np.broadcast_to(data_mean if s.removal == "mean" else np.zeros_like(data_mean), x.shape).astype(np.float32),
         noise_sd=value_sd * o_settings.smoothgrad_noise,
-        rng=np.random.default_rng(ctx.rng.integers(2**63)),
-        generator=ctx.torch_generator() if scorer.has_gradients else None,
+        rng=np.random.default_rng(seed),
+        generator=generator,
     )
     maps = {}
     with ctx.progress(len(s.explainers), label) as bar:
         for name in s.explainers:
             maps[name] = explain(name, scorer, layout, inputs, o_settings)
             bar.advance(1)
+    if key is not None:
+        ctx.shared[key] = (maps, inputs)
     return maps, inputs
 
 
@@ -149,7 +182,7 @@ def run_faithfulness(analysis, ctx):
     layout = s.layout
     explained = ModelScorer(model, o.score)
     probability = ModelScorer(model, "probability")
-    maps, inputs = explain_all(ctx, s, explained, s.x, s.targets, layout, s.data_mean, s.value_sd)
+    maps, inputs = explain_all(ctx, s, explained, s.x, s.targets, layout, s.data_mean, s.value_sd, share=("model", o.score))
     if not maps:
         ctx.note("no explainer could run on this model")
         return
@@ -432,7 +465,8 @@ def _randomized_function(model, layers: int, seed: int, score: str):
 def _randomization_test(analysis, ctx, s: Setup):
     o = analysis.options
     model = ctx.model
-    original, _ = explain_all(ctx, s, ModelScorer(model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps")
+    original, _ = explain_all(ctx, s, ModelScorer(model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps",
+                              share=("model", o.score))
     function, n_layers = _randomized_function(model, o.randomize_layers, int(ctx.rng.integers(2**31)), o.score)
     randomized, _ = explain_all(ctx, s, TorchScorer(model, function), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="randomised maps")
     correlations = {}
@@ -456,7 +490,8 @@ def _randomization_test(analysis, ctx, s: Setup):
 def run_agreement(analysis, ctx):
     o = analysis.options
     s = setup(analysis, ctx)
-    maps, _ = explain_all(ctx, s, ModelScorer(ctx.model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd)
+    maps, _ = explain_all(ctx, s, ModelScorer(ctx.model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd,
+                          share=("model", o.score))
     names = list(maps)
     if len(names) < 2:
         ctx.note("agreement needs at least two explainers")
