@@ -15,7 +15,7 @@ TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
     "trust_model_code", "template_dir", "analysis", "threads",
 }
-MODEL_KEYS = {"output", "path"}
+MODEL_KEYS = {"output", "path", "gradients"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
 FAIL_ON = ("info", "low", "medium", "high", "critical", "never")
 
@@ -29,6 +29,7 @@ class RunSpec:
     analyses: list[str] = field(default_factory=list)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_output: str | None = None
+    model_gradients: bool = True
     data_options: DataOptions = field(default_factory=DataOptions)
     device: str = "auto"
     seed: int = 0
@@ -97,6 +98,8 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path) -> None:
             spec.model = path_of(model["path"])
         if "output" in model:
             spec.model_output = _model_output(model["output"])
+        if "gradients" in model:
+            spec.model_gradients = _boolean("model.gradients", model["gradients"])
     elif model is not None:
         spec.model = path_of(model)
     data = table.get("data")
@@ -157,6 +160,12 @@ def _model_output(value: str) -> str:
     return value
 
 
+def _boolean(key: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise AuditError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
 def parse_value(text: str) -> Any:
     """A --set value: TOML/JSON literal when it parses (numbers, booleans, lists), else a string."""
     try:
@@ -183,7 +192,10 @@ def apply_set(spec: RunSpec, assignments: list[str], analysis_names: set[str] | 
         if name == "model":
             if key not in MODEL_KEYS - {"path"}:
                 raise _unknown("model.", key, MODEL_KEYS - {"path"})
-            spec.model_output = _model_output(value)
+            if key == "gradients":
+                spec.model_gradients = _boolean("model.gradients", value)
+            else:
+                spec.model_output = _model_output(value)
         elif name == "data":
             if key not in DATA_KEYS - {"path"}:
                 raise _unknown("data.", key, DATA_KEYS - {"path"})

@@ -56,6 +56,8 @@ def unmet_requirement(cls: type[Analysis], model, data) -> str | None:
             return f"unknown requirement {requirement!r} declared by the analysis"
         reason, check = REQUIREMENTS[requirement]
         if not check(model, data):
+            if requirement in ("gradients", "torch") and getattr(model, "gradient_reason", None):
+                return f"no input gradients for this {model.format} model: {model.gradient_reason}"
             return reason
     return None
 
@@ -272,7 +274,7 @@ def prepare(spec, plugin_manager=None, warn=None):
     model = models.load(
         spec.model,
         models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
-                           trust_model_code=spec.trust_model_code, threads=spec.threads),
+                           trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients),
         plugin_manager=pm,
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)

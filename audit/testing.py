@@ -152,8 +152,8 @@ def export_onnx(model_or_module, path, sample: np.ndarray, opset: int = 17):
     return path
 
 
-def load_onnx_model(path, device: str = "cpu") -> Model:
-    """Load an ONNX file as `audit run` would."""
+def load_onnx_model(path, device: str = "cpu", gradients: bool = True) -> Model:
+    """Load an ONNX file as `audit run` would; ``gradients=False`` keeps it black-box only."""
     from audit.models import load
 
-    return load(path, LoadOptions(device=device))
+    return load(path, LoadOptions(device=device, onnx_gradients=gradients))

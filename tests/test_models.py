@@ -174,3 +174,36 @@ def test_threads_option_pins_torch_and_onnxruntime(assets, monkeypatch):
 def test_default_batch_size_is_cache_sized_for_images_on_cpu():
     assert tiny_cnn().batch_size == 1024
     assert tiny_mlp().batch_size == 4096
+
+
+def test_onnx_gradients_through_a_checked_torch_conversion(assets, tmp_path):
+    cnn = tiny_cnn(seed=4)
+    x = np.random.default_rng(4).random((12, 1, 8, 8)).astype(np.float32)
+    model = load(export_onnx(cnn, tmp_path / "cnn.onnx", x), LoadOptions(device="cpu"))
+    assert {"gradients", "torch"} <= model.capabilities and model.gradient_reason is None
+    target = np.arange(12) % 3
+    np.testing.assert_allclose(model.gradient(x, target, output="log_probability"), cnn.gradient(x, target, output="log_probability"), atol=1e-5)
+    assert model.counters.backward_rows == 12
+    assert model.describe()["gradients"] == "torch conversion, checked against onnxruntime"
+    off = load(tmp_path / "cnn.onnx", LoadOptions(device="cpu", onnx_gradients=False))
+    assert "gradients" not in off.capabilities and "turned off" in off.gradient_reason
+
+
+def test_onnx_graph_with_an_unconverted_operator_stays_black_box(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("HardSwish", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "hs.onnx")
+    model = load(tmp_path / "hs.onnx", LoadOptions(device="cpu"))
+    model.prepare_for(np.zeros((4, 3), np.float32))
+    assert "gradients" not in model.capabilities
+    assert "HardSwish" in model.gradient_reason
+    from audit.runner import unmet_requirement
+    from audit.testing import tiny_dataset
+    import audit_robustness
+
+    reason = unmet_requirement(audit_robustness.Adversarial, model, tiny_dataset(n=8, n_features=3))
+    assert reason.startswith("no input gradients for this onnx model: the graph uses operator(s) HardSwish")

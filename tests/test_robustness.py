@@ -307,7 +307,7 @@ def test_auroc_and_fpr_match_sklearn_and_synthetic_sets_are_labelled():
     assert any("synthetic noise" in note for note in records.notes)
 
 
-# -- ONNX: black-box analyses run, the white-box one is skipped ------------------------
+# -- ONNX: black-box analyses run; the white-box one only through the checked torch conversion ---
 
 def test_onnx_models_get_black_box_analyses_and_adversarial_is_skipped(tmp_path):
     from audit.runner import execute
@@ -315,7 +315,7 @@ def test_onnx_models_get_black_box_analyses_and_adversarial_is_skipped(tmp_path)
     torch_model = image_classifier(seed=12)
     data = images_with_model_labels(torch_model, n=48, seed=12)
     path = export_onnx(torch_model, tmp_path / "m.onnx", data.x)
-    onnx_model = load_onnx_model(path)
+    onnx_model = load_onnx_model(path, gradients=False)
     for cls, options in ((Corruptions, {"severities": [1, 3]}), (BlackBoxAttack, {"budget": 25}), (Calibration, {}), (OutOfDistribution, {})):
         on_onnx = run_analysis(cls, onnx_model, data, **options)
         on_torch = run_analysis(cls, torch_model, data, **options)
@@ -325,6 +325,16 @@ def test_onnx_models_get_black_box_analyses_and_adversarial_is_skipped(tmp_path)
             assert a.value == pytest.approx(b.value, abs=0.03), (cls.name, a.subject)
     outcome = execute(Adversarial(), onnx_model, data, seed=0, predictions=None, logits=None)
     assert outcome.status == "skipped" and "gradient" in outcome.reason
+
+
+def test_adversarial_on_a_converted_onnx_model_equals_torch(tmp_path):
+    torch_model = image_classifier(seed=12)
+    data = images_with_model_labels(torch_model, n=48, seed=12)
+    onnx_model = load_onnx_model(export_onnx(torch_model, tmp_path / "m.onnx", data.x))
+    assert {"gradients", "torch"} <= onnx_model.capabilities
+    on_onnx = run_analysis(Adversarial, onnx_model, data)
+    on_torch = run_analysis(Adversarial, torch_model, data)
+    assert [(f.subject, f.value) for f in on_onnx.findings] == [(f.subject, f.value) for f in on_torch.findings]
 
 
 def test_probability_outputs_make_energy_degenerate_and_it_is_skipped():

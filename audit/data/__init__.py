@@ -214,6 +214,7 @@ def validate_against_model(dataset: Dataset, model) -> None:
     finally:
         # The probe is validation, not analysis work: keep the counters honest.
         model.counters = before
+    model.prepare_for(dataset.x[:64])
     if dataset.y is not None:
         n_classes = model.n_classes
         low, high = int(dataset.y.min()), int(dataset.y.max())

@@ -26,6 +26,7 @@ class LoadOptions:
     output: OutputKind | None = None  # None: detect from the first batch
     trust_model_code: bool = False
     threads: int | None = None  # None: the runtime's default (OMP_NUM_THREADS where set)
+    onnx_gradients: bool = True  # run a verified torch conversion of ONNX graphs for gradients
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,6 +76,7 @@ class Model:
 
     format: str = "unknown"
     provider: str = "unknown"
+    gradient_reason: str | None = None  # why there are no input gradients, where there are none
 
     def __init__(
         self,
@@ -142,6 +144,9 @@ class Model:
         warnings.warn(message, stacklevel=3)
 
     # -- batched predictions -----------------------------------------------------
+    def prepare_for(self, sample: np.ndarray) -> None:
+        """Called once with real rows after validation; runtimes that need data to set up use it."""
+
     def fit_batch_size(self, row_shape: tuple) -> None:
         """Size the default batch from the data's rows when the model did not declare its input shape."""
         if not self.batch_size_given and not self.input_shape:

@@ -135,6 +135,13 @@ class OnnxModel(Model):
             )
             self.batch_size = self.fixed_batch
         self._activation_session = None
+        self._torch_module = None
+        self._torch_tried = not options.onnx_gradients
+        self.gradient_reason = None if options.onnx_gradients else "ONNX gradients turned off (model.gradients = false)"
+        if not self._torch_tried and self.input_shape and all(isinstance(d, int) for d in self.input_shape):
+            # A fully known input shape lets the conversion be checked now, on
+            # seeded synthetic rows; otherwise the first real rows do it.
+            self.prepare_for(np.random.default_rng(0).normal(size=(8, *self.input_shape)).astype(self.input_dtype))
 
     def _pick_output(self, session):
         """Find the class-score output: a float tensor, or scikit-learn's probability map."""
@@ -162,7 +169,68 @@ class OnnxModel(Model):
         caps = {"predict"}
         if self.layers():
             caps.add("activations")
+        if self._torch_module is not None:
+            caps |= {"gradients", "torch"}
         return frozenset(caps)
+
+    # -- gradients through a verified torch conversion of the graph ---------------
+    def prepare_for(self, sample: np.ndarray) -> None:
+        if self._torch_tried:
+            return
+        self._torch_tried = True
+        try:
+            import torch
+
+            from audit.models.onnx_torch import UnsupportedGraph, convert
+        except ImportError:
+            self.gradient_reason = "torch is not installed, so ONNX graphs cannot be differentiated"
+            return
+        if self.output_is_map or self.input_dtype.kind != "f":
+            self.gradient_reason = "the graph's input or output is not a float tensor (e.g. a scikit-learn classifier)"
+            return
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            self.gradient_reason = "onnxruntime runs on CUDA but torch sees no CUDA device"
+            return
+        try:
+            module = convert(self.proto, self.input_name, self.output_name).to(self.device)
+        except UnsupportedGraph as error:
+            self.gradient_reason = f"the graph uses {error}, which the ONNX-to-torch conversion does not cover"
+            return
+        sample = np.ascontiguousarray(sample[:64], dtype=self.input_dtype)
+        try:
+            expected = np.asarray(self._forward_numpy(sample), dtype=np.float64)
+            with torch.inference_mode():
+                got = module(torch.as_tensor(sample, device=self.device)).double().cpu().numpy().reshape(expected.shape)
+        except Exception as error:  # noqa: BLE001 - any failure means no gradients, never a failed run
+            self.gradient_reason = f"the converted graph did not run ({type(error).__name__}: {str(error)[:120]})"
+            return
+        difference = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+        tolerance = 1e-4 * max(1.0, float(np.max(np.abs(expected))))
+        if not np.isfinite(difference) or difference > tolerance:
+            self.gradient_reason = f"the converted graph disagrees with onnxruntime by {difference:.2g} (tolerance {tolerance:.2g})"
+            return
+        self._torch_module = module
+        self.conversion_difference = difference
+
+    def torch_module(self):
+        if self._torch_module is None:
+            return super().torch_module()
+        return self._torch_module
+
+    def logits_torch(self, x):
+        if self._torch_module is None:
+            return super().logits_torch(x)
+        import time
+
+        start = time.perf_counter()
+        logits = self.logits_of(self._torch_module, x)
+        self.counters.forward_seconds += time.perf_counter() - start
+        return logits
+
+    def describe(self):
+        info = super().describe()
+        info["gradients"] = "torch conversion, checked against onnxruntime" if self._torch_module is not None else self.gradient_reason
+        return info
 
     def _run(self, session, names, x):
         if self.fixed_batch is not None and len(x) < self.fixed_batch:

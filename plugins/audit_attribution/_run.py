@@ -52,8 +52,8 @@ class Setup:
 def gradient_skip_reason(model) -> str | None:
     if "gradients" in model.capabilities:
         return None
-    if getattr(model, "format", "") == "onnx":
-        return "no input gradients for ONNX models yet"
+    if getattr(model, "gradient_reason", None):
+        return f"no input gradients for this {model.format} model: {model.gradient_reason}"
     return f"no input gradients for {getattr(model, 'format', 'this')} models"
 
 

@@ -1,0 +1,221 @@
+"""Run an ONNX graph as a torch module, so ONNX models get input gradients and stay on the device.
+
+The converter covers the operators classifiers exported from PyTorch, Keras
+and similar tools commonly use. A graph with any other operator is not
+converted, and the model keeps black-box access only. A converted graph is
+used only after it has been checked against onnxruntime on a batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class UnsupportedGraph(Exception):
+    """The graph uses an operator (or attribute) the converter does not implement."""
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _pads_for(pads, spatial: int):
+    """ONNX pads (begin..., end...) as F.pad's (last dim first: left, right, ...)."""
+    begin, end = pads[:spatial], pads[spatial:]
+    out = []
+    for b, e in zip(reversed(begin), reversed(end)):
+        out += [int(b), int(e)]
+    return out
+
+
+def _conv(t, x, w, b=None, attrs=None):
+    F = t.nn.functional
+    spatial = w.dim() - 2
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        raise UnsupportedGraph("Conv with auto_pad")
+    pads = list(attrs.get("pads", [0] * 2 * spatial))
+    strides = list(attrs.get("strides", [1] * spatial))
+    dilations = list(attrs.get("dilations", [1] * spatial))
+    group = int(attrs.get("group", 1))
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[spatial]
+    if pads[:spatial] == pads[spatial:]:
+        return conv(x, w, b, stride=strides, padding=pads[:spatial], dilation=dilations, groups=group)
+    return conv(F.pad(x, _pads_for(pads, spatial)), w, b, stride=strides, dilation=dilations, groups=group)
+
+
+def _pool(t, x, attrs, kind):
+    F = t.nn.functional
+    kernel = list(attrs["kernel_shape"])
+    spatial = len(kernel)
+    pads = list(attrs.get("pads", [0] * 2 * spatial))
+    strides = list(attrs.get("strides", [1] * spatial))
+    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or attrs.get("ceil_mode", 0):
+        raise UnsupportedGraph(f"{kind} with auto_pad or ceil_mode")
+    if pads[:spatial] != pads[spatial:]:
+        raise UnsupportedGraph(f"{kind} with asymmetric pads")
+    if kind == "MaxPool":
+        pool = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[spatial]
+        return pool(x, kernel, strides, pads[:spatial], dilation=list(attrs.get("dilations", [1] * spatial)))
+    pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[spatial]
+    return pool(x, kernel, strides, pads[:spatial], count_include_pad=bool(attrs.get("count_include_pad", 0)))
+
+
+def _axes(t, node_inputs, values, attrs):
+    if "axes" in attrs:
+        return [int(a) for a in attrs["axes"]]
+    if len(node_inputs) > 1 and node_inputs[1]:
+        return [int(a) for a in values[1].tolist()]
+    return None
+
+
+def _run_node(t, node, values, attrs):
+    F = t.nn.functional
+    op = node.op_type
+    x = values[0] if values else None
+    if op == "Gemm":
+        a, b = values[0], values[1]
+        if attrs.get("transA", 0):
+            a = a.t()
+        if attrs.get("transB", 0):
+            b = b.t()
+        out = attrs.get("alpha", 1.0) * (a @ b)
+        if len(values) > 2 and values[2] is not None:
+            out = out + attrs.get("beta", 1.0) * values[2]
+        return out
+    if op == "MatMul":
+        return t.matmul(values[0], values[1])
+    if op in ("Add", "Sub", "Mul", "Div", "Pow"):
+        return {"Add": t.add, "Sub": t.sub, "Mul": t.mul, "Div": t.div, "Pow": t.pow}[op](values[0], values[1])
+    if op == "Relu":
+        return F.relu(x)
+    if op == "LeakyRelu":
+        return F.leaky_relu(x, attrs.get("alpha", 0.01))
+    if op == "Elu":
+        return F.elu(x, attrs.get("alpha", 1.0))
+    if op == "Sigmoid":
+        return t.sigmoid(x)
+    if op == "Tanh":
+        return t.tanh(x)
+    if op == "Erf":
+        return t.erf(x)
+    if op == "Sqrt":
+        return t.sqrt(x)
+    if op == "Exp":
+        return t.exp(x)
+    if op == "Neg":
+        return -x
+    if op == "Softplus":
+        return F.softplus(x)
+    if op == "Gelu":
+        return F.gelu(x, approximate="tanh" if attrs.get("approximate", b"none") in (b"tanh", "tanh") else "none")
+    if op in ("Softmax", "LogSoftmax"):
+        axis = int(attrs.get("axis", -1))
+        return t.softmax(x, axis) if op == "Softmax" else t.log_softmax(x, axis)
+    if op == "Flatten":
+        axis = int(attrs.get("axis", 1))
+        return x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
+    if op == "Reshape":
+        shape = [int(s) for s in values[1].tolist()]
+        if not attrs.get("allowzero", 0):
+            shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Transpose":
+        perm = attrs.get("perm")
+        return x.permute(*perm) if perm is not None else x.permute(*reversed(range(x.dim())))
+    if op == "Concat":
+        return t.cat(values, dim=int(attrs["axis"]))
+    if op in ("Identity", "Dropout"):
+        return x
+    if op == "Cast":
+        return x if x.is_floating_point() else x
+    if op == "Shape":
+        return t.tensor(list(x.shape), dtype=t.int64, device=x.device)
+    if op == "Gather":
+        return t.index_select(x, int(attrs.get("axis", 0)), values[1].reshape(-1).long()).reshape(
+            *x.shape[: int(attrs.get("axis", 0))], *values[1].shape, *x.shape[int(attrs.get("axis", 0)) + 1 :])
+    if op == "Unsqueeze":
+        for axis in sorted(_axes(t, node.input, values, attrs)):
+            x = x.unsqueeze(axis)
+        return x
+    if op == "Squeeze":
+        axes = _axes(t, node.input, values, attrs)
+        return x.squeeze() if axes is None else x.squeeze(tuple(axes))
+    if op == "Clip":
+        low = values[1] if len(values) > 1 and values[1] is not None else attrs.get("min")
+        high = values[2] if len(values) > 2 and values[2] is not None else attrs.get("max")
+        return t.clamp(x, low, high)
+    if op == "ReduceMean":
+        axes = _axes(t, node.input, values, attrs)
+        return x.mean(dim=axes, keepdim=bool(attrs.get("keepdims", 1))) if axes else x.mean()
+    if op == "Conv":
+        return _conv(t, values[0], values[1], values[2] if len(values) > 2 else None, attrs)
+    if op in ("MaxPool", "AveragePool"):
+        return _pool(t, x, attrs, op)
+    if op == "GlobalAveragePool":
+        return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+    if op == "GlobalMaxPool":
+        return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+    if op == "BatchNormalization":
+        scale, bias, mean, var = values[1:5]
+        return F.batch_norm(x, mean, var, scale, bias, training=False, eps=attrs.get("epsilon", 1e-5))
+    raise UnsupportedGraph(f"operator {op}")
+
+
+def convert(proto, input_name: str, output_name: str):
+    """A torch.nn.Module computing ``output_name`` from ``input_name``; UnsupportedGraph if it cannot."""
+    import onnx
+    import onnx.numpy_helper
+    import torch
+
+    graph = proto.graph
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = _attrs(node)
+        if node.op_type == "Constant":
+            if "value" not in attrs:
+                raise UnsupportedGraph("Constant without a tensor value")
+            constants[node.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
+            continue
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedGraph(f"operator {node.domain}.{node.op_type}")
+        nodes.append((node, attrs))
+
+    class OnnxGraphModule(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.names = {}
+            for index, (name, array) in enumerate(constants.items()):
+                tensor = torch.from_numpy(np.array(array))
+                if tensor.is_floating_point():
+                    tensor = tensor.float()
+                self.register_buffer(f"c{index}", tensor, persistent=False)
+                self.names[name] = f"c{index}"
+
+        def forward(self, x):
+            env = {input_name: x}
+            for name, buffer in self.names.items():
+                env[name] = getattr(self, buffer)
+            for node, attrs in nodes:
+                values = [env[i] if i else None for i in node.input]
+                out = _run_node(torch, node, values, attrs)
+                env[node.output[0]] = out
+            return env[output_name]
+
+    module = OnnxGraphModule()
+    # Unsupported operators surface here, not at the first real batch.
+    supported = {n.op_type for n, _ in nodes}
+    unknown = [op for op in supported if op not in _SUPPORTED]
+    if unknown:
+        raise UnsupportedGraph(f"operator(s) {', '.join(sorted(unknown))}")
+    return module.eval()
+
+
+_SUPPORTED = {
+    "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp",
+    "Neg", "Softplus", "Gelu", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout",
+    "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Clip", "ReduceMean", "Conv", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
+}
