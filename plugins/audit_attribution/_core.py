@@ -227,7 +227,10 @@ def variant_scores(scorer: Scorer, n_rows: int, n_variants: int, make, targets: 
 
 def masked_scores(scorer, layout: Layout, x, baseline, unit_masks, targets) -> np.ndarray:
     """Scores of ``x`` blended with its baseline through masks shared by all rows: (R, V)."""
-    if isinstance(scorer, ModelScorer) and "torch" in scorer.model.capabilities:
+    model = getattr(scorer, "model", None)
+    if isinstance(scorer, ModelScorer) and "torch" in model.capabilities and (model.format != "onnx" or model.device != "cpu"):
+        # On a CPU onnxruntime runs an ONNX graph faster than its torch conversion;
+        # on a GPU keeping the variants on the device matters more.
         return _masked_scores_on_device(scorer, layout, x, baseline, unit_masks, targets)
 
     def make(rows, variants):
