@@ -81,6 +81,7 @@ def test_ig_implementation_invariance():
 
 @pytest.mark.parametrize("method,captum_method", [("gausslegendre", "gausslegendre"), ("riemann_midpoint", "riemann_middle"), ("riemann_trapezoid", "riemann_trapezoid")])
 def test_ig_equals_captum(method, captum_method):
+    pytest.importorskip("captum")  # a test-only dependency ('.[test]'); absent on some GPU images
     from captum.attr import IntegratedGradients
 
     model = tiny_cnn(channels=1, size=8, n_classes=3, seed=2)
@@ -254,6 +255,7 @@ def test_agreement_is_a_diagnostic_with_a_symmetric_matrix():
 
 # -- helpers against independent implementations -------------------------------------------------
 def test_rank_helpers_match_scipy():
+    pytest.importorskip("scipy")
     from scipy.stats import rankdata as scipy_rankdata
     from scipy.stats import spearmanr
 
