@@ -161,7 +161,7 @@ def execute(
         seconds=time.perf_counter() - start,
         forward_rows=used.forward_rows,
         backward_rows=used.backward_rows,
-        records=records if status == "ok" else records,
+        records=records,
         notes=list(ctx.notes),
         traceback=trace,
     )
@@ -305,7 +305,6 @@ def check_report_path(report: str) -> str:
 
 def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
     """Run an audit end to end and persist it; bad input raises AuditError before any write."""
-    from audit import __version__  # noqa: F401 - imported for the versions record
     from audit.data import sha256_of
     from audit.report.figures import figure_to_artifact
     from audit.store import Store

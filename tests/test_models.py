@@ -207,3 +207,34 @@ def test_onnx_graph_with_an_unconverted_operator_stays_black_box(tmp_path):
 
     reason = unmet_requirement(audit_robustness.Adversarial, model, tiny_dataset(n=8, n_features=3))
     assert reason.startswith("no input gradients for this onnx model: the graph uses operator(s) HardSwish")
+
+
+def test_onnx_conversion_covers_cast_softmax_and_shape_arithmetic(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["xd"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Shape", ["xf"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "zero_axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["xf", "target"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["p"], axis=1),
+    ]
+    w = np.arange(12, dtype=np.float32).reshape(6, 2) / 10
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "zero_axes"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus_one"), numpy_helper.from_array(w, "w")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 2])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "ops.onnx")
+    x = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
+    model = load(tmp_path / "ops.onnx", LoadOptions(device="cpu"))
+    assert model.gradient_reason is None and "gradients" in model.capabilities
+    model.predict(x)
+    # d log p_0 / dx for a linear softmax: (w[:, 0] - p @ w.T) reshaped to the input.
+    p = model.predict(x)
+    expected = (w[:, 0][None, :] - p @ w.T).reshape(x.shape)
+    np.testing.assert_allclose(model.gradient(x, np.zeros(5, int), output="log_probability"), expected, atol=1e-5)

@@ -129,12 +129,16 @@ def _run_node(t, node, values, attrs):
     if op in ("Identity", "Dropout"):
         return x
     if op == "Cast":
-        return x if x.is_floating_point() else x
+        if int(attrs["to"]) not in _CAST_TYPES:
+            raise UnsupportedGraph(f"Cast to ONNX type {attrs['to']}")
+        return x.to(getattr(t, _CAST_TYPES[int(attrs["to"])]))
     if op == "Shape":
         return t.tensor(list(x.shape), dtype=t.int64, device=x.device)
     if op == "Gather":
-        return t.index_select(x, int(attrs.get("axis", 0)), values[1].reshape(-1).long()).reshape(
-            *x.shape[: int(attrs.get("axis", 0))], *values[1].shape, *x.shape[int(attrs.get("axis", 0)) + 1 :])
+        axis = int(attrs.get("axis", 0)) % x.dim()
+        index = values[1].long()
+        picked = t.index_select(x, axis, index.reshape(-1))
+        return picked.reshape(tuple(x.shape[:axis]) + tuple(index.shape) + tuple(x.shape[axis + 1 :]))
     if op == "Unsqueeze":
         for axis in sorted(_axes(t, node.input, values, attrs)):
             x = x.unsqueeze(axis)
@@ -212,6 +216,8 @@ def convert(proto, input_name: str, output_name: str):
         raise UnsupportedGraph(f"operator(s) {', '.join(sorted(unknown))}")
     return module.eval()
 
+
+_CAST_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 
 _SUPPORTED = {
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp",
