@@ -9,3 +9,9 @@ class AuditError(Exception):
     """
 
     exit_code = 2
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(error).strip().splitlines()
+    return text[0][:limit] if text else type(error).__name__

@@ -11,7 +11,7 @@ import pluggy
 
 from audit import hookspecs
 from audit.analysis import Analysis, Options
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 ENTRY_POINT_GROUP = "audit"
 LOAD_PLUGINS_ENV = "AUDIT_LOAD_PLUGINS"
@@ -76,7 +76,7 @@ class AuditPluginManager(pluggy.PluginManager):
                     module = entry_point.load()
                     self.register(module, name=entry_point.name)
                 except Exception as error:  # noqa: BLE001 - a broken plugin must not stop the rest
-                    message = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+                    message = f"{type(error).__name__}: {first_line(error, 300)}"
                     self.load_errors.append(PluginInfo(entry_point.name, dist_name, dist.version, [], message))
                     (warn or _warn)(f"Warning: plugin {entry_point.name!r} from {dist_name} {dist.version} failed to load ({message}); skipped")
                     continue

@@ -1,7 +1,6 @@
 """`audit run` end to end: findings stored, reports written, exit codes, the JSON contract."""
 
 import json
-import sqlite3
 
 import numpy as np
 import pytest

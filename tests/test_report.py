@@ -3,7 +3,6 @@
 import json
 from xml.etree import ElementTree as ET
 
-import numpy as np
 import pytest
 
 import audit

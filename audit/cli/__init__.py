@@ -27,7 +27,7 @@ def build_app() -> typer.Typer:
     review.register(app)
     from audit.plugins import get_plugin_manager
 
-    get_plugin_manager(warn=_warn).hook.register_commands(app=app)
+    get_plugin_manager().hook.register_commands(app=app)
     return app
 
 
@@ -37,10 +37,6 @@ _argv: list[str] = []
 def current_argv() -> list[str]:
     """The command line as typed, for the run's reproducibility record."""
     return ["audit", *_argv]
-
-
-def _warn(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def error_exit(message: str, code: int = 2) -> "typer.Exit":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
 
@@ -17,7 +16,7 @@ def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """List installed plugins: name, distribution, version, hooks and load errors."""
     from audit.plugins import get_plugin_manager
 
-    infos = [info.as_dict() for info in get_plugin_manager(warn=_stderr).plugin_infos()]
+    infos = [info.as_dict() for info in get_plugin_manager().plugin_infos()]
     if as_json:
         print(json.dumps(infos, indent=2))
         return
@@ -37,7 +36,7 @@ def analyses(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     from audit.analysis import option_fields
     from audit.plugins import get_plugin_manager
 
-    registry = get_plugin_manager(warn=_stderr).analyses(warn=_stderr)
+    registry = get_plugin_manager().analyses()
     rows = []
     for name in sorted(registry):
         entry = registry[name]
@@ -57,7 +56,3 @@ def analyses(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
             default = "required" if option["required"] else f"default {option['default']!r}"
             text = f" - {option['description']}" if option["description"] else ""
             print(f"    --set {row['name']}.{option['name']}=<{option['type']}>  ({default}){text}")
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -103,7 +103,7 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
 def run_audit_spec(spec, factory, on_analysis):
     from audit.runner import run_audit
 
-    return run_audit(spec, warn=lambda m: print(m, file=sys.stderr), progress_factory=factory, on_analysis=on_analysis)
+    return run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
 
 
 def print_summary(view, written: list[str]) -> None:

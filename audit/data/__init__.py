@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 Modality = Literal["tabular", "image", "tensor"]
 
@@ -135,7 +135,7 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
         archive = np.load(path, allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}
     except Exception as error:  # noqa: BLE001 - zip and format errors come in many types
-        raise AuditError(f"{path}: not a readable .npz archive ({str(error).splitlines()[0][:120]})") from None
+        raise AuditError(f"{path}: not a readable .npz archive ({first_line(error, 120)})") from None
     if "x" not in arrays:
         raise AuditError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); save inputs as x=..., labels as y=...")
     x = arrays.pop("x")
@@ -209,8 +209,8 @@ def validate_against_model(dataset: Dataset, model) -> None:
     except AuditError:
         raise
     except Exception as error:  # noqa: BLE001 - runtimes raise their own types on bad shapes
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        raise AuditError(f"{dataset.path}: the model rejected rows of shape {row_shape} ({first}); check the features match the model's input") from None
+        raise AuditError(f"{dataset.path}: the model rejected rows of shape {row_shape} ({first_line(error, 160)}); "
+                         "check the features match the model's input") from None
     finally:
         # The probe is validation, not analysis work: keep the counters honest.
         model.counters = before

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 
 def _read_csv(path: Path) -> dict[str, list[str]]:
@@ -41,7 +41,7 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     try:
         table = pq.read_table(path)
     except Exception as error:  # noqa: BLE001
-        raise AuditError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0][:120]})") from None
+        raise AuditError(f"{path}: not a readable Parquet file ({first_line(error, 120)})") from None
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 

@@ -61,6 +61,17 @@ def parse_device(device: str | None) -> str:
     raise AuditError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (for example cuda:0)")
 
 
+def threads_from_env(*names: str) -> int | None:
+    """A positive thread count from the first of these environment variables that holds one."""
+    import os
+
+    for name in names:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     text = str(error).lower()
     return "out of memory" in text or "failed to allocate" in text or "outofmemory" in type(error).__name__.lower()
@@ -132,12 +143,21 @@ class Model:
         self.counters.backward_seconds += float(backward_seconds)
 
     def logits_of(self, module, x: "torch.Tensor") -> "torch.Tensor":
-        """Logits of another module (a randomised copy, a wrapper) read the way this model's outputs are; counted."""
+        """Logits of a torch module (this model's own, a randomised copy, a wrapper) read the way
+        this model's outputs are read; counted, differentiable if ``x`` requires grad."""
+        start = time.perf_counter()
         out = module(x)
         if isinstance(out, (tuple, list)):
             out = out[0]
-        self.count(forward_rows=len(x))
-        return torch_logits(out.float(), self.output_kind)
+        if out.dim() == 1:
+            out = out.unsqueeze(1)
+        if self.output_kind is None:
+            self.output_kind = detect_output_kind(out.detach().float().cpu().numpy().reshape(len(x), -1))
+        logits = torch_logits(out.float(), self.output_kind)
+        if self._n_classes is None:
+            self._n_classes = logits.shape[1]
+        self.count(forward_rows=len(x), forward_seconds=time.perf_counter() - start)
+        return logits
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.errors import AuditError
-from audit.models.base import LoadOptions, Model, parse_device
+from audit.errors import AuditError, first_line
+from audit.models.base import LoadOptions, Model, parse_device, threads_from_env
 
 _ONNX_DTYPES = {
     "tensor(float)": np.float32,
@@ -73,12 +73,12 @@ class OnnxModel(Model):
             proto = onnx.load(str(path))
             onnx.checker.check_model(proto)
         except Exception as error:  # noqa: BLE001 - protobuf and checker raise many types
-            raise AuditError(f"{path}: not a valid ONNX model ({_short(error)}); re-export it with torch.onnx.export or skl2onnx") from None
+            raise AuditError(f"{path}: not a valid ONNX model ({first_line(error)}); re-export it with torch.onnx.export or skl2onnx") from None
         self.proto = proto
         providers, cuda_index = _providers_for(device)
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3  # CUDA fall-back chatter is reported by us, once
-        threads = options.threads or _env_threads()
+        threads = options.threads or threads_from_env("AUDIT_THREADS", "OMP_NUM_THREADS")
         if threads:
             session_options.intra_op_num_threads = threads
             session_options.inter_op_num_threads = 1
@@ -88,7 +88,7 @@ class OnnxModel(Model):
         try:
             session = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options, providers=providers)
         except Exception as error:  # noqa: BLE001
-            raise AuditError(f"{path}: onnxruntime could not load the model ({_short(error)})") from None
+            raise AuditError(f"{path}: onnxruntime could not load the model ({first_line(error)})") from None
         finally:
             ort.set_default_logger_severity(2)
         in_use = session.get_providers()
@@ -220,12 +220,7 @@ class OnnxModel(Model):
     def logits_torch(self, x):
         if self._torch_module is None:
             return super().logits_torch(x)
-        import time
-
-        start = time.perf_counter()
-        logits = self.logits_of(self._torch_module, x)
-        self.counters.forward_seconds += time.perf_counter() - start
-        return logits
+        return self.logits_of(self._torch_module, x)
 
     def describe(self):
         info = super().describe()
@@ -279,20 +274,6 @@ class OnnxModel(Model):
         return {layer: np.concatenate(parts, axis=0) for layer, parts in results.items()}
 
 
-def _env_threads() -> int | None:
-    import os
-
-    for name in ("AUDIT_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name)
-        if value and value.isdigit() and int(value) > 0:
-            return int(value)
-    return None
-
 
 def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
     return OnnxModel(path, options)
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

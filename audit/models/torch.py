@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from audit.errors import AuditError
-from audit.models.base import LoadOptions, Model, is_out_of_memory, parse_device, torch_logits
+from audit.errors import AuditError, first_line
+from audit.models.base import LoadOptions, Model, is_out_of_memory, parse_device, threads_from_env
 
 TORCH_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".torchscript", ".jit"}
 
@@ -40,7 +39,7 @@ class TorchModel(Model):
 
         options = options or LoadOptions()
         device = resolve_torch_device(options.device)
-        threads = options.threads or _env_threads()
+        threads = options.threads or threads_from_env("AUDIT_THREADS")
         if threads:
             # Oversubscribed CPU threads (another process, or a busy neighbour)
             # make OpenMP spin: pinning is often several times faster.
@@ -89,20 +88,7 @@ class TorchModel(Model):
         return self.module
 
     def logits_torch(self, x):
-        start = time.perf_counter()
-        out = self.module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if self.output_kind is None:
-            from audit.models.base import detect_output_kind
-
-            self.output_kind = detect_output_kind(out.detach().float().cpu().numpy().reshape(len(x), -1))
-        logits = torch_logits(out.float(), self.output_kind)
-        if self._n_classes is None:
-            self._n_classes = logits.shape[1]
-        self.counters.forward_rows += len(x)
-        self.counters.forward_seconds += time.perf_counter() - start
-        return logits
+        return self.logits_of(self.module, x)
 
     def logits_batched(self, x):
         """Logits for a large device tensor in batches, without autograd, OOM-safe."""
@@ -132,7 +118,6 @@ class TorchModel(Model):
         ]
 
     def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
-        torch = self._torch
         if "activations" not in self.capabilities:
             raise AuditError("this PyTorch model does not allow forward hooks (TorchScript); export it to ONNX to probe layers")
         modules = dict(self.module.named_modules())
@@ -155,11 +140,6 @@ class TorchModel(Model):
         return {layer: np.concatenate(parts, axis=0) for layer, parts in captured.items()}
 
 
-def _env_threads() -> int | None:
-    import os
-
-    value = os.environ.get("AUDIT_THREADS")
-    return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
 def _is_zip(path: Path) -> bool:
@@ -174,7 +154,7 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
         try:
             program = torch.export.load(str(path))
         except Exception as error:  # noqa: BLE001 - any failure means an unreadable archive
-            raise AuditError(f"{path}: not a readable torch.export archive ({_short(error)}); save it with torch.export.save") from None
+            raise AuditError(f"{path}: not a readable torch.export archive ({first_line(error)}); save it with torch.export.save") from None
         module = program.module()
         shape = _export_input_shape(program)
         return TorchModel(module, path=path, format="torch.export", input_shape=shape, options=options)
@@ -185,7 +165,7 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
         module = torch.jit.load(str(path), map_location="cpu")
         return TorchModel(module, path=path, format="torchscript", options=options)
     except RuntimeError as script_error:
-        jit_message = _short(script_error)
+        jit_message = first_line(script_error)
     # Not TorchScript: a pickle. Loading one runs arbitrary code from the file.
     if not options.trust_model_code:
         raise AuditError(
@@ -195,7 +175,7 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as error:  # noqa: BLE001
-        raise AuditError(f"{path}: could not be loaded by PyTorch ({_short(error)}; as TorchScript: {jit_message})") from None
+        raise AuditError(f"{path}: could not be loaded by PyTorch ({first_line(error)}; as TorchScript: {jit_message})") from None
     if isinstance(obj, dict):
         raise AuditError(f"{path}: holds only weights (a state_dict), not a model; save the module with torch.jit.save or torch.export.save")
     if not isinstance(obj, torch.nn.Module):
@@ -210,8 +190,3 @@ def _export_input_shape(program) -> tuple:
         return tuple(int(d) if str(d).isdigit() else None for d in value.shape)[1:]
     except Exception:  # noqa: BLE001 - the shape is a nicety for validation, not required
         return ()
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -22,7 +22,7 @@ def model_index(view) -> list[str]:
             continue
         label = f["check"] + (f" ({f['subject']})" if f["subject"] else "")
         lines += [f"    - type: {_yaml(f['analysis'] + '.' + f['check'])}", f"      value: {f['value']:.6g}", f"      name: {_yaml(label)}",
-                  f"      verified: false"]
+                  "      verified: false"]
     lines.append("---")
     return lines
 

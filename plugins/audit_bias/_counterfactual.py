@@ -74,7 +74,6 @@ def run(analysis, ctx):
     # The score followed per row: class 1 for a binary model, else the class the model originally predicted.
     score_class = np.ones(n_rows, dtype=np.int64) if binary else probs.argmax(axis=1)
     clean_pred = probs.argmax(axis=1)
-    class_names = list(data.class_names or [str(i) for i in range(n_classes)])
     skipped = sorted(set(data.attribute_features) - {a for a, _ in usable})
     if skipped and not o.attributes:
         ctx.note(f"not varied (more than {o.max_values} distinct values in the column): {', '.join(skipped)}")

@@ -102,6 +102,18 @@ def reference_labels(ctx) -> tuple[np.ndarray, bool]:
     return ctx.predicted.astype(np.int64), True
 
 
+def audited_rows(ctx, max_rows: int | None):
+    """(take, x, y, agreement): the rows an analysis works on, their inputs and reference labels.
+
+    ``take`` selects the same rows from any per-row array (predictions, logits);
+    ``agreement`` is True when the data has no labels and ``y`` is the model's own.
+    """
+    index = sample_rows(ctx, max_rows)
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    labels, agreement = reference_labels(ctx)
+    return take, take(ctx.data.x).astype(np.float32), take(labels), agreement
+
+
 def fmt(value: float) -> str:
     """Compact epsilon for subjects: 0.03, 0.5, 1.2e-05."""
     return f"{float(value):.3g}"

@@ -9,7 +9,7 @@ import numpy as np
 import audit
 
 from . import _adversarial, _figures
-from ._common import class_names, fmt, image_layout, input_range, perturbation_scale, reference_labels, sample_rows
+from ._common import audited_rows, class_names, fmt, image_layout, input_range, perturbation_scale
 
 # Default radii. Images: fractions of the data's range (L-inf), and of the
 # range times sqrt(input size) (L2: the same budget as a per-coordinate RMS
@@ -32,11 +32,7 @@ def default_epsilons(norm: str, span: float, dimensions: int, image: bool) -> li
 
 def run(analysis, ctx):
     o = analysis.options
-    index = sample_rows(ctx, o.max_rows)
-    take = (lambda a: a) if index is None else (lambda a: a[index])
-    x = take(ctx.data.x).astype(np.float32)
-    labels, agreement = reference_labels(ctx)
-    y = take(labels)
+    take, x, y, agreement = audited_rows(ctx, o.max_rows)
     clean_wrong = take(ctx.predicted) != y
     clean_accuracy = float(np.mean(~clean_wrong))
     what = "agreement" if agreement else "accuracy"

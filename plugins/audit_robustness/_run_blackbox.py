@@ -7,17 +7,13 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import class_names, fmt, image_layout, input_range, perturbation_scale, reference_labels, sample_rows
+from ._common import audited_rows, class_names, fmt, image_layout, input_range, perturbation_scale
 from ._square import square_attack
 
 
 def run(analysis, ctx):
     o = analysis.options
-    index = sample_rows(ctx, o.max_rows)
-    take = (lambda a: a) if index is None else (lambda a: a[index])
-    x = take(ctx.data.x).astype(np.float32)
-    labels, agreement = reference_labels(ctx)
-    y = take(labels)
+    take, x, y, agreement = audited_rows(ctx, o.max_rows)
     clean_logits = take(ctx.logits)
     what = "agreement" if agreement else "accuracy"
     bounds = input_range(ctx.data.x, ctx.data.modality)

@@ -8,17 +8,13 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import class_names, image_layout, input_range, reference_labels, sample_rows
+from ._common import audited_rows, class_names, image_layout, input_range
 
 
 def run(analysis, ctx):
     o = analysis.options
-    index = sample_rows(ctx, o.max_rows)
-    take = (lambda a: a) if index is None else (lambda a: a[index])
-    x = take(ctx.data.x)
+    take, x, y, agreement = audited_rows(ctx, o.max_rows)
     clean_probabilities = take(ctx.predictions)
-    labels, agreement = reference_labels(ctx)
-    y = take(labels)
     clean_predicted = clean_probabilities.argmax(axis=1)
     clean_accuracy = float(np.mean(clean_predicted == y))
     clean_confidence = float(np.mean(clean_probabilities.max(axis=1)))
