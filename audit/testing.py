@@ -47,11 +47,12 @@ class Records(list):
         return matches[0]
 
 
-def model_from_module(module, device: str = "cpu", output: str | None = None, input_shape=None) -> Model:
+def model_from_module(module, device: str = "cpu", output: str | None = None, input_shape=None, batch_size: int | None = None) -> Model:
     """Wrap an in-process torch.nn.Module as an audit Model (no file, nothing unpickled)."""
     from audit.models.torch import TorchModel
 
-    return TorchModel(module, format="torch", input_shape=input_shape, options=LoadOptions(device=device, output=output))
+    options = LoadOptions(device=device, output=output, batch_size=batch_size)
+    return TorchModel(module, format="torch", input_shape=input_shape, options=options)
 
 
 def linear_model(weights, bias=None, device: str = "cpu") -> Model:

@@ -93,7 +93,9 @@ def our_model(name: str, backend: str, device: str, threads: int, batch_size: in
     """The audit Model: loaded from the demo file the way `audit run` loads it.
 
     The ONNX session is rebuilt with the pinned thread count (the loader takes
-    onnxruntime's default, every core), so ours and the peers use the same threads.
+    onnxruntime's default, every core), so ours and the peers use the same
+    threads. Batches are sized from the data's rows, as `audit run` does once
+    the data is validated (TorchScript files declare no input shape).
     """
     from audit.models import load
     from audit.models.base import LoadOptions
@@ -102,14 +104,13 @@ def our_model(name: str, backend: str, device: str, threads: int, batch_size: in
     if backend == "onnx":
         model = load(DEMO / f"{name}.onnx", options)
         model.session = onnx_session(name, threads, model.device)
-        return model
-    if name == "digits":
-        return load(DEMO / "digits.pt", options)
-    from audit.testing import model_from_module
+    elif name == "digits":
+        model = load(DEMO / "digits.pt", options)
+    else:
+        from audit.testing import model_from_module
 
-    model = model_from_module(credit_module(), device=device, input_shape=(6,))
-    if batch_size:
-        model.batch_size = batch_size
+        model = model_from_module(credit_module(), device=device, input_shape=(6,), batch_size=batch_size)
+    model.fit_batch_size(dataset(name, 1)[0].shape[1:])
     return model
 
 

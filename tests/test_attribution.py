@@ -308,3 +308,34 @@ def test_maps_are_shared_between_analyses_of_a_run_without_changing_results():
     shared_rows = model.counters.forward_rows - before
     assert [(f.check, f.subject, f.value) for f in after_sharing.findings] == [(f.check, f.subject, f.value) for f in alone.findings]
     assert shared_rows < alone_rows
+
+
+@pytest.mark.parametrize("batch_size", [7, 4096])
+def test_masked_scores_on_device_and_in_numpy_equal_a_loop_over_variants(batch_size):
+    from audit_attribution._core import NumpyScorer, masked_scores
+
+    model = tiny_cnn(n_classes=3)
+    model.batch_size = batch_size  # 7: fewer rows than variants per call, so variants are split too
+    x = tiny_images(n=5).x
+    baseline = np.full_like(x, 0.25)
+    layout = Layout(x.shape[1:], "image")
+    masks = (np.random.default_rng(0).random((9, layout.n_units)) < 0.5).astype(np.float32)
+    targets = np.array([0, 1, 2, 1, 0])
+    expected = np.array([[model.predict((baseline[r] + m.reshape(1, 8, 8) * (x[r] - baseline[r]))[None])[0, targets[r]] for m in masks]
+                         for r in range(len(x))])
+    on_device = masked_scores(ModelScorer(model, "probability"), layout, x, baseline, masks, targets)
+    in_numpy = masked_scores(NumpyScorer(model.predict, batch_size), layout, x, baseline, masks, targets)
+    np.testing.assert_allclose(on_device, expected, atol=1e-7)
+    np.testing.assert_allclose(in_numpy, expected, atol=1e-7)
+
+
+def test_target_probability_without_softmax_saturates_instead_of_nan():
+    from audit_attribution._core import target_scores_torch
+
+    logits = torch.tensor([[0.0, 1.0, -2.0], [800.0, -800.0, 0.0], [-800.0, 800.0, 0.0]])
+    targets = torch.tensor([1, 0, 0])
+    picked = target_scores_torch(logits, targets, "probability")
+    reference = torch.softmax(logits.double(), dim=1).gather(1, targets.view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(picked, reference, rtol=1e-12, atol=1e-300)
+    assert picked[2] == 0.0 and picked[1] == 1.0
+    assert torch.equal(target_scores_torch(logits, targets, "logit"), logits.double()[[0, 1, 2], [1, 0, 0]])

@@ -8,7 +8,7 @@ import torch
 
 from audit.errors import AuditError
 from audit.models import LoadOptions, load
-from audit.models.base import Model, detect_output_kind, normalise_outputs
+from audit.models.base import Model, detect_output_kind, normalise_outputs, row_max, row_sum
 from audit.testing import export_onnx, linear_model, model_from_module, tiny_cnn, tiny_mlp
 
 
@@ -174,6 +174,37 @@ def test_threads_option_pins_torch_and_onnxruntime(assets, monkeypatch):
 def test_default_batch_size_is_cache_sized_for_images_on_cpu():
     assert tiny_cnn().batch_size == 1024
     assert tiny_mlp().batch_size == 4096
+
+
+def test_gradient_batches_are_a_quarter_for_images_on_cpu_and_follow_a_given_batch():
+    assert tiny_cnn().gradient_batch_size == 256  # backward keeps activations alive: a quarter of the forward batch
+    assert tiny_mlp().gradient_batch_size == 4096  # tabular rows: the same batch
+    given = model_from_module(torch.nn.Conv2d(1, 2, 3), input_shape=(1, 8, 8), batch_size=100)
+    assert given.gradient_batch_size == 100
+    undeclared = model_from_module(torch.nn.Conv2d(1, 2, 3))
+    undeclared.fit_batch_size((1, 8, 8))  # as data validation does for a TorchScript file
+    assert (undeclared.batch_size, undeclared.gradient_batch_size) == (1024, 256)
+    halved = tiny_cnn()
+    halved.batch_size = 8  # after out-of-memory halving
+    assert halved.gradient_batch_size == 2
+    gpu = Model(input_shape=(1, 8, 8), n_classes=2, device="cuda:0")
+    assert gpu.gradient_batch_size == gpu.batch_size
+
+
+@pytest.mark.parametrize("classes", [1, 2, 7, 40])
+def test_row_reductions_and_softmax_equal_numpy_reference(classes):
+    rng = np.random.default_rng(classes)
+    a = rng.normal(scale=30, size=(257, classes))
+    a[3, 0] = np.nan
+    np.testing.assert_array_equal(row_max(a), a.max(axis=1))
+    np.testing.assert_allclose(row_sum(a[4:]), a[4:].sum(axis=1), rtol=1e-12, atol=1e-12)
+    assert np.isnan(row_sum(a)[3])
+    logits = a[4:]
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities, same = normalise_outputs(logits, "logits")
+    if classes > 1:
+        np.testing.assert_allclose(probabilities, shifted / shifted.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-300)
+        assert same is not None and np.array_equal(same, logits)
 
 
 def test_onnx_gradients_through_a_checked_torch_conversion(assets, tmp_path):

@@ -74,13 +74,14 @@ def _weighted_gradients(scorer: Scorer, x: np.ndarray, targets: np.ndarray, poin
     t_all = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
     w = torch.as_tensor(weights, dtype=torch.float32, device=device)
     # Rows per group: a group's path points are one tensor of about 4 batches.
-    group = max(1, (4 * scorer.batch_size) // n_points)
+    step = scorer.gradient_batch_size
+    group = max(1, (4 * step) // n_points)
     result = torch.zeros_like(x_all)
     for g in range(0, len(x_all), group):
         xs = x_all[g : g + group]
         path = points(g, xs)  # (rows * n_points, ...), row-major: row r's points are contiguous
         tgt = t_all[g : g + group].repeat_interleave(n_points)
-        grads = [scorer.gradient(path[i : i + scorer.batch_size], tgt[i : i + scorer.batch_size]) for i in range(0, len(path), scorer.batch_size)]
+        grads = [scorer.gradient(path[i : i + step], tgt[i : i + step]) for i in range(0, len(path), step)]
         grad = torch.cat(grads).view(len(xs), n_points, *xs.shape[1:])
         result[g : g + group] = (grad * w.view(1, -1, *([1] * (xs.dim() - 1)))).sum(dim=1)
     return result.detach().cpu().numpy().astype(np.float64)

@@ -160,7 +160,7 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
     broken = np.zeros((n_eps, n), dtype=bool)
     final_wrong = np.zeros((n_eps, n), dtype=bool)
     examples = predictions = None
-    chunk = max(1, model.batch_size // n_eps)
+    chunk = max(1, model.gradient_batch_size // n_eps)
     start = 0
     while start < n:
         rows = slice(start, min(n, start + chunk))
