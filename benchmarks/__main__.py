@@ -139,6 +139,17 @@ def run_workloads(args, device: str, limits: dict, tmp: Path) -> list[dict]:
     return rows_out
 
 
+def commit() -> str:
+    """The commit measured, marked "+changes" when the tree differs from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + (" +changes" if dirty else "")
+
+
 def onnx_has_cuda() -> bool:
     try:
         import onnxruntime
@@ -193,8 +204,8 @@ def main(argv=None) -> int:
                 else:
                     back = f", forward+backward {lim['backward'] * 1e6:.2f} us/row" if lim.get("backward") else ""
                     print(f"  limit {model}/{backend}: forward {lim['forward'] * 1e6:.2f} us/row{back}", flush=True)
-            run = {"device": device, "machine": machine(device), "limits": limits,
-                   "workloads": run_workloads(args, device, limits, Path(tmp))}
+            run = {"device": device, "machine": machine(device), "created": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(),
+                   "limits": limits, "workloads": run_workloads(args, device, limits, Path(tmp))}
             if selected("full", args):
                 from ._full import full_run
 
@@ -202,7 +213,12 @@ def main(argv=None) -> int:
             results["runs"].append(run)
     results["seconds"] = time.perf_counter() - started
     for path in args.merge:
-        results["runs"].extend(json.loads(Path(path).read_text())["runs"])
+        merged = json.loads(Path(path).read_text())
+        for run in merged["runs"]:
+            # Rows from another machine keep when, where and on what code they were measured.
+            run.setdefault("created", merged.get("created"))
+            run.setdefault("notes", merged.get("notes", []))
+            results["runs"].append(run)
     args.json.write_text(json.dumps(results, indent=1, default=float))
     from ._report import markdown
 

@@ -52,6 +52,10 @@ def markdown(results: dict) -> str:
     ]
     for run in results["runs"]:
         out += [f"## {run['device']}: {run['machine']}", ""]
+        if run.get("created") or run.get("commit"):
+            out += [f"Measured {run.get('created', 'at an unrecorded time')}" + (f" on commit {run['commit']}" if run.get("commit") else "") + ".", ""]
+        for note in run.get("notes", []):
+            out += [f"> {note}", ""]
         out += ["| model / backend | best forward (us/row) | best forward+backward (us/row) |", "|---|---|---|"]
         for key, lim in sorted(run["limits"].items()):
             if "error" in lim:
