@@ -15,7 +15,7 @@ TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
     "trust_model_code", "template_dir", "analysis", "threads",
 }
-MODEL_KEYS = {"output", "path", "gradients"}
+MODEL_KEYS = {"output", "path", "gradients", "optimize"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
 FAIL_ON = ("info", "low", "medium", "high", "critical", "never")
 
@@ -30,6 +30,7 @@ class RunSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_output: str | None = None
     model_gradients: bool = True
+    model_optimize: bool = True
     data_options: DataOptions = field(default_factory=DataOptions)
     device: str = "auto"
     seed: int = 0
@@ -100,6 +101,8 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path) -> None:
             spec.model_output = _model_output(model["output"])
         if "gradients" in model:
             spec.model_gradients = _boolean("model.gradients", model["gradients"])
+        if "optimize" in model:
+            spec.model_optimize = _boolean("model.optimize", model["optimize"])
     elif model is not None:
         spec.model = path_of(model)
     data = table.get("data")
@@ -194,6 +197,8 @@ def apply_set(spec: RunSpec, assignments: list[str], analysis_names: set[str] | 
                 raise _unknown("model.", key, MODEL_KEYS - {"path"})
             if key == "gradients":
                 spec.model_gradients = _boolean("model.gradients", value)
+            elif key == "optimize":
+                spec.model_optimize = _boolean("model.optimize", value)
             else:
                 spec.model_output = _model_output(value)
         elif name == "data":

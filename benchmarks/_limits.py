@@ -41,20 +41,32 @@ def measure(model: str, backend: str, device: str, threads: int, repeats: int = 
     module = torch_module(model, device)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
+    # The fastest forward this model has: audit runs forward-only passes of a
+    # TorchScript model on the CPU through a frozen, inference-optimised copy,
+    # so the limit is the better of that copy and the module, or ours could
+    # beat "the limit".
+    inference = module
+    if not str(device).startswith("cuda"):
+        inference = torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     for b in batches:
         xb = torch.as_tensor(x_all[:b], device=device)
         yb = torch.as_tensor(y_all[:b], device=device)
 
-        def forward():
-            with torch.inference_mode():
-                return module(xb)
+        def forward(forward_module):
+            def call():
+                with torch.inference_mode():
+                    return forward_module(xb)
+
+            return call
 
         def forward_backward():
             xg = xb.detach().requires_grad_(True)
             picked = torch.log_softmax(module(xg), dim=1).gather(1, yb.view(-1, 1)).sum()
             return torch.autograd.grad(picked, xg)[0]
 
-        sweep[b] = {"forward": _best(forward, device, repeats) / b, "backward": _best(forward_backward, device, repeats) / b}
+        candidates = (module,) if inference is module else (module, inference)
+        sweep[b] = {"forward": min(_best(forward(m), device, repeats) for m in candidates) / b,
+                    "backward": _best(forward_backward, device, repeats) / b}
     return {
         "forward": min(v["forward"] for v in sweep.values()),
         "backward": min(v["backward"] for v in sweep.values()),

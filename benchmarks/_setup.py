@@ -95,7 +95,8 @@ def our_model(name: str, backend: str, device: str, threads: int, batch_size: in
     The ONNX session is rebuilt with the pinned thread count (the loader takes
     onnxruntime's default, every core), so ours and the peers use the same
     threads. Batches are sized from the data's rows, as `audit run` does once
-    the data is validated (TorchScript files declare no input shape).
+    the data is validated (TorchScript files declare no input shape), and
+    ``prepare_for`` gets the first rows, as it does there.
     """
     from audit.models import load
     from audit.models.base import LoadOptions
@@ -110,7 +111,9 @@ def our_model(name: str, backend: str, device: str, threads: int, batch_size: in
         from audit.testing import model_from_module
 
         model = model_from_module(credit_module(), device=device, input_shape=(6,), batch_size=batch_size)
-    model.fit_batch_size(dataset(name, 1)[0].shape[1:])
+    sample = dataset(name, 64)[0]
+    model.fit_batch_size(sample.shape[1:])
+    model.prepare_for(sample)
     return model
 
 

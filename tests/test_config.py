@@ -16,6 +16,9 @@ def test_set_routes_model_data_and_dotted_analysis_names():
     apply_set(spec, ["model.output=probabilities", "data.sample=100", "bias.group_fairness.min_group_size=50"])
     assert spec.model_output == "probabilities" and spec.data_options.sample == 100
     assert spec.options == {"bias.group_fairness": {"min_group_size": 50}}
+    assert spec.model_optimize is True
+    apply_set(spec, ["model.optimize=false"])
+    assert spec.model_optimize is False
     with pytest.raises(AuditError, match="unknown key data.'colour'"):
         apply_set(spec, ["data.colour=1"])
     with pytest.raises(AuditError, match="NAME.KEY=VALUE"):

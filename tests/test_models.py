@@ -98,6 +98,59 @@ def test_torchscript_and_export_archives(assets, tmp_path):
     np.testing.assert_allclose(exported.predict(assets.x), assets.mlp_model.predict(assets.x), atol=1e-6)
 
 
+def _scripted_cnn_with_batch_norm(path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                 torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)).eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity, so folding them changes the weights
+        module[1].running_mean.uniform_(-1, 1)
+        module[1].running_var.uniform_(0.5, 2)
+    torch.jit.save(torch.jit.script(module), str(path))
+    return module
+
+
+def test_forward_passes_use_a_checked_optimised_copy_and_gradients_the_module(tmp_path):
+    module = _scripted_cnn_with_batch_norm(tmp_path / "cnn.pt")
+    x = np.random.default_rng(0).random((40, 1, 8, 8)).astype(np.float32)
+    model = load(tmp_path / "cnn.pt", LoadOptions(device="cpu"))
+    model.prepare_for(x[:16])  # as data validation does
+    assert model.describe()["forward_passes"].startswith("frozen, inference-optimised")
+    with torch.no_grad():
+        expected = torch.softmax(module(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(model.predict(x), expected, atol=1e-6)
+    assert model.counters.forward_rows == 40
+    xt = torch.from_numpy(x[:5])
+    assert model._module_for(xt) is not model.module  # a forward-only pass
+    assert model._module_for(xt.clone().requires_grad_(True)) is model.module  # a gradient pass
+    _, grad = model.input_gradient(xt, torch.zeros(5, dtype=torch.long))
+    reference = xt.clone().requires_grad_(True)
+    (expected_grad,) = torch.autograd.grad(module(reference)[:, 0].sum(), reference)
+    torch.testing.assert_close(grad, expected_grad)
+
+    kept = load(tmp_path / "cnn.pt", LoadOptions(device="cpu", optimize=False))
+    kept.prepare_for(x[:16])
+    assert kept._module_for(xt) is kept.module and "model.optimize = false" in kept.describe()["forward_passes"]
+
+
+def test_an_optimised_copy_that_changes_outputs_is_not_used(tmp_path, monkeypatch):
+    _scripted_cnn_with_batch_norm(tmp_path / "cnn.pt")
+    x = np.random.default_rng(0).random((16, 1, 8, 8)).astype(np.float32)
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, t):
+            return self.inner(t) + 0.01
+
+    monkeypatch.setattr(torch.jit, "optimize_for_inference", lambda frozen: Shifted(frozen))
+    model = load(tmp_path / "cnn.pt", LoadOptions(device="cpu"))
+    model.prepare_for(x)
+    assert model._module_for(torch.from_numpy(x)) is model.module
+    assert "differed by 0.01" in model.describe()["forward_passes"]
+
+
 def test_gradient_of_a_linear_model_is_its_weights():
     weights = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]], dtype=np.float32)
     model = linear_model(weights)

@@ -27,6 +27,7 @@ class LoadOptions:
     trust_model_code: bool = False
     threads: int | None = None  # None: the runtime's default (OMP_NUM_THREADS where set)
     onnx_gradients: bool = True  # run a verified torch conversion of ONNX graphs for gradients
+    optimize: bool = True  # forward-only passes through a frozen, inference-optimised TorchScript copy, checked first
     extra: dict[str, Any] = field(default_factory=dict)
 
 
