@@ -311,7 +311,8 @@ def test_maps_are_shared_between_analyses_of_a_run_without_changing_results():
 
 
 @pytest.mark.parametrize("batch_size", [7, 4096])
-def test_masked_scores_on_device_and_in_numpy_equal_a_loop_over_variants(batch_size):
+def test_masked_scores_on_device_and_in_numpy_equal_a_loop_over_variants(batch_size, monkeypatch):
+    from audit_attribution import _core
     from audit_attribution._core import NumpyScorer, masked_scores
 
     model = tiny_cnn(n_classes=3)
@@ -325,6 +326,9 @@ def test_masked_scores_on_device_and_in_numpy_equal_a_loop_over_variants(batch_s
                          for r in range(len(x))])
     on_device = masked_scores(ModelScorer(model, "probability"), layout, x, baseline, masks, targets)
     in_numpy = masked_scores(NumpyScorer(model.predict, batch_size), layout, x, baseline, masks, targets)
+    monkeypatch.setattr(_core, "_CHUNK_VALUES", 4 * x[0].size)  # 4 variants a call: variants split in numpy too
+    split = masked_scores(NumpyScorer(model.predict, 1), layout, x, baseline, masks, targets)
+    np.testing.assert_allclose(split, expected, atol=1e-7)
     np.testing.assert_allclose(on_device, expected, atol=1e-7)
     np.testing.assert_allclose(in_numpy, expected, atol=1e-7)
 

@@ -240,13 +240,18 @@ def masked_scores(scorer, layout: Layout, x, baseline, unit_masks, targets) -> n
     # rather than by gathering rows and masks with index arrays.
     n_rows, n_variants = len(x), len(unit_masks)
     masks = np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(n_variants, *layout.view_shape)
-    block = max(1, max(scorer.batch_size, _CHUNK_VALUES // max(layout.n_values, 1)) // n_variants)
+    chunk = max(scorer.batch_size, _CHUNK_VALUES // max(layout.n_values, 1))
+    block, variants_per_call = max(1, chunk // n_variants), min(n_variants, chunk)
     out = np.empty((n_rows, n_variants), dtype=np.float64)
     for r0 in range(0, n_rows, block):
         r1 = min(n_rows, r0 + block)
         base = np.asarray(baseline[r0:r1], dtype=np.float32)[:, None]
-        batch = (base + masks[None] * (np.asarray(x[r0:r1], dtype=np.float32)[:, None] - base)).reshape(-1, *x.shape[1:])
-        out[r0:r1] = scorer.target_scores(batch, np.repeat(targets[r0:r1], n_variants)).reshape(r1 - r0, n_variants)
+        difference = np.asarray(x[r0:r1], dtype=np.float32)[:, None] - base
+        for v0 in range(0, n_variants, variants_per_call):
+            v1 = min(n_variants, v0 + variants_per_call)
+            batch = (base + masks[None, v0:v1] * difference).reshape(-1, *x.shape[1:])
+            picked = scorer.target_scores(batch, np.repeat(targets[r0:r1], v1 - v0))
+            out[r0:r1, v0:v1] = picked.reshape(r1 - r0, v1 - v0)
     return out
 
 
