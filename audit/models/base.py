@@ -181,10 +181,10 @@ class Model:
 
         A backward pass keeps its forward pass's activations alive and writes
         as much again, so on a CPU the batch that fits the cache is smaller:
-        the demo CNN runs forward+backward at 17.7 us/row in batches of 256,
-        18.1 at 1024 and 25 at 4096 (benchmarks/results.json), and a 10-step
-        PGD over 5,000 rows took 0.95 s in batches of 256 against 1.39 s at
-        1024. A batch the user chose is used as it is; on a GPU the
+        on a 2-core Xeon (one thread) the demo CNN ran forward+backward at
+        17.7 us/row in batches of 256, 18.1 at 1024 and 25 at 4096, and a
+        10-step PGD over 5,000 rows took 0.95 s in batches of 256 against
+        1.39 s at 1024. A batch the user chose is used as it is; on a GPU the
         out-of-memory halving sizes it.
         """
         if self.batch_size_given or self.device != "cpu" or len(self.row_shape) <= 1:

@@ -134,22 +134,31 @@ class Scorer:
         return s[np.arange(len(s)), targets]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
+class _OfModel(Scorer):
+    """A scorer backed by the audited model: device and batch sizes are read from it, so out-of-memory halving shows."""
+
+    model = None
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def batch_size(self):
+        return self.model.batch_size
+
+    @property
+    def gradient_batch_size(self):
+        return self.model.gradient_batch_size
 
 
-class ModelScorer(Scorer):
+class ModelScorer(_OfModel):
     """Scores straight from the audited model: its class probabilities or logits."""
 
     def __init__(self, model, score: str = "probability"):
         self.model = model
         self.score = score
         self.has_gradients = "gradients" in model.capabilities
-        self.device = model.device
-        self.batch_size = model.batch_size
-        self.gradient_batch_size = model.gradient_batch_size
 
     def scores(self, x):
         probabilities, logits = self.model.predict_both(x)
@@ -160,7 +169,7 @@ class ModelScorer(Scorer):
         return grad
 
 
-class TorchScorer(Scorer):
+class TorchScorer(_OfModel):
     """Scores from a torch function of a device tensor (a wrapped or randomised model).
 
     Forward rows are counted by the function (it calls ``model.logits_torch``
@@ -172,9 +181,6 @@ class TorchScorer(Scorer):
     def __init__(self, model, function):
         self.model = model
         self.function = function
-        self.device = model.device
-        self.batch_size = model.batch_size
-        self.gradient_batch_size = model.gradient_batch_size
 
     def scores(self, x):
         import torch
@@ -236,23 +242,37 @@ def masked_scores(scorer, layout: Layout, x, baseline, unit_masks, targets) -> n
         # on a GPU keeping the variants on the device matters more.
         return _masked_scores_on_device(scorer, layout, x, baseline, unit_masks, targets)
 
-    # Whole rows times all their variants per block, built by broadcasting
-    # rather than by gathering rows and masks with index arrays.
-    n_rows, n_variants = len(x), len(unit_masks)
-    masks = np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(n_variants, *layout.view_shape)
+    masks = np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(len(unit_masks), *layout.view_shape)
     chunk = max(scorer.batch_size, _CHUNK_VALUES // max(layout.n_values, 1))
-    block, variants_per_call = max(1, chunk // n_variants), min(n_variants, chunk)
-    out = np.empty((n_rows, n_variants), dtype=np.float64)
-    for r0 in range(0, n_rows, block):
-        r1 = min(n_rows, r0 + block)
-        base = np.asarray(baseline[r0:r1], dtype=np.float32)[:, None]
-        difference = np.asarray(x[r0:r1], dtype=np.float32)[:, None] - base
+
+    def score(batch, r0, r1, count):
+        return scorer.target_scores(batch, np.repeat(targets[r0:r1], count))
+
+    x32, base32 = np.asarray(x, dtype=np.float32), np.asarray(baseline, dtype=np.float32)
+    out = np.empty((len(x), len(masks)), dtype=np.float64)
+    _blend_in_blocks(x32, base32, masks, chunk, score, out)
+    return out
+
+
+def _blend_in_blocks(x, baseline, masks, per_call: int, score, out) -> None:
+    """Fill out[r, v] with the score of baseline[r] + masks[v] * (x[r] - baseline[r]), numpy arrays or torch tensors alike.
+
+    Each call takes whole rows times their variants, built by broadcasting
+    rather than by gathering rows and masks with index arrays; a row with more
+    variants than ``per_call`` has them split over several calls.
+    ``score(batch, r0, r1, count)`` returns the flat scores of rows r0:r1,
+    ``count`` consecutive variants each.
+    """
+    n_rows, n_variants = out.shape
+    rows_per_call, variants_per_call = max(1, per_call // n_variants), min(n_variants, per_call)
+    for r0 in range(0, n_rows, rows_per_call):
+        r1 = min(n_rows, r0 + rows_per_call)
+        base = baseline[r0:r1][:, None]
+        difference = x[r0:r1][:, None] - base
         for v0 in range(0, n_variants, variants_per_call):
             v1 = min(n_variants, v0 + variants_per_call)
             batch = (base + masks[None, v0:v1] * difference).reshape(-1, *x.shape[1:])
-            picked = scorer.target_scores(batch, np.repeat(targets[r0:r1], v1 - v0))
-            out[r0:r1, v0:v1] = picked.reshape(r1 - r0, v1 - v0)
-    return out
+            out[r0:r1, v0:v1] = score(batch, r0, r1, v1 - v0).reshape(r1 - r0, v1 - v0)
 
 
 def _masked_scores_on_device(scorer: "ModelScorer", layout: Layout, x, baseline, unit_masks, targets) -> np.ndarray:
@@ -261,8 +281,7 @@ def _masked_scores_on_device(scorer: "ModelScorer", layout: Layout, x, baseline,
     Building the variants in numpy and copying each chunk to the device cost
     more than the model passes themselves on a GPU (and for small models on a
     CPU); here only the inputs and masks cross once, and only the picked
-    scores come back. Each call takes whole rows times all their variants,
-    built by broadcasting, so no per-variant index tensors are made.
+    scores come back.
     """
     import torch
 
@@ -272,21 +291,13 @@ def _masked_scores_on_device(scorer: "ModelScorer", layout: Layout, x, baseline,
     bs = torch.as_tensor(np.ascontiguousarray(baseline), dtype=torch.float32, device=device)
     masks = torch.as_tensor(np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(len(unit_masks), *layout.view_shape), device=device)
     picks = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
-    n_rows, n_variants = len(x), len(unit_masks)
-    out = torch.empty((n_rows, n_variants), dtype=torch.float64, device=device)
-    rows_per_call = max(1, model.batch_size // n_variants)
-    variants_per_call = min(n_variants, model.batch_size)
+
+    def score(batch, r0, r1, count):
+        return target_scores_torch(model.logits_torch(batch), picks[r0:r1].repeat_interleave(count), scorer.score)
+
+    out = torch.empty((len(x), len(masks)), dtype=torch.float64, device=device)
     with torch.inference_mode():
-        for r0 in range(0, n_rows, rows_per_call):
-            r1 = min(n_rows, r0 + rows_per_call)
-            base = bs[r0:r1].unsqueeze(1)
-            difference = xs[r0:r1].unsqueeze(1) - base
-            for v0 in range(0, n_variants, variants_per_call):
-                v1 = min(n_variants, v0 + variants_per_call)
-                batch = (base + masks[v0:v1].unsqueeze(0) * difference).reshape(-1, *xs.shape[1:])
-                logits = model.logits_torch(batch)
-                picked = picks[r0:r1].repeat_interleave(v1 - v0)
-                out[r0:r1, v0:v1] = target_scores_torch(logits, picked, scorer.score).view(r1 - r0, v1 - v0)
+        _blend_in_blocks(xs, bs, masks, model.batch_size, score, out)
     return out.cpu().numpy()
 
 
