@@ -113,6 +113,25 @@ def test_distance_covariance_catches_nonlinear_dependence():
     assert any("quantile groups" in note for note in records.notes)
 
 
+def test_distance_covariance_null_equals_float64_gathers():
+    """The float32 permutation null matches B[p][:, p] gathered in float64 with the same seeded permutations."""
+    rng = np.random.default_rng(4)
+    n, permutations = 400, 49
+    scores = rng.normal(size=(n, 2))
+    age = rng.integers(18, 80, size=n).astype(np.float64)
+    codes = rng.integers(0, 4, size=n)
+    perms = np.argsort(np.random.default_rng(9).random((permutations, n)), axis=1)
+    a = _stats._centred_distances(scores)
+    for z, kwargs in [(age, {}), (None, {"codes": codes})]:
+        b = _stats._centred_distances(age[:, None] if z is not None else np.eye(4)[codes])
+        reference = np.array([(a * b[p][:, p]).mean() for p in perms])
+        observed = (a * b).mean()
+        result = _stats.distance_covariance(scores, z, np.random.default_rng(9), permutations, **kwargs)
+        assert result["dcov2"] == pytest.approx(observed, rel=1e-12)
+        assert result["null_mean"] == pytest.approx(reference.mean(), rel=1e-5)
+        assert result["p_value"] == ((reference >= observed).sum() + 1) / (permutations + 1)
+
+
 def test_distance_covariance_categorical_shortcut_equals_one_hot():
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 3, size=300)
@@ -268,6 +287,67 @@ def test_linear_probe_finds_attribute_and_erasure_removes_it():
     majority = max(z.mean(), 1 - z.mean())
     assert abs(after["accuracy"] - majority) < 0.03 and rank == 1
     assert abs(after["auroc"] - 0.5) < 0.1
+
+
+def test_linear_probe_equals_scikit_learn_per_fold():
+    """Held-out probabilities equal scikit-learn's multinomial logistic regression fit on each training fold.
+
+    Ours minimises mean cross-entropy + l2 ||W||^2 (intercept free); scikit-learn
+    minimises ||W||^2 / 2 + C * sum of cross-entropies, the same optimum at C = 1 / (2 l2 n_train).
+    """
+    sklearn_linear = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(3)
+    n, d, k, l2 = 600, 5, 3, 1e-2
+    z = rng.integers(0, k, n)
+    x = rng.normal(size=(n, d)) + 0.8 * np.eye(k, d)[z]
+    folds = fold_ids(n, 4, np.random.default_rng(0))
+    logits = linear_probe_cv(x, z, k, folds, l2=l2, max_iter=500)
+    ours = np.exp(logits - logits.max(axis=1, keepdims=True))
+    ours /= ours.sum(axis=1, keepdims=True)
+    theirs = np.empty_like(ours)
+    for f in range(4):
+        train = folds != f
+        fit = sklearn_linear.LogisticRegression(C=1 / (2 * l2 * train.sum()), tol=1e-12, max_iter=10_000).fit(x[train], z[train])
+        theirs[~train] = fit.predict_proba(x[~train])
+    assert np.abs(ours - theirs).max() < 1e-5
+    assert 0.5 < (ours.argmax(axis=1) == z).mean() < 1.0  # a problem where the fit matters
+
+
+def test_lbfgs_reaches_the_minimum_of_an_ill_conditioned_quadratic():
+    from audit_bias._optim import minimise_lbfgs
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(30, 30)))
+    hessian = q @ np.diag(np.logspace(-1.5, 1.5, 30)) @ q.T  # condition number 1e3
+    b = rng.normal(size=30)
+    evaluations = []
+
+    def quadratic(x):
+        evaluations.append(1)
+        return 0.5 * x @ hessian @ x - b @ x, hessian @ x - b
+
+    solution = minimise_lbfgs(quadratic, np.zeros(30), max_iter=1000, tolerance_grad=1e-10, tolerance_change=0.0)
+    exact = np.linalg.solve(hessian, b)
+    assert np.abs(solution - exact).max() < 1e-6 * np.abs(exact).max()
+    assert len(evaluations) < 400  # stops once the loss cannot show progress, instead of creeping to max_iter
+
+
+def test_adam_matches_torch_optim_adam():
+    import torch
+
+    from audit_bias._optim import Adam
+
+    torch.manual_seed(0)
+    target = torch.randn(7, 3)
+    ours, theirs = torch.zeros(7, 3), torch.zeros(7, 3, requires_grad=True)
+    adam, reference = Adam([ours], lr=0.05), torch.optim.Adam([theirs], lr=0.05)
+    for _ in range(25):
+        ours.grad = 2 * (ours - target) ** 3 + (ours - target)
+        adam.step()
+        reference.zero_grad()
+        (0.5 * (theirs - target) ** 4 + 0.5 * (theirs - target) ** 2).sum().backward()
+        reference.step()
+    assert torch.allclose(ours, theirs.detach(), atol=1e-6) and not torch.allclose(ours, torch.zeros(7, 3))
 
 
 def test_leace_projection_is_idempotent_and_equalises_class_means():

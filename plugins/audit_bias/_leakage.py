@@ -8,6 +8,7 @@ import audit
 
 from . import _stats
 from ._grading import grade
+from ._optim import Adam, minimise_lbfgs
 
 
 # -- probes ---------------------------------------------------------------------------------
@@ -18,7 +19,7 @@ def fold_ids(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, folds: np.ndarray, l2: float = 1e-3,
-                    max_iter: int = 100) -> np.ndarray:
+                    max_iter: int = 300) -> np.ndarray:
     """Held-out logits (n, K) of a multinomial logistic regression, k-fold cross-validated.
 
     ``features`` is (n, d), or (F, n, d) when each fold sees its own version
@@ -26,35 +27,40 @@ def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, fo
 
     All k fits are one problem: the folds' weights are independent, so the
     sum of their losses is minimised by the per-fold minimisers, and one
-    full-batch L-BFGS run trains them together.
+    full-batch L-BFGS run trains them together. The loss and its gradient are
+    written out (softmax minus one-hot) rather than taken by autograd, which
+    halves the cost of each of L-BFGS's evaluations. The demo's probes reach
+    the optimum (gradient below 1e-7) within 200 iterations; ``max_iter`` only
+    bounds pathological cases.
     """
     import torch
 
-    x = torch.as_tensor(features, dtype=torch.float64)
+    x = torch.as_tensor(features, dtype=torch.float64)  # (n, d) broadcasts over folds in the matmuls
     n, d = x.shape[-2:]
     k_folds = int(folds.max()) + 1
-    pattern = "nd,fdk->fnk" if x.dim() == 2 else "fnd,fdk->fnk"  # shared features, or one copy per fold
     fold = torch.as_tensor(folds)
-    z = torch.as_tensor(target, dtype=torch.int64)
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(target, dtype=torch.int64), n_classes).to(torch.float64)
     train = (fold[None, :] != torch.arange(k_folds)[:, None]).to(torch.float64)  # (F, n)
-    train_sizes = train.sum(dim=1, keepdim=True)
-    weights = torch.zeros(k_folds, d, n_classes, dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(k_folds, 1, n_classes, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([weights, bias], lr=1, max_iter=max_iter, tolerance_grad=1e-7,
-                                  tolerance_change=1e-10, history_size=20, line_search_fn="strong_wolfe")
+    row_weight = (train / train.sum(dim=1, keepdim=True)).unsqueeze(-1)  # each fold's mean over its training rows
+    n_weights = k_folds * d * n_classes
 
-    def closure():
-        optimiser.zero_grad()
-        logits = torch.einsum(pattern, x, weights) + bias
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), z.repeat(k_folds), reduction="none")
-        loss = ((nll.reshape(k_folds, n) * train) / train_sizes).sum() + l2 * (weights**2).sum()
-        loss.backward()
-        return loss
+    def unpack(flat: np.ndarray):
+        theta = torch.from_numpy(flat)
+        return theta[:n_weights].view(k_folds, d, n_classes), theta[n_weights:].view(k_folds, 1, n_classes)
 
-    optimiser.step(closure)
-    with torch.no_grad():
-        logits = torch.einsum(pattern, x, weights) + bias
-        held_out = logits[fold, torch.arange(n)]
+    def loss_and_gradient(flat: np.ndarray):
+        weights, bias = unpack(flat)
+        logits = torch.matmul(x, weights) + bias  # (F, n, K)
+        log_p = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        loss = -(log_p * onehot * row_weight).sum() + l2 * (weights * weights).sum()
+        residual = (log_p.exp() - onehot) * row_weight  # d loss / d logits
+        gradient = torch.cat([(torch.matmul(x.transpose(-1, -2), residual) + 2 * l2 * weights).reshape(-1),
+                              residual.sum(dim=1).reshape(-1)])
+        return float(loss), gradient.numpy()
+
+    solution = minimise_lbfgs(loss_and_gradient, np.zeros(n_weights + k_folds * n_classes), max_iter=max_iter)
+    weights, bias = unpack(solution)
+    held_out = (torch.matmul(x, weights) + bias)[fold, torch.arange(n)]
     return held_out.numpy()
 
 
@@ -80,7 +86,7 @@ def attentive_probe_cv(tokens: np.ndarray, target: np.ndarray, n_classes: int, f
     queries = (torch.randn(k_folds, n_queries, d, generator=generator) * 0.02).to(device).requires_grad_(True)
     heads = torch.zeros(k_folds, n_queries, d, n_classes, device=device, requires_grad=True)
     bias = torch.zeros(k_folds, 1, n_classes, device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([queries, heads, bias], lr=0.02)
+    optimiser = Adam([queries, heads, bias], lr=0.02)
     scale = d**-0.5
 
     def forward():
@@ -89,7 +95,6 @@ def attentive_probe_cv(tokens: np.ndarray, target: np.ndarray, n_classes: int, f
         return torch.einsum("fnmd,fmdk->fnk", pooled, heads) + bias
 
     for _ in range(epochs):
-        optimiser.zero_grad()
         logits = forward()
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, n_classes), z.repeat(k_folds), reduction="none")
         loss = ((nll.reshape(k_folds, n) * train) / train_sizes).sum() + l2 * (heads**2).sum()
