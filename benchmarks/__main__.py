@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,42 @@ def compare(workload, ours: dict, peer: dict, ours_array: Path, peer_array: Path
     return None, ""
 
 
+def run_rounds(workload, backend: str, rows: int, device: str, args, tmp: Path) -> dict:
+    """Each implementation in ``args.rounds`` fresh processes, interleaved, the order rotated every round.
+
+    On a shared machine the speed drifts by 10-15% over a minute; one process
+    per implementation run back to back puts that drift into the ratio.
+    Interleaved rounds spread it over all implementations, and the median is
+    taken over every timed run of every round.
+    """
+    impls = list(workload.impls)
+    rounds = 1 if workload.max_repeats else args.rounds  # a workload too slow to repeat runs once
+    runs: dict[str, list[dict]] = {impl: [] for impl in impls}
+    for round_index in range(rounds):
+        shift = round_index % len(impls)
+        for impl in impls[shift:] + impls[:shift]:
+            job = {"kind": "workload", "name": workload.name, "impl": impl, "backend": backend, "rows": rows, "device": device,
+                   "threads": args.threads, "repeats": args.repeats, "array_path": str(tmp / f"{workload.name}-{backend}-{impl}.npy")}
+            started = time.perf_counter()
+            result = run_worker(job, args.threads)
+            runs[impl].append(result)
+            status = result.get("error") or f"{result['median']:.3f} s"
+            print(f"  {device:6s} {workload.name:18s} {backend:5s} {impl:15s} {status}  ({time.perf_counter() - started:.0f} s with start-up)",
+                  flush=True)
+    results = {}
+    for impl, done in runs.items():
+        failed = [r for r in done if "error" in r]
+        if failed:
+            results[impl] = failed[0]
+            continue
+        merged = dict(done[-1])
+        merged["seconds"] = [t for r in done for t in r["seconds"]]
+        merged["median"] = statistics.median(merged["seconds"])
+        merged["process_medians"] = [r["median"] for r in done]
+        results[impl] = merged
+    return results
+
+
 def run_workloads(args, device: str, limits: dict, tmp: Path) -> list[dict]:
     from ._workloads import WORKLOADS
 
@@ -111,15 +148,7 @@ def run_workloads(args, device: str, limits: dict, tmp: Path) -> list[dict]:
             rows = workload.quick_rows if args.quick else workload.rows
             entry = {"workload": workload.name, "title": workload.title, "backend": backend, "device": device, "rows": rows,
                      "single_round": workload.single_round, "peers": {}}
-            results = {}
-            for impl in workload.impls:
-                job = {"kind": "workload", "name": workload.name, "impl": impl, "backend": backend, "rows": rows, "device": device,
-                       "threads": args.threads, "repeats": args.repeats, "array_path": str(tmp / f"{workload.name}-{backend}-{impl}.npy")}
-                started = time.perf_counter()
-                results[impl] = run_worker(job, args.threads)
-                status = results[impl].get("error") or f"{results[impl]['median']:.3f} s"
-                print(f"  {device:6s} {workload.name:18s} {backend:5s} {impl:15s} {status}  ({time.perf_counter() - started:.0f} s with start-up)",
-                      flush=True)
+            results = run_rounds(workload, backend, rows, device, args, tmp)
             ours = results.get("ours", {})
             entry["ours"] = ours
             if "error" not in ours:
@@ -174,12 +203,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads for every implementation (default 1: on a shared machine, more threads than free cores "
                              "makes OpenMP wait on itself and the timings meaningless)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per implementation after one warm-up (default 3, quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per process after one warm-up (default 2, quick 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="fresh processes per implementation, interleaved with the peers' (default 3, quick 1)")
     parser.add_argument("--json", type=Path, default=HERE / "results.json", help="where to write the results")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the table")
     parser.add_argument("--merge", type=Path, nargs="*", default=[], help="results JSON files from other machines to add to the table")
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.rounds = args.rounds or (1 if args.quick else 3)
 
     import torch
 
@@ -188,7 +220,7 @@ def main(argv=None) -> int:
         devices.append("cuda")
     started = time.perf_counter()
     results = {"created": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick, "threads": args.threads, "repeats": args.repeats,
-               "python": platform.python_version(), "runs": []}
+               "rounds": args.rounds, "python": platform.python_version(), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for device in devices:
             print(f"{device}: {machine(device)}; {args.threads} thread(s) per implementation", flush=True)
