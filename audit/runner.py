@@ -311,6 +311,9 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
     from audit.store import Store
     from pathlib import Path
 
+    from audit.allocator import tune_malloc
+
+    tune_malloc()  # before the model and data allocate anything
     pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
     store = Store(db_location)
     run = store.create_run(

@@ -31,13 +31,11 @@ LIMIT_MODELS = {("digits", "torch"), ("digits", "onnx"), ("credit", "torch"), ("
 
 def run_worker(job: dict, threads: int, timeout: float = 900) -> dict:
     """Run one job in a fresh interpreter with the thread pools pinned; the RESULT line, or {"error": ...}."""
-    env = dict(os.environ)
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[variable] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    from ._setup import worker_env
+
     try:
         done = subprocess.run([sys.executable, "-m", "benchmarks._worker", json.dumps(job)], capture_output=True, text=True,
-                              cwd=ROOT, env=env, timeout=timeout)
+                              cwd=ROOT, env=worker_env(threads), timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in done.stdout.splitlines()[::-1]:

@@ -28,7 +28,6 @@ The peers' side therefore does less work than ours.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -36,19 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._setup import DEMO, ROOT
+from ._setup import DEMO, worker_env
 
 NOTE = __doc__.split("\n\n", 1)[1].strip()
 
 MODELS = {"credit": ("credit.onnx", "credit.npz", "onnx"), "digits": ("digits.pt", "digits.npz", "torch")}
-
-
-def _env(threads: int) -> dict:
-    env = dict(os.environ)
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[variable] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return env
 
 
 def full_run(args, device: str, limits: dict, tmp: Path) -> dict:
@@ -60,7 +51,7 @@ def full_run(args, device: str, limits: dict, tmp: Path) -> dict:
         command = [sys.executable, "-m", "audit", "run", str(DEMO / model_file), "--data", str(DEMO / data_file), "--device", device,
                    "--fail-on", "never", "--db", str(db), "--json"]
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=_env(args.threads), timeout=1800)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, env=worker_env(args.threads), timeout=1800)
         seconds = time.perf_counter() - start
         try:
             report = json.loads(done.stdout)

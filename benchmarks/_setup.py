@@ -12,6 +12,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 
 
+def worker_env(threads: int) -> dict:
+    """The environment of every timed process, peers' and ours alike.
+
+    Thread pools pinned, and glibc's malloc thresholds fixed as `audit run`
+    fixes them (audit/allocator.py): left adaptive, the same code ran 0.51 s
+    in one fresh process and 0.88 s in the next (page faults), a coin toss
+    that decided ratios. Fixed for everyone, the comparison is of the code.
+    """
+    from audit.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
+    env = dict(os.environ)
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[variable] = str(threads)
+    env["GLIBC_TUNABLES"] = f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 def pin_threads(threads: int) -> None:
     """Same thread count for every implementation: OpenMP/MKL pools and torch's intra-op pool."""
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

@@ -19,14 +19,15 @@ def minimise_lbfgs(loss_and_gradient: Callable[[np.ndarray], tuple[float, np.nda
     """Minimise a smooth function of a float64 vector by L-BFGS with a backtracking (Armijo) line search.
 
     Stops when the largest gradient entry is below ``tolerance_grad``, the loss
-    or the step changes by less than ``tolerance_change``, or after ``max_iter``
-    iterations. For the convex probe losses the curvature pair s'y is positive,
-    so the two-loop recursion always yields a descent direction.
+    changes by less than ``tolerance_change`` (or than its own float64
+    resolution), the step by less than ``tolerance_change``, no step decreases
+    the loss, or after ``max_iter`` iterations. Pairs with s'y <= 0 are not
+    kept, so the two-loop recursion always gives a descent direction.
     """
     x = np.array(start, dtype=np.float64)
     loss, gradient = loss_and_gradient(x)
     pairs: deque = deque(maxlen=history)  # (s, y, 1 / y's)
-    for iteration in range(max_iter):
+    for _ in range(max_iter):
         if np.abs(gradient).max() <= tolerance_grad:
             break
         direction = -gradient.copy()
