@@ -98,10 +98,12 @@ def compare(workload, ours: dict, peer: dict, ours_array: Path, peer_array: Path
 def run_rounds(workload, backend: str, rows: int, device: str, args, tmp: Path) -> dict:
     """Each implementation in ``args.rounds`` fresh processes, interleaved, the order rotated every round.
 
-    On a shared machine the speed drifts by 10-15% over a minute; one process
-    per implementation run back to back puts that drift into the ratio.
-    Interleaved rounds spread it over all implementations, and the median is
-    taken over every timed run of every round.
+    The same code runs at different speeds from one fresh process to the next
+    (up to 25% here, before malloc's thresholds were fixed, and the machine's
+    speed drifts over a minute); with one process per implementation run back
+    to back, that luck went straight into the ratio. Interleaved rounds
+    spread it over all implementations, and the median is taken over every
+    timed run of every round.
     """
     impls = list(workload.impls)
     rounds = 1 if workload.max_repeats else args.rounds  # a workload too slow to repeat runs once

@@ -44,7 +44,8 @@ def markdown(results: dict) -> str:
         f"Each implementation ran in {results.get('rounds', 1)} fresh process(es), interleaved with the other implementations' "
         f"(order rotated each round), {results['threads']} thread(s) each, one warm-up then {results['repeats']} timed run(s) "
         f"per process; the median of all timed runs is reported (workloads too slow to repeat: one run)"
-        f"{' (quick run: small sizes)' if results.get('quick') else ''}.",
+        f"{' (quick run: small sizes)' if results.get('quick') else ''}. Every process runs with glibc's malloc thresholds "
+        "fixed, as `audit run` fixes them for itself (benchmarks/README.md says why).",
         "",
         "Columns: **wall** is ours (median seconds); **passes** are rows sent forward / forward+backward (from `model.counters`), "
         "used against required by the workload's definition; **limit** = required passes x the best per-row time of the model "
