@@ -43,7 +43,8 @@ def markdown(results: dict) -> str:
         "Written by `python -m benchmarks` (see benchmarks/README.md for what each workload does and how to rerun it). "
         f"Each implementation ran in {results.get('rounds', 1)} fresh process(es), interleaved with the other implementations' "
         f"(order rotated each round), {results['threads']} thread(s) each, one warm-up then {results['repeats']} timed run(s) "
-        f"per process; the median of all timed runs is reported (workloads too slow to repeat: one run)"
+        f"per process (a run of a workload under 0.1 s is a loop of calls, per-call time reported); the median of all "
+        "timed runs is reported (workloads too slow to repeat: one run)"
         f"{' (quick run: small sizes)' if results.get('quick') else ''}. Every process runs with glibc's malloc thresholds "
         "fixed, as `audit run` fixes them for itself (benchmarks/README.md says why).",
         "",
