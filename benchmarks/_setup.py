@@ -10,6 +10,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def worker_env(threads: int) -> dict:
@@ -23,7 +24,7 @@ def worker_env(threads: int) -> dict:
     from audit.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
 
     env = dict(os.environ)
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for variable in THREAD_VARIABLES:
         env[variable] = str(threads)
     env["GLIBC_TUNABLES"] = f"glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:glibc.malloc.trim_threshold={TRIM_THRESHOLD}"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -32,7 +33,7 @@ def worker_env(threads: int) -> dict:
 
 def pin_threads(threads: int) -> None:
     """Same thread count for every implementation: OpenMP/MKL pools and torch's intra-op pool."""
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    for variable in THREAD_VARIABLES:
         os.environ[variable] = str(threads)
     import torch
 

@@ -317,7 +317,6 @@ def test_onnx_conversion_covers_cast_softmax_and_shape_arithmetic(tmp_path):
     x = np.random.default_rng(0).normal(size=(5, 2, 3)).astype(np.float32)
     model = load(tmp_path / "ops.onnx", LoadOptions(device="cpu"))
     assert model.gradient_reason is None and "gradients" in model.capabilities
-    model.predict(x)
     # d log p_0 / dx for a linear softmax: (w[:, 0] - p @ w.T) reshaped to the input.
     p = model.predict(x)
     expected = (w[:, 0][None, :] - p @ w.T).reshape(x.shape)

@@ -148,9 +148,7 @@ class Model:
         """Logits of a torch module (this model's own, a randomised copy, a wrapper) read the way
         this model's outputs are read; counted, differentiable if ``x`` requires grad."""
         start = time.perf_counter()
-        out = module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = first_output(module(x))
         if out.dim() == 1:
             out = out.unsqueeze(1)
         if self.output_kind is None:
@@ -311,6 +309,11 @@ class Model:
 
     def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         raise AuditError(f"a {self.format} model does not expose intermediate activations")
+
+
+def first_output(out):
+    """A module's output, or the first of the outputs it returns as a tuple or list."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def row_max(a: np.ndarray) -> np.ndarray:

@@ -202,7 +202,7 @@ class OnnxModel(Model):
             with torch.inference_mode():
                 got = module(torch.as_tensor(sample, device=self.device)).double().cpu().numpy().reshape(expected.shape)
         except Exception as error:  # noqa: BLE001 - any failure means no gradients, never a failed run
-            self.gradient_reason = f"the converted graph did not run ({type(error).__name__}: {str(error)[:120]})"
+            self.gradient_reason = f"the converted graph did not run ({type(error).__name__}: {first_line(error, 120)})"
             return
         difference = float(np.max(np.abs(got - expected))) if expected.size else 0.0
         tolerance = 1e-4 * max(1.0, float(np.max(np.abs(expected))))
@@ -272,7 +272,6 @@ class OnnxModel(Model):
                 results[layer].append(np.asarray(value, dtype=np.float32))
             self.counters.forward_rows += len(chunk)
         return {layer: np.concatenate(parts, axis=0) for layer, parts in results.items()}
-
 
 
 def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:

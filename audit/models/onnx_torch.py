@@ -62,7 +62,7 @@ def _pool(t, x, attrs, kind):
     return pool(x, kernel, strides, pads[:spatial], count_include_pad=bool(attrs.get("count_include_pad", 0)))
 
 
-def _axes(t, node_inputs, values, attrs):
+def _axes(node_inputs, values, attrs):
     if "axes" in attrs:
         return [int(a) for a in attrs["axes"]]
     if len(node_inputs) > 1 and node_inputs[1]:
@@ -140,18 +140,18 @@ def _run_node(t, node, values, attrs):
         picked = t.index_select(x, axis, index.reshape(-1))
         return picked.reshape(tuple(x.shape[:axis]) + tuple(index.shape) + tuple(x.shape[axis + 1 :]))
     if op == "Unsqueeze":
-        for axis in sorted(_axes(t, node.input, values, attrs)):
+        for axis in sorted(_axes(node.input, values, attrs)):
             x = x.unsqueeze(axis)
         return x
     if op == "Squeeze":
-        axes = _axes(t, node.input, values, attrs)
+        axes = _axes(node.input, values, attrs)
         return x.squeeze() if axes is None else x.squeeze(tuple(axes))
     if op == "Clip":
         low = values[1] if len(values) > 1 and values[1] is not None else attrs.get("min")
         high = values[2] if len(values) > 2 and values[2] is not None else attrs.get("max")
         return t.clamp(x, low, high)
     if op == "ReduceMean":
-        axes = _axes(t, node.input, values, attrs)
+        axes = _axes(node.input, values, attrs)
         return x.mean(dim=axes, keepdim=bool(attrs.get("keepdims", 1))) if axes else x.mean()
     if op == "Conv":
         return _conv(t, values[0], values[1], values[2] if len(values) > 2 else None, attrs)
@@ -186,6 +186,10 @@ def convert(proto, input_name: str, output_name: str):
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedGraph(f"operator {node.domain}.{node.op_type}")
         nodes.append((node, attrs))
+    # Unsupported operators surface here, before any module is built, not at the first real batch.
+    unknown = sorted({n.op_type for n, _ in nodes} - _SUPPORTED)
+    if unknown:
+        raise UnsupportedGraph(f"operator(s) {', '.join(unknown)}")
 
     class OnnxGraphModule(torch.nn.Module):
         def __init__(self):
@@ -208,13 +212,7 @@ def convert(proto, input_name: str, output_name: str):
                 env[node.output[0]] = out
             return env[output_name]
 
-    module = OnnxGraphModule()
-    # Unsupported operators surface here, not at the first real batch.
-    supported = {n.op_type for n, _ in nodes}
-    unknown = [op for op in supported if op not in _SUPPORTED]
-    if unknown:
-        raise UnsupportedGraph(f"operator(s) {', '.join(sorted(unknown))}")
-    return module.eval()
+    return OnnxGraphModule().eval()
 
 
 _CAST_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.errors import AuditError, first_line
-from audit.models.base import LoadOptions, Model, is_out_of_memory, parse_device, threads_from_env
+from audit.models.base import LoadOptions, Model, first_output, is_out_of_memory, parse_device, threads_from_env
 
 TORCH_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".torchscript", ".jit"}
 
@@ -95,7 +95,7 @@ class TorchModel(Model):
             optimised = torch.jit.optimize_for_inference(torch.jit.freeze(self.module.eval()))
             rows = torch.as_tensor(np.ascontiguousarray(sample[:64]), dtype=torch.float32)
             with torch.inference_mode():
-                expected, got = _first(self.module(rows)).double(), _first(optimised(rows)).double()
+                expected, got = first_output(self.module(rows)).double(), first_output(optimised(rows)).double()
                 optimised(rows[:1])  # a second shape, so a failure on odd batch sizes shows here
         except Exception as error:  # noqa: BLE001 - any failure just keeps the module as loaded
             self.inference_note = f"the module as loaded (optimising it failed: {first_line(error, 120)})"
@@ -128,9 +128,7 @@ class TorchModel(Model):
         torch = self._torch
         with torch.inference_mode():
             xt = torch.from_numpy(x).to(self.device, non_blocking=True)
-            out = self._module_for(xt)(xt)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+            out = first_output(self._module_for(xt)(xt))
         return out.float().cpu().numpy()
 
     def _release_memory(self) -> None:
@@ -191,12 +189,6 @@ class TorchModel(Model):
             for handle in handles:
                 handle.remove()
         return {layer: np.concatenate(parts, axis=0) for layer, parts in captured.items()}
-
-
-
-
-def _first(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _is_zip(path: Path) -> bool:
