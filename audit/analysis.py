@@ -17,7 +17,13 @@ if TYPE_CHECKING:  # heavy modules stay out of `audit --help`
 
 
 class Severity(str, enum.Enum):
-    """How much a failed check matters; `--fail-on` compares against this order."""
+    """How bad a failure of a check would be; `--fail-on` compares against this order.
+
+    The members are declared from least to most severe: that declaration is the
+    one order every part of audit (gate, reports, summary, config) derives from.
+    A finding carries the severity its failure would have whether it passed or
+    failed (see ``Finding.against_limit`` and ``Finding.graded``).
+    """
 
     INFO = "info"
     LOW = "low"
@@ -27,7 +33,21 @@ class Severity(str, enum.Enum):
 
     @property
     def rank(self) -> int:
-        return _SEVERITY_ORDER.index(self)
+        """0 for info up to 4 for critical: larger is worse."""
+        return list(Severity).index(self)
+
+    @classmethod
+    def descending(cls) -> list["Severity"]:
+        """Most severe first: the order reports list severities in."""
+        return sorted(cls, key=lambda severity: severity.rank, reverse=True)
+
+    @classmethod
+    def rank_of(cls, value: Union[str, "Severity"]) -> int:
+        """The rank of a stored severity string; an unknown one ranks with info."""
+        try:
+            return cls.parse(value).rank
+        except ValueError:
+            return 0
 
     @classmethod
     def parse(cls, value: Union[str, "Severity"]) -> "Severity":
@@ -38,9 +58,6 @@ class Severity(str, enum.Enum):
         except ValueError:
             valid = ", ".join(s.value for s in cls)
             raise ValueError(f"unknown severity {value!r}; use one of {valid}") from None
-
-
-_SEVERITY_ORDER = [Severity.INFO, Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
 
 
 class Options(pydantic.BaseModel):
@@ -70,6 +87,41 @@ class Finding:
         self.value = _plain_number(self.value)
         self.threshold = _plain_number(self.threshold)
         self.tags = frozenset(self.tags)
+
+    @classmethod
+    def against_limit(cls, check: str, title: str, value, *, severity: "Severity | str", floor=None, ceiling=None,
+                      message: str = "", subject: str | None = None, details: dict[str, Any] | None = None) -> "Finding":
+        """A value judged against one limit: it passes at or above ``floor``, or at or below ``ceiling``.
+
+        Give exactly one of the two. The finding keeps ``severity`` whether it
+        passes or fails (the one severity rule). A missing or NaN value fails.
+        """
+        if (floor is None) == (ceiling is None):
+            raise ValueError("Finding.against_limit: give exactly one of floor= or ceiling=")
+        limit = floor if ceiling is None else ceiling
+        number = _plain_number(value)
+        passed = number is not None and (number >= limit if ceiling is None else number <= limit)
+        return cls(check=check, title=title, severity=severity, passed=passed, value=number, threshold=limit,
+                   message=message, subject=subject, details=dict(details or {}))
+
+    @classmethod
+    def graded(cls, check: str, title: str, value, *, medium, high, message: str = "", subject: str | None = None,
+               details: dict[str, Any] | None = None) -> "Finding":
+        """A value where larger is worse, graded: above ``high`` fails high, above ``medium`` fails medium.
+
+        At or below ``medium`` it passes, with severity medium: a passed finding
+        carries the lowest severity its failure would have (the one severity
+        rule). ``threshold`` is ``medium``, where failing starts.
+        """
+        number = _plain_number(value)
+        if number is not None and number > high:
+            severity, passed = Severity.HIGH, False
+        elif number is not None and number > medium:
+            severity, passed = Severity.MEDIUM, False
+        else:
+            severity, passed = Severity.MEDIUM, number is not None
+        return cls(check=check, title=title, severity=severity, passed=passed, value=number, threshold=medium,
+                   message=message, subject=subject, details=dict(details or {}))
 
 
 @dataclass
@@ -201,6 +253,10 @@ class Analysis:
     category: ClassVar[str] = "other"
     requires: ClassVar[frozenset[str] | set[str]] = frozenset()
     tags: ClassVar[frozenset[str] | set[str]] = frozenset()
+    # check id -> what a failure means for whoever deploys the model, in plain
+    # words; stored as the finding's details["meaning"] (unless the finding
+    # sets its own) and shown in the report's summary.
+    meanings: ClassVar[dict[str, str]] = {}
 
     class Options(Options):
         pass

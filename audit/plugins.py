@@ -15,6 +15,7 @@ from audit.errors import AuditError, first_line
 
 ENTRY_POINT_GROUP = "audit"
 LOAD_PLUGINS_ENV = "AUDIT_LOAD_PLUGINS"
+BUILTINS = "audit.builtins"  # the core's own loaders and frameworks (audit/builtins.py), not listed as a plugin
 
 
 @dataclass
@@ -86,7 +87,7 @@ class AuditPluginManager(pluggy.PluginManager):
     def plugin_infos(self) -> list[PluginInfo]:
         infos = []
         for name, plugin in sorted(self.list_name_plugin(), key=lambda item: str(item[0])):
-            if name in ("audit.models", "audit.frameworks"):
+            if name == BUILTINS:
                 continue
             dist, version = self.distributions.get(name, (None, None))
             hooks = sorted(impl.name for impl in self.get_hookcallers(plugin) or [])
@@ -160,12 +161,10 @@ def get_plugin_manager(warn=None) -> AuditPluginManager:
     """The process-wide plugin manager, built on first use."""
     global _manager
     if _manager is None:
-        from audit.models import BuiltinLoaders
-        from audit.report.frameworks import BuiltinFrameworks
+        from audit import builtins
 
         manager = AuditPluginManager()
-        manager.register(BuiltinLoaders(), name="audit.models")
-        manager.register(BuiltinFrameworks(), name="audit.frameworks")
+        manager.register(builtins, name=BUILTINS)
         manager.load_entry_points(warn=warn)
         _manager = manager
     return _manager

@@ -8,12 +8,14 @@ import traceback
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from audit.analysis import Analysis, Context, Figure, Finding, Metric, Progress, iter_records
 from audit.errors import AuditError
+from audit.gate import EXIT_ANALYSIS_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, counted_failures, gate_status, waivers_for_model  # noqa: F401 - re-exported
+from audit.report.formats import REPORT_FORMATS, check_report_path  # noqa: F401 - re-exported
 
 REQUIREMENTS = {
     "labels": ("the data has no labels (y)", lambda model, data: data.y is not None),
@@ -146,6 +148,8 @@ def execute(
                 raise TypeError(f"run() yielded {type(record).__name__}; yield audit.Finding, audit.Metric or audit.Figure")
             if isinstance(record, Finding):
                 record.tags = frozenset(record.tags) | frozenset(cls.tags)
+                if record.check in cls.meanings:
+                    record.details.setdefault("meaning", cls.meanings[record.check])
             records.append(record)
     except KeyboardInterrupt:
         status, reason = "interrupted", "interrupted by the user (Ctrl-C)"
@@ -180,9 +184,6 @@ ProgressFactory = Callable[..., Progress]
 
 
 # -- a whole run ----------------------------------------------------------------
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-
 
 @dataclass
 class RunOutcome:
@@ -220,25 +221,6 @@ def versions(registry: dict, names: list[str]) -> dict[str, Any]:
         "numpy": version_of("numpy"),
         "plugins": plugins,
     }
-
-
-def counted_failures(findings, fail_on: str, waivers=()) -> list:
-    """Failed findings at or above `fail_on` that no active waiver covers."""
-    from audit.analysis import Severity
-
-    if fail_on == "never":
-        return []
-    floor = Severity.parse(fail_on).rank
-
-    def waived(finding):
-        return any(
-            w.check == finding.check
-            and (w.subject is None or w.subject == finding.subject)
-            and (w.analysis is None or w.analysis == finding.analysis)
-            for w in waivers
-        )
-
-    return [f for f in findings if not f.passed and Severity.parse(f.severity).rank >= floor and not waived(f)]
 
 
 def prepare(spec, plugin_manager=None, warn=None):
@@ -280,45 +262,46 @@ def prepare(spec, plugin_manager=None, warn=None):
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
     data_module.validate_against_model(dataset, model)
-    return pm, registry, names, instances, model, dataset, db_location
+    return Prepared(pm, registry, names, instances, model, dataset, db_location)
 
 
-REPORT_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf", ".json": "json", ".xml": "junit", ".md": "markdown"}
+class Prepared(NamedTuple):
+    """What `prepare` checked and loaded, before the database is touched."""
+
+    plugin_manager: Any
+    registry: dict
+    names: list[str]
+    instances: dict[str, Analysis]
+    model: Any
+    dataset: Any
+    db_location: str
 
 
-def check_report_path(report: str) -> str:
-    import os
-    from pathlib import Path
-
-    path = Path(report)
-    fmt = REPORT_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AuditError(f"--report {report}: unknown format {path.suffix or '(no suffix)'}; use .html, .pdf, .json, .xml (JUnit) or .md")
-    if path.is_dir():
-        raise AuditError(f"--report {report} is a folder; give a file name such as {path / 'audit.html'}")
-    probe = path.parent if str(path.parent) else Path(".")
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise AuditError(f"--report {report}: cannot write there ({probe} is not writable); choose another path")
-    return fmt
+def judged_frameworks(plugin_manager, warn=None) -> list[dict[str, Any]]:
+    """The compliance frameworks, texts included, as stored with a run: the report reads them from there."""
+    return [
+        {"id": fw.id, "title": fw.title, "plugin": fw.plugin, "requirements": _jsonable(fw.requirements)}
+        for fw in plugin_manager.frameworks(warn=warn).values()
+    ]
 
 
 def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
     """Run an audit end to end and persist it; bad input raises AuditError before any write."""
     from audit.data import sha256_of
-    from audit.report.figures import figure_to_artifact
     from audit.store import Store
+    from audit.store.artifacts import figure_to_artifact
     from pathlib import Path
 
     from audit.allocator import tune_malloc
 
     tune_malloc()  # before the model and data allocate anything
     pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
+    frameworks = judged_frameworks(pm, warn)
+    model_sha256 = sha256_of(Path(spec.model))
     store = Store(db_location)
     run = store.create_run(
         model_path=str(spec.model),
-        model_sha256=sha256_of(Path(spec.model)),
+        model_sha256=model_sha256,
         model_format=model.format,
         provider=model.provider,
         device=model.device,
@@ -333,6 +316,7 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         versions=versions(registry, names),
         fail_on=spec.fail_on,
         template_dir=spec.template_dir,
+        frameworks=frameworks,
     )
     status = "running"
     try:
@@ -358,15 +342,9 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
                 on_analysis(outcome)
             if interrupted:
                 raise KeyboardInterrupt
-        results = store.results(run.id)
-        waivers = store.waivers()
-        failures = counted_failures(store.findings(run.id), spec.fail_on, [w for w in waivers if w.model_path in ("", str(spec.model))])
-        if any(r.status == "error" for r in results):
-            status, exit_code = "error", EXIT_ANALYSIS_ERROR
-        elif failures:
-            status, exit_code = "failed", EXIT_FAILED
-        else:
-            status, exit_code = "ok", EXIT_OK
+        waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
+        failures = counted_failures(store.findings(run.id), spec.fail_on, waivers)
+        status, exit_code = gate_status([r.status for r in store.results(run.id)], failures)
     except KeyboardInterrupt:
         status, exit_code = "interrupted", EXIT_INTERRUPTED
     except BaseException:

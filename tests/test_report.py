@@ -95,7 +95,7 @@ def test_report_structure_and_counts(cli, assets, tmp_path):
     passed = sum(f["passed"] for f in document["findings"])
     assert f'<div>Checks passed</div><div class="big">{passed}</div>' in html
     assert "Options and thresholds" in html and "min_accuracy" in html
-    # Performance findings bear on Article 15 by tag and on Annex IV 2(g) by category;
+    # Performance findings bear on Article 15, Article 9 and Annex IV 2(g) by their tags;
     # Article 13 (transparency) has no evidence from this run.
     from audit.report import load_view
     from audit.store import Store
@@ -149,3 +149,40 @@ def test_a_plugin_cannot_replace_the_default_templates(cli, assets, tmp_path):
     assert "HIJACKED" not in html and "Model audit report" in html
     assert "restyled someone else" not in html  # only its own analyses' sections
     assert "own section: 1 finding" in html
+
+
+def test_an_old_run_renders_the_same_after_the_frameworks_change(cli, assets, tmp_path):
+    """The framework texts a run was judged against are stored with it; plugins changing later do not alter its report."""
+
+    class Policy:
+        @audit.hookimpl
+        def register_frameworks(self, register):
+            register("house", "House policy v1", {"perf": "Accuracy is measured before release."})
+
+    manager = get_plugin_manager()
+    manager.register(Policy(), name="policy")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    for suffix in ("html", "json", "md"):
+        assert cli("report", run_id, "--out", tmp_path / f"before.{suffix}")[0] == 0
+    manager.unregister(name="policy")
+
+    class PolicyV2:
+        @audit.hookimpl
+        def register_frameworks(self, register):
+            register("house", "House policy v2", {"perf": "REWRITTEN requirement", "new": "A requirement added later."})
+            register("eu-ai-act", "REPLACED", {"art15": "REPLACED text"})
+
+    manager.register(PolicyV2(), name="policy2")
+    for suffix in ("html", "json", "md"):
+        assert cli("report", run_id, "--out", tmp_path / f"after.{suffix}")[0] == 0
+        assert (tmp_path / f"after.{suffix}").read_text() == (tmp_path / f"before.{suffix}").read_text(), suffix
+    html = (tmp_path / "after.html").read_text()
+    assert "House policy v1" in html and "Accuracy is measured before release." in html
+    assert "REWRITTEN" not in html and "REPLACED" not in html
+    # A new run is judged against the frameworks installed now.
+    code, out, _ = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    assert cli("report", json.loads(out)["run_id"], "--out", tmp_path / "new.html")[0] == 0
+    assert "House policy v2" in (tmp_path / "new.html").read_text()
+    manager.unregister(name="policy2")

@@ -47,3 +47,83 @@ def test_compare_two_models(cli, assets, tmp_path):
     assert "Audit comparison" in html and a["run_id"] in html and b["run_id"] in html
     code, out, _ = cli("compare", a["run_id"], a["run_id"])
     assert code == 0 and "3 still passing" in out
+
+
+def _failing_run(cli, model, data="noisy.npz"):
+    code, out, err = cli("run", model, "--data", data, "-a", "performance", "--json")
+    assert code == 1, err
+    return json.loads(out)["run_id"]
+
+
+def test_a_waiver_follows_the_model_file_not_the_path_typed(cli, assets, tmp_path):
+    import shutil
+
+    rng = np.random.default_rng(0)
+    np.savez("noisy.npz", x=assets.x, y=rng.integers(0, 2, len(assets.x)))
+    shutil.copy(assets.mlp_onnx, tmp_path / "model.onnx")
+    run_id = _failing_run(cli, "model.onnx")
+    assert cli("waive", run_id, "accuracy", "--reason", "noisy labels")[0] == 0
+    # The same file by another relative path keeps its waiver ...
+    (tmp_path / "sub").mkdir()
+    code, out, err = cli("run", "sub/../model.onnx", "--data", "noisy.npz", "-a", "performance", "--json")
+    assert code == 0, err
+    assert next(f for f in json.loads(out)["findings"] if f["check"] == "accuracy")["waived"] is True
+    # ... and a different model written to the same path does not inherit it.
+    from audit.testing import export_onnx, tiny_mlp
+
+    export_onnx(tiny_mlp(n_features=4, n_classes=2, seed=7), tmp_path / "model.onnx", assets.x)
+    code, out, _ = cli("run", "model.onnx", "--data", "noisy.npz", "-a", "performance", "--json")
+    accuracy = next(f for f in json.loads(out)["findings"] if f["check"] == "accuracy")
+    assert accuracy["passed"] is False and accuracy["waived"] is False and code == 1
+
+
+def test_show_after_waiving_agrees_with_the_waived_gate(cli, assets):
+    rng = np.random.default_rng(0)
+    np.savez("noisy.npz", x=assets.x, y=rng.integers(0, 2, len(assets.x)))
+    run_id = _failing_run(cli, assets.mlp_onnx)
+    code, out, _ = cli("show", run_id)
+    assert "status failed, exit code 1" in out
+    for check in ("accuracy", "balanced_accuracy", "worst_class_recall"):
+        assert cli("waive", run_id, check, "--reason", "noisy labels")[0] == 0
+    code, out, _ = cli("show", run_id)
+    last = out.strip().splitlines()[-1]
+    assert "(0 at or above high)" in last and last.endswith("status ok, exit code 0"), last
+    document = json.loads(cli("show", run_id, "--json")[1])
+    assert document["status"] == "ok" and document["exit_code"] == 0
+
+
+def test_waivers_recorded_by_path_before_the_digest_still_apply(cli, assets, tmp_path):
+    """A database from before m004: its path-keyed waiver gets the digest of the run it came from."""
+    import sqlite3
+
+    from sqlmodel import create_engine
+
+    from audit.store import Store
+    from audit.store.migrations import MIGRATIONS, migrate
+
+    rng = np.random.default_rng(0)
+    np.savez("noisy.npz", x=assets.x, y=rng.integers(0, 2, len(assets.x)))
+    run_id = _failing_run(cli, assets.mlp_onnx)
+    sha = Store().resolve_run(run_id).model_sha256
+    # Rebuild the database at the schema before m004, holding that run and a waiver keyed by path.
+    old = tmp_path / "old.db"
+    previous = [name for name, _ in MIGRATIONS][[name for name, _ in MIGRATIONS].index("m004_run_frameworks_and_waiver_digest") - 1]
+    migrate(create_engine(f"sqlite:///{old}"), upto=previous)
+    connection = sqlite3.connect(old)
+    connection.execute(
+        "INSERT INTO run (id, started_at, status, model_path, model_sha256, fail_on) VALUES (?, '2026-01-01 00:00:00', 'failed', ?, ?, 'high')",
+        (run_id, str(assets.mlp_onnx), sha))
+    connection.execute(
+        "INSERT INTO waiver (created_at, model_path, \"check\", reason, source_run_id, active) VALUES ('2026-01-01 00:00:00', ?, 'accuracy', 'old', ?, 1)",
+        (str(assets.mlp_onnx), run_id))
+    connection.execute(
+        "INSERT INTO waiver (created_at, model_path, \"check\", reason, source_run_id, active) VALUES ('2026-01-01 00:00:00', 'gone.onnx', 'accuracy', 'orphan', 'nosuchrun', 1)")
+    connection.commit()
+    connection.close()
+    waivers = {w.reason: w for w in Store(str(old)).waivers()}
+    assert waivers["old"].model_sha256 == sha  # migrated to the digest
+    assert waivers["orphan"].model_sha256 == "" and waivers["orphan"].model_path == "gone.onnx"  # matched by path
+    from audit.gate import waivers_for_model
+
+    assert [w.reason for w in waivers_for_model(waivers.values(), sha, "elsewhere/model.onnx")] == ["old"]
+    assert [w.reason for w in waivers_for_model(waivers.values(), "other", "gone.onnx")] == ["orphan"]

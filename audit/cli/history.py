@@ -86,10 +86,11 @@ def report(
     db: str = typer.Option(None, "--db", help="Database path or URL."),
 ):
     """Re-render the report of a past run from the database."""
+    from audit.plugins import get_plugin_manager
     from audit.report import write_report
-    from audit.runner import check_report_path
+    from audit.report.formats import check_report_path
 
     if fmt is None:
         check_report_path(out)
-    path = write_report(_store(db), run_id, out, fmt=fmt, template_dir=template_dir)
+    path = write_report(_store(db), run_id, out, fmt=fmt, template_dir=template_dir, plugin_manager=get_plugin_manager())
     print(f"Report: {path}")

@@ -58,7 +58,7 @@ def waive(
     subject: str = typer.Option(None, "--subject", help="Only for this subject (attribute, corruption, explainer)."),
     analysis: str = typer.Option(None, "--analysis", help="Only for this analysis."),
     author: str = typer.Option(None, "--author", help="Who accepts it. Default: the current user."),
-    all_models: bool = typer.Option(False, "--all-models", help="Apply to every model, not only this run's model path."),
+    all_models: bool = typer.Option(False, "--all-models", help="Apply to every model, not only this run's model file (matched by its sha256, wherever it lies)."),
     db: str = typer.Option(None, "--db", help="Database path or URL."),
 ):
     """Record an accepted risk: later runs and reports show it, and --fail-on no longer counts it."""
@@ -74,7 +74,8 @@ def waive(
         known = sorted({f.check for f in store.findings(run.id)})
         raise AuditError(f"run {run.id} has no check {check!r}" + (f" with subject {subject!r}" if subject else "") + f"; its checks: {', '.join(known[:12])}")
     waiver = store.add_waiver(
-        model_path="" if all_models else run.model_path, analysis=analysis, check=check, subject=subject,
+        model_path="" if all_models else run.model_path, model_sha256="" if all_models else run.model_sha256,
+        analysis=analysis, check=check, subject=subject,
         reason=reason.strip(), author=author or os.environ.get("AUDIT_USER") or _user(), source_run_id=run.id,
     )
     failed = [f for f in matches if not f.passed]

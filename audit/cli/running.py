@@ -76,6 +76,7 @@ def run(
 def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra_formats: tuple[str, ...] = ()) -> int:
     """Run ``spec``, write its reports, print a summary (or the JSON document); return the exit code."""
     from audit.cli.progress import console_progress
+    from audit.plugins import get_plugin_manager
     from audit.report import load_view, run_document, write_report
 
     with console_progress(enabled=not as_json) as (factory, on_analysis):
@@ -89,7 +90,7 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
     written = []
     for target in targets:
         try:
-            written.append(str(write_report(store, outcome.run_id, target, template_dir=spec.template_dir)))
+            written.append(str(write_report(store, outcome.run_id, target, template_dir=spec.template_dir, plugin_manager=get_plugin_manager())))
         except Exception as error:  # noqa: BLE001 - the findings are stored; say what failed and go on
             print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}", file=sys.stderr)
     view = load_view(store, outcome.run_id)

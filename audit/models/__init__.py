@@ -1,18 +1,21 @@
-"""Model loading: the `load_model` hook first, then the built-in ONNX and PyTorch loaders."""
+"""Model loading: the `load_model` hooks of a plugin manager, or the built-in ONNX and PyTorch loaders."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from audit.errors import AuditError
-from audit.hookspecs import hookimpl
 from audit.models.base import Counters, LoadOptions, Model, detect_output_kind, normalise_outputs, parse_device, torch_logits
 
-__all__ = ["Counters", "LoadOptions", "Model", "detect_output_kind", "load", "normalise_outputs", "parse_device", "torch_logits"]
+__all__ = ["Counters", "LoadOptions", "Model", "detect_output_kind", "load", "load_builtin", "normalise_outputs", "parse_device", "torch_logits"]
 
 
 def load(path, options: LoadOptions | None = None, plugin_manager=None) -> Model:
-    """Load the model at ``path`` through the plugin hooks; bad files raise AuditError."""
+    """Load the model at ``path``; bad files raise AuditError.
+
+    With a ``plugin_manager``, its `load_model` hooks are asked first (the
+    runner passes one); without, only the built-in ONNX and PyTorch loaders.
+    """
     options = options or LoadOptions()
     parse_device(options.device)
     path = Path(path)
@@ -21,27 +24,23 @@ def load(path, options: LoadOptions | None = None, plugin_manager=None) -> Model
     if path.is_dir():
         raise AuditError(f"model path {path} is a folder; give the model file (.onnx, .pt, .pt2)")
     if plugin_manager is None:
-        from audit.plugins import get_plugin_manager
-
-        plugin_manager = get_plugin_manager()
-    model = plugin_manager.hook.load_model(path=path, options=options)
+        model = load_builtin(path, options)
+    else:
+        model = plugin_manager.hook.load_model(path=path, options=options)
     if model is None:
         raise AuditError(f"{path}: no loader for {path.suffix or 'files without a suffix'}; audit reads .onnx, TorchScript .pt/.pth and torch.export .pt2")
     return model
 
 
-class BuiltinLoaders:
-    """The default loaders, `trylast` so that a plugin can claim any format first."""
+def load_builtin(path: Path, options: LoadOptions) -> Model | None:
+    """The built-in loaders: ONNX Runtime for .onnx, torch for TorchScript and torch.export files; else None."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        from audit.models.onnx import load_onnx
 
-    @hookimpl(trylast=True)
-    def load_model(self, path, options):
-        suffix = Path(path).suffix.lower()
-        if suffix == ".onnx":
-            from audit.models.onnx import load_onnx
+        return load_onnx(Path(path), options)
+    from audit.models.torch import TORCH_SUFFIXES, load_torch
 
-            return load_onnx(Path(path), options)
-        from audit.models.torch import TORCH_SUFFIXES, load_torch
-
-        if suffix in TORCH_SUFFIXES:
-            return load_torch(Path(path), options)
-        return None
+    if suffix in TORCH_SUFFIXES:
+        return load_torch(Path(path), options)
+    return None

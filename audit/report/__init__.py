@@ -8,9 +8,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from audit.analysis import Severity
 from audit.errors import AuditError
+from audit.gate import counted_failures, gated_run_status, waiver_for, waivers_for_model
 
-SEVERITIES = ["critical", "high", "medium", "low", "info"]
+SEVERITIES = [severity.value for severity in Severity.descending()]
 
 
 def templates_root() -> Path:
@@ -26,27 +28,19 @@ def _row(obj) -> dict[str, Any]:
     return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
 
 
-def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
+def load_view(store, run_ref: str) -> dict[str, Any]:
     """Everything a report shows, read from the database (never from live objects)."""
-    from audit.runner import counted_failures
-
     run = store.resolve_run(run_ref)
     results = [_row(r) for r in store.results(run.id)]
     findings = [_row(f) for f in store.findings(run.id)]
     metrics = [_row(m) for m in store.metrics(run.id)]
     artifacts = store.artifacts(run.id)
-    waivers = [w for w in store.waivers() if w.model_path in ("", run.model_path)]
+    waivers = waivers_for_model(store.waivers(), run.model_sha256, run.model_path)
 
     for finding in findings:
-        finding["waiver"] = next(
-            (
-                {"reason": w.reason, "author": w.author, "created_at": str(w.created_at)[:19]}
-                for w in waivers
-                if w.check == finding["check"] and (w.subject is None or w.subject == finding["subject"])
-                and (w.analysis is None or w.analysis == finding["analysis"])
-            ),
-            None,
-        )
+        waiver = waiver_for(finding, waivers)
+        finding["waiver"] = None if waiver is None else {
+            "reason": waiver.reason, "author": waiver.author, "created_at": str(waiver.created_at)[:19]}
 
     by_result: dict[int, dict[str, list]] = defaultdict(lambda: {"findings": [], "metrics": [], "figures": []})
     for finding in findings:
@@ -64,8 +58,8 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
         parts = by_result[result["id"]]
         sections.append({**result, **parts, "metric_tables": _metric_tables(parts["metrics"])})
 
-    failures = counted_failures([_Obj(f) for f in findings], run.fail_on, waivers)
-    failed_ids = {id(f.source) for f in failures}
+    failures = counted_failures(findings, run.fail_on, waivers)
+    failed_ids = {id(f) for f in failures}
     verdict_counts = {
         severity: {
             "passed": sum(1 for f in findings if f["severity"] == severity and f["passed"]),
@@ -73,17 +67,20 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
         }
         for severity in SEVERITIES
     }
-    from audit.report.summary import SEVERITY_RANK
-
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
-        finding["severity_rank"] = SEVERITY_RANK.get(finding["severity"], 0)
+        finding["severity_rank"] = Severity.rank_of(finding["severity"])
     status_counts = Counter(r["status"] for r in results)
     from audit.report.summary import executive_summary
 
+    run_row = _row(run)
+    # Waivers recorded after the run change its gate: show the status and exit
+    # code the gate gives now, and keep what was recorded beside them.
+    run_row["recorded_status"], run_row["recorded_exit_code"] = run.status, run.exit_code
+    run_row["status"], run_row["exit_code"] = gated_run_status(run.status, run.exit_code, [r["status"] for r in results], failures)
     return {
         "summary": executive_summary(findings),
-        "run": _row(run),
+        "run": run_row,
         "results": results,
         "sections": sections,
         "findings": findings,
@@ -95,7 +92,8 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
             "gating_failures": len(failures),
             "status_counts": dict(status_counts),
         },
-        "compliance": compliance_matrix(findings, plugin_manager, {r["analysis"]: r["category"] for r in results}),
+        "compliance": compliance_matrix(findings, run_frameworks(run), {r["analysis"]: r["category"] for r in results}),
+        "frameworks_stored": run.frameworks is not None,
         "cost": {
             "clean_forward_rows": run.clean_forward_rows,
             "clean_seconds": run.clean_seconds,
@@ -104,14 +102,6 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
             "seconds": run.clean_seconds + sum(r["seconds"] for r in results),
         },
     }
-
-
-class _Obj:
-    """Attribute access over a finding dict, for counted_failures."""
-
-    def __init__(self, source):
-        self.source = source
-        self.__dict__.update(source)
 
 
 def _metric_tables(metrics: list[dict]) -> list[dict]:
@@ -149,26 +139,36 @@ def _metric_tables(metrics: list[dict]) -> list[dict]:
     return tables
 
 
-def compliance_matrix(findings: list[dict], plugin_manager=None, categories: dict[str, str] | None = None) -> list[dict]:
+def run_frameworks(run) -> list[dict]:
+    """The frameworks a run was judged against, as stored with it.
+
+    Runs recorded before the texts were stored (migration m004) are shown
+    against the texts audit ships, never against whatever plugins are
+    installed now.
+    """
+    if run.frameworks is not None:
+        return list(run.frameworks)
+    from audit.report.frameworks import BUILTIN_FRAMEWORKS
+
+    return [dict(framework) for framework in BUILTIN_FRAMEWORKS]
+
+
+def compliance_matrix(findings: list[dict], frameworks: list[dict], categories: dict[str, str] | None = None) -> list[dict]:
     """Per framework and requirement: the findings that bear on it, and a status.
 
     A finding bears on a requirement through a tag ``framework:requirement``,
-    or through its analysis's category where the requirement lists categories.
-    A requirement no finding bears on is "not assessed", never "passed".
+    or, where a (third-party) requirement lists categories, through its
+    analysis's category. A requirement no finding bears on is "not assessed",
+    never "passed". ``frameworks`` are the stored ones (see `run_frameworks`).
     """
-    if plugin_manager is None:
-        from audit.plugins import get_plugin_manager
-
-        plugin_manager = get_plugin_manager()
     categories = categories or {}
-    frameworks = plugin_manager.frameworks()
     matrix = []
-    for framework in frameworks.values():
+    for framework in frameworks:
         rows = []
-        for requirement, spec in framework.requirements.items():
+        for requirement, spec in framework["requirements"].items():
             text = spec if isinstance(spec, str) else spec.get("text", requirement)
             by_category = set() if isinstance(spec, str) else set(spec.get("categories") or [])
-            tag = f"{framework.id}:{requirement}"
+            tag = f"{framework['id']}:{requirement}"
             evidence = [f for f in findings if tag in (f.get("tags") or []) or categories.get(f["analysis"]) in by_category]
             if not evidence:
                 status = "not assessed"
@@ -181,7 +181,7 @@ def compliance_matrix(findings: list[dict], plugin_manager=None, categories: dic
             rows.append({"id": requirement, "tag": tag, "text": text, "status": status,
                          "passed": sum(1 for f in evidence if f["passed"]),
                          "failed": sum(1 for f in evidence if not f["passed"]), "findings": evidence})
-        matrix.append({"id": framework.id, "title": framework.title, "plugin": framework.plugin, "requirements": rows})
+        matrix.append({"id": framework["id"], "title": framework["title"], "plugin": framework.get("plugin", ""), "requirements": rows})
     return matrix
 
 
@@ -222,12 +222,11 @@ def environment(template_dir: str | None = None, plugin_manager=None):
     # Plugins add templates for their own analyses only, reachable as
     # "<plugin name>:analysis/<analysis name>.html": they can never shadow the
     # report's templates, nor another plugin's sections.
-    if plugin_manager is None:
-        from audit.plugins import get_plugin_manager
-
-        plugin_manager = get_plugin_manager()
+    # The caller passes the plugin manager (the report never imports the
+    # plugin machinery, which reaches the model loaders); without one, no
+    # plugin templates.
     prefixes: dict[str, jinja2.BaseLoader] = {"default": jinja2.FileSystemLoader(str(root))}
-    for name, plugin in plugin_manager.list_name_plugin():
+    for name, plugin in (plugin_manager.list_name_plugin() if plugin_manager is not None else []):
         folder = Path(getattr(plugin, "__file__", None) or "/nonexistent").parent / "templates"
         if name and name != "default" and folder.is_dir():
             prefixes[name] = jinja2.FileSystemLoader(str(folder))
@@ -318,29 +317,9 @@ def render_pdf(html: str, path: Path) -> None:
 
 def write_report(store, run_ref: str, path, fmt: str | None = None, template_dir: str | None = None, plugin_manager=None) -> Path:
     """Render one run from the store to ``path`` in ``fmt`` (default: from the suffix)."""
-    from audit.runner import REPORT_FORMATS, check_report_path
+    from audit.report.formats import check_report_path, format_named, write_view
 
     path = Path(path)
-    fmt = fmt or check_report_path(str(path))
-    if fmt not in set(REPORT_FORMATS.values()):
-        raise AuditError(f"unknown report format {fmt!r}; use html, pdf, json, junit or markdown")
-    view = load_view(store, run_ref, plugin_manager)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "html":
-        path.write_text(render_html(view, template_dir, plugin_manager), encoding="utf-8")
-    elif fmt == "pdf":
-        render_pdf(render_html(view, template_dir, plugin_manager, for_print=True), path)
-    elif fmt == "json":
-        document = run_document(view)
-        document["metrics"] = [{k: m[k] for k in ("analysis", "name", "subject", "group", "value", "lower", "upper", "count", "unit")} for m in view["metrics"]]
-        document["compliance"] = [{"id": fw["id"], "requirements": [{k: r[k] for k in ("id", "status", "passed", "failed")} for r in fw["requirements"]]} for fw in view["compliance"]]
-        path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
-    elif fmt == "junit":
-        from audit.report.junit import render_junit
-
-        path.write_text(render_junit(view), encoding="utf-8")
-    elif fmt == "markdown":
-        from audit.report.markdown import render_markdown
-
-        path.write_text(render_markdown(view), encoding="utf-8")
-    return path
+    fmt = format_named(fmt or check_report_path(str(path))).name
+    view = load_view(store, run_ref)
+    return write_view(view, path, fmt, template_dir, plugin_manager)

@@ -139,6 +139,20 @@ def m002_clean_pass_cost_templates_and_waivers(connection):
         )"""))
 
 
+@migration
+def m004_run_frameworks_and_waiver_digest(connection):
+    """Store the framework texts each run was judged against; key waivers by the model file's digest.
+
+    Waivers recorded before take the digest of the run they were recorded
+    from; one whose run is gone keeps matching by its model path.
+    """
+    connection.execute(text("ALTER TABLE run ADD COLUMN frameworks JSON"))
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN model_sha256 VARCHAR NOT NULL DEFAULT ''"))
+    connection.execute(text("""
+        UPDATE waiver SET model_sha256 = COALESCE((SELECT run.model_sha256 FROM run WHERE run.id = waiver.source_run_id), '')
+        WHERE model_path != '' AND source_run_id IS NOT NULL"""))
+
+
 def applied(connection) -> list[str]:
     connection.execute(text("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME DEFAULT CURRENT_TIMESTAMP)"))
     return [row[0] for row in connection.execute(text("SELECT name FROM _migrations ORDER BY rowid"))]

@@ -39,6 +39,9 @@ class Run(SQLModel, table=True):
     template_dir: str | None = None
     clean_forward_rows: int = 0
     clean_seconds: float = 0.0
+    # The compliance frameworks the run was judged against, texts included:
+    # [{"id", "title", "plugin", "requirements": {id: text}}]; None for runs before m004.
+    frameworks: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class AnalysisResult(SQLModel, table=True):
@@ -123,7 +126,8 @@ class Waiver(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow)
-    model_path: str = ""
+    model_path: str = ""  # "" with an empty model_sha256: every model (--all-models)
+    model_sha256: str = ""  # the model file's digest: the waiver follows the file, wherever it lies
     analysis: str | None = None
     check: str
     subject: str | None = None

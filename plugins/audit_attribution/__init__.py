@@ -18,7 +18,17 @@ from typing import Literal
 import audit
 from pydantic import Field
 
-TAGS = {"eu-ai-act:art13", "nist-ai-rmf:measure-2.9"}
+TAGS = {"eu-ai-act:art13", "nist-ai-rmf:measure-2.9", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
+
+# What a failed check means for whoever deploys the model (the report's summary shows it).
+MEANINGS = {
+    "deletion_auc": "Removing the features an explainer marks as important barely changes the prediction: the explanation is not faithful.",
+    "insertion_auc": "Adding back the features an explainer marks as important does not restore the prediction: the explanation is not faithful.",
+    "faithful_vs_random": "The explainer does no better than a random ranking of features; its explanations should not be shown to users.",
+    "ig_completeness_error": "Integrated Gradients attributions do not add up to the change in output: the attribution was computed with too few steps or the model is badly behaved.",
+    "grid_share": "The explainer puts attribution on parts of the input that provably cannot affect the output.",
+    "randomization_rank_correlation": "The explanation barely changes when the model's weights are randomised: it reflects the input, not the model.",
+}
 
 ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
 _ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
@@ -53,6 +63,7 @@ class Faithfulness(audit.Analysis):
     title = "Attribution faithfulness"
     category = "attribution"
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(ExplainerOptions):
         curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
@@ -78,6 +89,7 @@ class Sanity(audit.Analysis):
     title = "Attribution sanity checks"
     category = "attribution"
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(ExplainerOptions):
         rows: int = Field(16, ge=2, description="rows for the randomisation test")
@@ -99,6 +111,7 @@ class Agreement(audit.Analysis):
     title = "Agreement between explainers"
     category = "attribution"
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(ExplainerOptions):
         top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")

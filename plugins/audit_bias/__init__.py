@@ -8,7 +8,25 @@ from pydantic import Field
 
 import audit
 
-TAGS = {"eu-ai-act:art10", "nist-ai-rmf:measure-2.11"}
+# art9, annex-iv-2g and annex-iv-3 ask for testing and documented results of
+# exactly this kind (see audit/report/frameworks.py).
+TAGS = {"eu-ai-act:art10", "nist-ai-rmf:measure-2.11", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g", "eu-ai-act:annex-iv-3"}
+
+# What a failed check means for whoever deploys the model (the report's summary shows it).
+MEANINGS = {
+    "demographic_parity_difference": "Groups defined by a protected attribute receive positive outcomes at clearly different rates.",
+    "demographic_parity_ratio": "A group's selection rate is below four fifths of another's: the common threshold for evidence of disparate impact.",
+    "equalized_odds_difference": "Error rates (false positives or false negatives) differ between groups: one group bears more of the model's mistakes.",
+    "equal_opportunity_difference": "Qualified members of one group are recognised less often than those of another.",
+    "worst_group_accuracy": "The model is markedly less accurate for at least one group.",
+    "accuracy_gap": "Accuracy differs between groups by more than the tolerated gap.",
+    "distance_covariance": "The model's scores depend on the protected attribute (possibly non-linearly), beyond chance.",
+    "score_js_divergence": "The distribution of scores differs between groups.",
+    "counterfactual_flip_rate": "Changing only the protected attribute of an applicant changes the decision for a share of rows: the model uses the attribute directly.",
+    "counterfactual_score_shift": "Changing only the protected attribute shifts the model's score: the attribute itself moves decisions.",
+    "attribute_leakage": "The protected attribute can be read off the model's internal representation; downstream use may discriminate even if the input is removed.",
+    "leakage_after_erasure": "The attribute stays readable after linear erasure: it is encoded non-linearly or redundantly.",
+}
 
 
 class GroupFairness(audit.Analysis):
@@ -19,6 +37,7 @@ class GroupFairness(audit.Analysis):
     category = "bias"
     requires = {"attributes"}
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to examine (default: all)")
@@ -61,6 +80,7 @@ class Counterfactual(audit.Analysis):
     category = "bias"
     requires = {"attributes"}
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to vary (default: all that are model inputs)")
@@ -92,6 +112,7 @@ class Leakage(audit.Analysis):
     category = "bias"
     requires = {"attributes", "activations"}
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to probe for (default: all)")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import audit
 from pydantic import Field
 
-TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.3", "eu-ai-act:annex-iv-2g"}
+TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.3", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g", "eu-ai-act:annex-iv-3"}
+
+# What a failed check means for whoever deploys the model (the report's summary shows it).
+MEANINGS = {
+    "accuracy": "The model is wrong too often on data like the audit set; decisions based on it will carry that error rate.",
+    "balanced_accuracy": "Averaged over classes the model does poorly: a rare class is likely being missed.",
+    "worst_class_recall": "One class is mostly missed; cases of that class will be handled as something else.",
+}
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int):
@@ -36,6 +43,7 @@ class Performance(audit.Analysis):
     category = "performance"
     requires = {"labels"}
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         min_accuracy: float = Field(0.7, ge=0, le=1, description="accuracy below this fails (high)")

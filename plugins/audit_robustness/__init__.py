@@ -8,7 +8,19 @@ from pydantic import Field
 
 import audit
 
-TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7"}
+TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
+
+# What a failed check means for whoever deploys the model (the report's summary shows it).
+MEANINGS = {
+    "corruption_accuracy_drop": "Common input degradations (noise, blur, compression) cost a lot of accuracy; field data of lower quality will be handled worse.",
+    "mean_corruption_error": "Across corruptions the model's error grows well beyond its clean error.",
+    "robust_accuracy": "Small, deliberately chosen input changes flip the model's decisions: it can be manipulated.",
+    "median_queries": "Few queries suffice to find inputs that fool the model.",
+    "expected_calibration_error": "The model's confidence does not match how often it is right; its probabilities cannot be used as risk estimates as they are.",
+    "brier_score": "The probabilities the model gives are poor overall.",
+    "selective_risk_at_90": "Even keeping only the 90% of cases it is most confident about, the model errs too often to defer the rest to people.",
+    "ood_auroc": "The model cannot tell unfamiliar inputs from familiar ones by its confidence; it will be confidently wrong outside its domain.",
+}
 
 
 class Corruptions(audit.Analysis):
@@ -19,6 +31,7 @@ class Corruptions(audit.Analysis):
     category = "robustness"
     requires = frozenset()
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         corruptions: list[str] | None = Field(
@@ -45,6 +58,7 @@ class Adversarial(audit.Analysis):
     category = "robustness"
     requires = frozenset({"gradients"})
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         attacks: list[Literal["fgsm", "pgd"]] = Field(["fgsm", "pgd"], min_length=1, description="attacks to run")
@@ -75,6 +89,7 @@ class BlackBoxAttack(audit.Analysis):
     category = "robustness"
     requires = frozenset()
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         epsilon: float | None = Field(
@@ -101,6 +116,7 @@ class Calibration(audit.Analysis):
     category = "robustness"
     requires = frozenset({"labels"})
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         bins: int = Field(15, ge=2, le=1000, description="confidence bins for the ECE")
@@ -124,6 +140,7 @@ class OutOfDistribution(audit.Analysis):
     category = "robustness"
     requires = frozenset()
     tags = TAGS
+    meanings = MEANINGS
 
     class Options(audit.Options):
         ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")

@@ -1,4 +1,4 @@
-"""Turn an analysis's Figure into stored bytes: SVG for matplotlib charts, PNG for arrays."""
+"""Figures turned into stored bytes when they are persisted: SVG for matplotlib charts, PNG for arrays."""
 
 from __future__ import annotations
 
