@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Union
@@ -58,6 +59,11 @@ class Severity(str, enum.Enum):
         except ValueError:
             valid = ", ".join(s.value for s in cls)
             raise ValueError(f"unknown severity {value!r}; use one of {valid}") from None
+
+
+def derive_seed(seed: int, label: str) -> int:
+    """A seed for ``label`` derived from ``seed``: stable across runs and processes, different per label."""
+    return (int(seed) * 1_000_003 + zlib.crc32(label.encode())) % (2**63)
 
 
 class Options(pydantic.BaseModel):
@@ -230,6 +236,43 @@ class Context:
     def note(self, text: str) -> None:
         """Record a limitation or caveat; the report shows it with the analysis."""
         self.notes.append(str(text))
+
+    @property
+    def class_names(self) -> list[str]:
+        """The data's class names when it names every class the model outputs, else "0", "1", ..."""
+        names = self.data.class_names
+        if names and len(names) >= self.n_classes:
+            return [str(name) for name in names]
+        return [str(i) for i in range(self.n_classes)]
+
+    def seed_for(self, purpose: str) -> int:
+        """A seed for one purpose, derived from the run's seed: every analysis of the run gets the same one.
+
+        Use it for choices several analyses must agree on (the rows they
+        explain, say); ``seed``/``rng`` are this analysis's own stream.
+        """
+        return derive_seed(self.run_seed, purpose)
+
+    def rng_for(self, purpose: str) -> "np.random.Generator":
+        """A fresh generator seeded with ``seed_for(purpose)``."""
+        import numpy as np
+
+        return np.random.default_rng(self.seed_for(purpose))
+
+    def sample_rows(self, max_rows: int | None, *, rng: "np.random.Generator | None" = None, note: str | None = None) -> "np.ndarray | None":
+        """Sorted indices of a seeded random subset of ``max_rows`` rows, or None when the data has no more.
+
+        Draws from ``rng`` (default: this analysis's ``rng``). ``note``, if
+        given, is recorded (``{n}`` and ``{max_rows}`` are filled in) so the
+        report says the analysis saw a sample.
+        """
+        from audit.toolkit import subsample
+
+        n = len(self.data)
+        index = subsample(n, max_rows, self.rng if rng is None else rng)
+        if index is not None and note:
+            self.note(note.format(n=n, max_rows=max_rows))
+        return index
 
     def torch_generator(self):
         """A torch.Generator on the model's device, seeded from this analysis's seed."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from audit.data import DataOptions
 from audit.errors import AuditError
+from audit.gate import FAIL_ON_CHOICES
 
 TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
@@ -17,7 +18,7 @@ TOP_LEVEL_KEYS = {
 }
 MODEL_KEYS = {"output", "path", "gradients", "optimize"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
-FAIL_ON = ("info", "low", "medium", "high", "critical", "never")
+FAIL_ON = FAIL_ON_CHOICES  # the severities, least first, then "never"
 
 
 @dataclass

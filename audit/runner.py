@@ -5,14 +5,13 @@ from __future__ import annotations
 import difflib
 import time
 import traceback
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from audit.analysis import Analysis, Context, Figure, Finding, Metric, Progress, iter_records
+from audit.analysis import Analysis, Context, Figure, Finding, Metric, Progress, derive_seed, iter_records
 from audit.errors import AuditError
 from audit.gate import EXIT_ANALYSIS_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, counted_failures, gate_status, waivers_for_model  # noqa: F401 - re-exported
 from audit.report.formats import REPORT_FORMATS, check_report_path  # noqa: F401 - re-exported
@@ -30,7 +29,7 @@ REQUIREMENTS = {
 
 def analysis_seed(seed: int, name: str) -> int:
     """Each analysis gets its own stream, so its results do not depend on which others ran."""
-    return (int(seed) * 1_000_003 + zlib.crc32(name.encode())) % (2**63)
+    return derive_seed(seed, name)
 
 
 def make_context(model, data, seed: int = 0, analysis_name: str = "", predictions=None, logits=None, progress_factory=Progress,

@@ -10,7 +10,8 @@ from audit.testing import export_onnx, linear_model, load_onnx_model, model_from
 import audit_attribution as attribution
 from audit_attribution._core import Layout, ModelScorer
 from audit_attribution._explainers import ALL_EXPLAINERS, ExplainerSettings, ExplainInputs, explain, integrated_gradients, integration_nodes
-from audit_attribution._metrics import rankdata, spearman_rows
+from audit.stats import average_ranks as rankdata
+from audit_attribution._metrics import spearman_rows
 from audit_attribution._sobol import sobol_points
 
 GRADIENT = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad"]

@@ -149,7 +149,21 @@ def test_js_divergence_is_zero_for_identical_groups():
     records = run_analysis(GroupFairness, logit_passthrough(), Dataset(x=x, attributes={"grp": g}))
     finding = records.finding("score_js_divergence", subject="grp")
     assert finding.value == 0.0 and finding.passed
-    assert _stats.js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(1.0)
+
+
+def test_pairwise_js_equals_scipy():
+    """The JS divergence the analysis computes (every pair of groups at once) against scipy, pair by pair."""
+    from scipy.spatial.distance import jensenshannon
+
+    from audit_bias._fairness import _pairwise_js
+
+    hist = np.random.default_rng(3).integers(0, 20, size=(4, 10)).astype(np.float64)
+    hist[0, :5] = 0  # empty bins on one side
+    js = _pairwise_js(hist)
+    for i in range(4):
+        for j in range(4):
+            assert js[i, j] == pytest.approx(jensenshannon(hist[i], hist[j], base=2) ** 2, abs=1e-12)
+    assert _pairwise_js(np.array([[1.0, 0.0], [0.0, 1.0]]))[0, 1] == pytest.approx(1.0)
 
 
 def test_values_equal_fairlearn():

@@ -13,7 +13,8 @@ from audit.testing import export_onnx, linear_model, load_onnx_model, model_from
 
 from audit_robustness import Adversarial, BlackBoxAttack, Calibration, Corruptions, OutOfDistribution
 from audit_robustness._adversarial import pgd
-from audit_robustness._common import ImageLayout, auroc, average_ranks, fpr_at_tpr
+from audit.stats import auroc, average_ranks
+from audit_robustness._common import ImageLayout, fpr_at_tpr
 from audit_robustness._square import square_attack
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from audit.errors import AuditError
+from audit.toolkit import is_out_of_memory  # noqa: F401 - re-exported for the loaders
 
 if TYPE_CHECKING:
     import torch
@@ -73,9 +74,6 @@ def threads_from_env(*names: str) -> int | None:
     return None
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    text = str(error).lower()
-    return "out of memory" in text or "failed to allocate" in text or "outofmemory" in type(error).__name__.lower()
 
 
 class Model:

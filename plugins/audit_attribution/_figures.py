@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from audit.toolkit import new_figure
 
 
 def _label(name: str) -> str:
@@ -27,11 +20,11 @@ def _display(maps: np.ndarray) -> np.ndarray:
 
 def image_maps(x: np.ndarray, maps: dict, layout, titles: list[str], n_show: int = 4):
     """Rows: inputs; columns: the input, then each explainer's heat map."""
-    plt = _pyplot()
     n_show = min(n_show, len(x))
     names = list(maps)
     cols = 1 + len(names)
-    fig, axes = plt.subplots(n_show, cols, figsize=(min(1.35 * cols, 10.5), 1.45 * n_show + 0.3), squeeze=False)
+    fig = new_figure(figsize=(min(1.35 * cols, 10.5), 1.45 * n_show + 0.3))
+    axes = fig.subplots(n_show, cols, squeeze=False)
     for r in range(n_show):
         image = x[r]
         if image.ndim == 3:
@@ -54,13 +47,13 @@ def image_maps(x: np.ndarray, maps: dict, layout, titles: list[str], n_show: int
 
 def feature_bars(maps: dict, feature_names: list[str], top: int = 20):
     """Mean |attribution| per feature, one bar per explainer, each explainer scaled to its largest bar."""
-    plt = _pyplot()
     names = list(maps)
     means = np.stack([_display(maps[n]).mean(axis=0) for n in names])
     scaled = means / np.where(means.max(axis=1, keepdims=True) > 0, means.max(axis=1, keepdims=True), 1.0)
     order = np.argsort(-scaled.mean(axis=0))[:top]
     height = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(6.5, 1.0 + 0.32 * len(order) * max(1, len(names) / 3)))
+    fig = new_figure(figsize=(6.5, 1.0 + 0.32 * len(order) * max(1, len(names) / 3)))
+    ax = fig.subplots()
     for i, name in enumerate(names):
         ax.barh(np.arange(len(order)) + i * height, scaled[i, order], height=height, label=_label(name))
     ax.set_yticks(np.arange(len(order)) + 0.4 - height / 2, labels=[str(feature_names[j]) for j in order], fontsize=8)
@@ -74,8 +67,8 @@ def feature_bars(maps: dict, feature_names: list[str], top: int = 20):
 
 def curves(curve_by_name: dict, fractions: np.ndarray):
     """Mean deletion (left) and insertion (right) curves; the random order dashed."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), sharey=True)
+    fig = new_figure(figsize=(8.5, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
     for panel, (ax, title) in enumerate(zip(axes, ("Deletion (lower is better)", "Insertion (higher is better)"))):
         for name, pair in curve_by_name.items():
             style = {"color": "black", "linestyle": "--", "linewidth": 1.5} if name == "random" else {"linewidth": 1.2}
@@ -90,9 +83,9 @@ def curves(curve_by_name: dict, fractions: np.ndarray):
 
 
 def agreement(names: list[str], rho: np.ndarray, overlap: np.ndarray, k: int):
-    plt = _pyplot()
     size = min(10.0, 3.0 + 0.9 * len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(size, size * 0.42))
+    fig = new_figure(figsize=(size, size * 0.42))
+    axes = fig.subplots(1, 2)
     labels = [_label(n) for n in names]
     for ax, matrix, title, low in ((axes[0], rho, "Spearman rank correlation", -1.0), (axes[1], overlap, f"top-{k} overlap", 0.0)):
         image = ax.imshow(matrix, vmin=low, vmax=1.0, cmap="viridis")
@@ -108,8 +101,8 @@ def agreement(names: list[str], rho: np.ndarray, overlap: np.ndarray, k: int):
 
 
 def sanity_bars(grid_shares: dict, correlations: dict, options):
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.0))
+    fig = new_figure(figsize=(8.5, 3.0))
+    axes = fig.subplots(1, 2)
     for ax, values, title, line, xlabel in (
         (axes[0], grid_shares, "DiFull grid: share on the right cell", options.min_grid_share, "share of |attribution|"),
         (axes[1], correlations, "Model randomisation", options.max_randomization_correlation, "Spearman correlation with original"),

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from audit import stats
+
 from ._core import Layout, variant_scores
-
-
-def rankdata(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1-d array, ties getting their average rank (as scipy.stats.rankdata)."""
-    values = np.asarray(values)
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    new_value = np.r_[True, ordered[1:] != ordered[:-1]]
-    tie_id = np.cumsum(new_value) - 1
-    starts = np.flatnonzero(new_value)
-    counts = np.diff(np.r_[starts, len(values)])
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = (starts + (counts - 1) / 2.0)[tie_id] + 1.0
-    return ranks
 
 
 def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -32,8 +20,8 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rank correlation per row."""
-    ra = np.stack([rankdata(row) for row in a])
-    rb = np.stack([rankdata(row) for row in b])
+    ra = np.stack([stats.average_ranks(row) for row in a])
+    rb = np.stack([stats.average_ranks(row) for row in b])
     return pearson_rows(ra, rb)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import audit
+from audit import stats
 
 from . import _figures
 from ._core import Layout, ModelScorer, NumpyScorer, TorchScorer, feature_groups
@@ -70,7 +71,8 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
     count = min(n, n_rows or o.rows)
     # Rows come from the run's seed, not the analysis's: analyses explaining the
     # same number of rows explain the same rows and can share their maps.
-    rows = np.sort(np.random.default_rng(_run_seed(ctx, "attribution.rows")).choice(n, size=count, replace=False))
+    rows = ctx.sample_rows(count, rng=ctx.rng_for("attribution.rows"))
+    rows = np.arange(n) if rows is None else rows
     groups = None
     if data.modality == "tabular" and o.feature_groups:
         groups = feature_groups(data.feature_names, o.feature_groups, x_all.shape[1])
@@ -93,12 +95,6 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
                  o.removal, skipped)
 
 
-def _run_seed(ctx, label: str) -> int:
-    import zlib
-
-    return (int(ctx.run_seed) * 1_000_003 + zlib.crc32(label.encode())) % (2**63)
-
-
 def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers",
                 share: tuple | None = None):
     """Maps (R, U) of every explainer in ``s.explainers`` for rows x, with the run's seeded randomness.
@@ -118,7 +114,7 @@ def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, va
                dataclasses.astuple(o_settings), s.removal, len(x))
         if key in ctx.shared:
             return ctx.shared[key]
-    seed = _run_seed(ctx, "attribution.maps")
+    seed = ctx.seed_for("attribution.maps")
     generator = None
     if scorer.has_gradients:
         import torch
@@ -154,8 +150,8 @@ def _bootstrap_ci(values: np.ndarray, rng, n_boot: int = 2000) -> tuple[float, f
     values = values[np.isfinite(values)]
     if len(values) < 2:
         return (float("nan"), float("nan"))
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    low, high = stats.percentile_interval(stats.bootstrap_means(values, rng, n_boot, exact_limit=None))
+    return float(low), float(high)
 
 
 def gain_over_random(deletion, insertion, random_deletion, random_insertion, rng, min_gain: float):
@@ -167,11 +163,6 @@ def gain_over_random(deletion, insertion, random_deletion, random_insertion, rng
     gain = (random_deletion - deletion) + (insertion - random_insertion)
     low, high = _bootstrap_ci(gain, rng)
     return gain, low, high, bool(np.isfinite(low) and low > min_gain)
-
-
-def class_name(ctx, index: int) -> str:
-    names = ctx.data.class_names
-    return str(names[index]) if names and index < len(names) else str(index)
 
 
 # -- attribution.faithfulness --------------------------------------------------------
@@ -294,7 +285,7 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
 
 def _map_figures(ctx, s: Setup, maps):
     if s.layout.is_image:
-        titles = [f"predicted {class_name(ctx, int(t))}" for t in s.targets]
+        titles = [f"predicted {ctx.class_names[int(t)]}" for t in s.targets]
         yield audit.Figure("attribution_maps", "Attribution maps", _figures.image_maps(s.x, maps, s.layout, titles),
                            caption="Each row: an input, its predicted class, and each explainer's map (brighter = more |attribution|; "
                                    "maps with no zero or negative value, such as RISE's, are shown above their minimum).")

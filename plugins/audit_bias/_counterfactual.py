@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import audit
+from audit import stats
 
 from . import _stats
 from ._grading import grade
@@ -119,9 +120,9 @@ def run(analysis, ctx):
             odds_shift = odds[:, v] - odds[:, reference]
             flips = pred[:, v] != pred[:, reference]
             flip_rate = float(flips.mean())
-            lo, hi = _stats.interval(_stats.bootstrap_mean(shift, ctx.rng, o.n_bootstrap))
-            olo, ohi = _stats.interval(_stats.bootstrap_mean(odds_shift, ctx.rng, o.n_bootstrap))
-            flo, fhi = _stats.interval(ctx.rng.binomial(n_rows, flip_rate, size=o.n_bootstrap) / n_rows)
+            lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, o.n_bootstrap))
+            olo, ohi = stats.percentile_interval(stats.bootstrap_means(odds_shift, ctx.rng, o.n_bootstrap))
+            flo, fhi = stats.percentile_interval(ctx.rng.binomial(n_rows, flip_rate, size=o.n_bootstrap) / n_rows)
             details = {"reference": labels[reference], "column": int(column_index), "value": float(values[v]),
                        "reference_value": float(values[reference]),
                        "score": "P(class 1)" if binary else "probability of the originally predicted class"}

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 
 import audit
+from audit import stats, toolkit
 
 from . import _stats
 from ._grading import grade, not_judged
@@ -57,10 +58,10 @@ class GroupTable:
         self.mean_score = np.empty((grouping.n_groups, n_classes))
         self.boot_mean_score = np.empty((options.n_bootstrap, grouping.n_groups, n_classes))
         for k in classes:
-            counts, sums = _stats.binned_means(probs[:, k], grouping.codes, grouping.n_groups, 128)
+            counts, sums = stats.binned_means(probs[:, k], grouping.codes, grouping.n_groups, 128)
             with np.errstate(invalid="ignore", divide="ignore"):
                 self.mean_score[:, k] = sums.sum(axis=1) / counts.sum(axis=1)
-            self.boot_mean_score[:, :, k] = _stats.bootstrap_group_means(counts, sums, rng, options.n_bootstrap)
+            self.boot_mean_score[:, :, k] = stats.bootstrap_group_means(counts, sums, rng, options.n_bootstrap)
 
     def value(self, metric, g, k):
         if metric == "mean_score":
@@ -95,7 +96,7 @@ def run(analysis, ctx):
     n_rows, n_classes = probs.shape
     predicted = probs.argmax(axis=1)
     y = None if ctx.data.y is None else np.asarray(ctx.data.y, dtype=np.int64)
-    class_names = list(ctx.data.class_names or [str(i) for i in range(n_classes)])
+    class_names = ctx.class_names
     binary = n_classes == 2
     classes = [1] if binary else list(range(n_classes))
     if y is None:
@@ -145,7 +146,7 @@ def _group_metrics(table, class_names, binary, o):
     for metric in metrics:
         for k in ([None] if metric == "accuracy" else table.classes):
             reps = table.replicates(metric, k)
-            lower_q[metric, k], upper_q[metric, k] = _stats.interval(reps, axis=0)
+            lower_q[metric, k], upper_q[metric, k] = stats.percentile_interval(reps, axis=0)
     for g, group in enumerate(g_names):
         details = {"too_small": bool(table.small[g])}
         if table.small[g]:
@@ -179,7 +180,7 @@ def _worst(table, metric, kind, worst="max"):
             continue
         if best is None or (value > best[0] if worst == "max" else value < best[0]):
             reps = _spread(table.replicates(metric, k), table.judged, kind)
-            lo, hi = _stats.interval(reps)
+            lo, hi = stats.percentile_interval(reps)
             best = (value, k, float(lo), float(hi))
     return best
 
@@ -287,7 +288,7 @@ def _error_rate_findings(table, class_names, binary, o, details):
         if np.isfinite(value) and (best is None or value > best[0]):
             reps = np.fmax(_spread(table.replicates("tpr", k), table.judged, "difference"),
                            _spread(table.replicates("fpr", k), table.judged, "difference"))
-            lo, hi = _stats.interval(reps)
+            lo, hi = stats.percentile_interval(reps)
             best = (float(value), k, tpr, fpr, float(lo), float(hi))
     if best is not None:
         value, k, tpr, fpr, lo, hi = best
@@ -322,8 +323,8 @@ def _error_rate_findings(table, class_names, binary, o, details):
     worst_acc = float(accuracy[worst_g])
     reps = table.boot["accuracy"][:, judged]
     with _stats._quiet():
-        lo, hi = _stats.interval(np.nanmin(reps, axis=1))
-        gap_lo, gap_hi = _stats.interval(np.nanmax(reps, axis=1) - np.nanmin(reps, axis=1))
+        lo, hi = stats.percentile_interval(np.nanmin(reps, axis=1))
+        gap_lo, gap_hi = stats.percentile_interval(np.nanmax(reps, axis=1) - np.nanmin(reps, axis=1))
         recall = table.rates["tpr"][judged][:, table.classes]
         worst_recall = float(np.nanmin(recall)) if np.isfinite(recall).any() else None
     names = table.grouping.names
@@ -357,10 +358,10 @@ def _dcov_finding(table, probs, binary, rng, o, details):
     subject = grouping.subject
     n = len(grouping.codes)
     # Rows of small groups stay in: dCov judges the dependence over the whole data, not per group.
-    index = np.arange(n)
-    subsampled = n > o.dcov_max_rows
-    if subsampled:
-        index = np.sort(rng.choice(n, size=o.dcov_max_rows, replace=False))
+    index = toolkit.subsample(n, o.dcov_max_rows, rng)
+    subsampled = index is not None
+    if not subsampled:
+        index = np.arange(n)
     scores = probs[index, 1:2] if binary else probs[index]
     if grouping.raw is not None and grouping.n_groups > 2:
         result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from audit import stats
+from audit.toolkit import new_figure
+
 
 def _figure(width: float, height: float):
-    """A figure outside pyplot's registry: nothing to close, however many analyses draw."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height))
+    return new_figure(figsize=(width, height))
 
 
 def _short(name: str, width: int = 18) -> str:
@@ -21,8 +18,6 @@ def _short(name: str, width: int = 18) -> str:
 
 def group_bars(table, k: int, class_name: str, binary: bool):
     """Selection rate (and accuracy, TPR when labelled) per group, with bootstrap 95% intervals."""
-    from . import _stats
-
     metrics = ["selection_rate"] + (["accuracy", "tpr"] if table.has_labels else ["mean_score"])
     names = [_short(n) for n in table.grouping.names]
     positions = np.arange(len(names))
@@ -30,7 +25,7 @@ def group_bars(table, k: int, class_name: str, binary: bool):
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         values = np.array([table.value(metric, g, k) for g in range(len(names))], dtype=float)
-        lower, upper = _stats.interval(table.replicates(metric, k), axis=0)
+        lower, upper = stats.percentile_interval(table.replicates(metric, k), axis=0)
         err = np.vstack([np.clip(values - lower, 0, None), np.clip(upper - values, 0, None)])
         err = np.nan_to_num(err)
         colors = ["#bbbbbb" if s else "#3b6ea8" for s in table.small]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import audit
+from audit import stats
 
 from . import _stats
 from ._grading import grade
@@ -109,7 +110,7 @@ def probe_scores(logits: np.ndarray, target: np.ndarray, n_classes: int) -> dict
     accuracy = float((logits.argmax(axis=1) == target).mean())
     out = {"accuracy": accuracy}
     if n_classes == 2:
-        out["auroc"] = _stats.auroc(logits[:, 1] - logits[:, 0], target == 1)
+        out["auroc"] = stats.auroc((logits[:, 1] - logits[:, 0])[target == 1], (logits[:, 1] - logits[:, 0])[target != 1])
     return out
 
 
@@ -222,10 +223,9 @@ def run(analysis, ctx):
     if unknown:
         raise audit.AuditError(f"bias.leakage: unknown attribute(s) {', '.join(unknown)}; the data has: {', '.join(sorted(data.attributes))}")
     n_total = len(data)
-    index = np.arange(n_total)
-    if n_total > o.max_rows:
-        index = np.sort(ctx.rng.choice(n_total, size=o.max_rows, replace=False))
-        ctx.note(f"probes trained on a seeded random subsample of {o.max_rows} of {n_total} rows")
+    index = ctx.sample_rows(o.max_rows, note="probes trained on a seeded random subsample of {max_rows} of {n} rows")
+    if index is None:
+        index = np.arange(n_total)
     x = data.x[index]
     logits_sample = np.asarray(ctx.logits)[index]
     with ctx.progress(len(index), "activations"):
@@ -288,7 +288,7 @@ def run(analysis, ctx):
 
 
 def _accuracy_ci(accuracy, n, rng, draws=200):
-    lo, hi = _stats.interval(rng.binomial(n, accuracy, size=draws) / n)
+    lo, hi = stats.percentile_interval(rng.binomial(n, accuracy, size=draws) / n)
     return float(lo), float(hi)
 
 

@@ -1,4 +1,7 @@
-"""Array statistics for the bias analyses: group codes, bincount group tables, bootstrap, dCov, JS."""
+"""Array statistics for the bias analyses: group codes, bincount group tables, cell bootstrap, dCov, JS.
+
+Generic helpers (ranks, AUROC, bootstrap means, percentile intervals) are in the public `audit.stats`.
+"""
 
 from __future__ import annotations
 
@@ -120,57 +123,6 @@ def bootstrap_cells(cells: np.ndarray, rng: np.random.Generator, n_boot: int) ->
     return draws.reshape(n_boot, *cells.shape)
 
 
-def binned_means(values: np.ndarray, codes: np.ndarray, n_groups: int, n_bins: int):
-    """Per group, counts and sums of ``values`` in ``n_bins`` equal-width bins of [lo, hi].
-
-    Bin sums (not midpoints) keep every group mean exact; the bootstrap then
-    resamples bins, which loses only the spread within a bin.
-    """
-    lo, hi = float(np.min(values)), float(np.max(values))
-    width = (hi - lo) / n_bins if hi > lo else 1.0
-    bins = np.clip(((values - lo) / width).astype(np.int64), 0, n_bins - 1)
-    flat = codes * n_bins + bins
-    counts = np.bincount(flat, minlength=n_groups * n_bins).reshape(n_groups, n_bins).astype(np.float64)
-    sums = np.bincount(flat, weights=values, minlength=n_groups * n_bins).reshape(n_groups, n_bins)
-    return counts, sums
-
-
-def bootstrap_group_means(counts: np.ndarray, sums: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
-    """Bootstrap replicates (B, G) of each group's mean from its binned values (resampled within group)."""
-    n = counts.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bin_means = np.where(counts > 0, sums / counts, 0.0)
-        shares = np.where(n[:, None] > 0, counts / n[:, None], 0.0)
-    out = np.full((n_boot, len(n)), np.nan)
-    for g in np.flatnonzero(n > 0):  # one vectorised draw per group: (B, bins)
-        draws = rng.multinomial(int(n[g]), shares[g], size=n_boot)
-        out[:, g] = draws @ bin_means[g] / n[g]
-    return out
-
-
-def bootstrap_mean(values: np.ndarray, rng: np.random.Generator, n_boot: int, exact_limit: int = 4_000_000) -> np.ndarray:
-    """Bootstrap replicates of the mean of ``values``: exact index resampling when B*N is small,
-    otherwise the binned multinomial resampling of ``bootstrap_group_means`` (1024 bins)."""
-    values = np.asarray(values, dtype=np.float64)
-    n = len(values)
-    if n == 0:
-        return np.full(n_boot, np.nan)
-    if n * n_boot <= exact_limit:
-        index = rng.integers(0, n, size=(n_boot, n))
-        return values[index].mean(axis=1)
-    counts, sums = binned_means(values, np.zeros(n, dtype=np.int64), 1, 1024)
-    return bootstrap_group_means(counts, sums, rng, n_boot)[:, 0]
-
-
-def interval(replicates: np.ndarray, axis: int = 0, level: float = 0.95):
-    """Percentile interval of bootstrap replicates, ignoring replicates where the value is undefined."""
-    alpha = (1 - level) / 2
-    with np.errstate(invalid="ignore"), _quiet():
-        lower = np.nanquantile(replicates, alpha, axis=axis)
-        upper = np.nanquantile(replicates, 1 - alpha, axis=axis)
-    return lower, upper
-
-
 class _quiet:
     def __enter__(self):
         import warnings
@@ -181,17 +133,6 @@ class _quiet:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
-
-
-def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
-    """Jensen-Shannon divergence in bits (0 for identical histograms, at most 1)."""
-    p = p / p.sum()
-    q = q / q.sum()
-    m = (p + q) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
-        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
-    return float(max(0.0, (kl_p + kl_q) / 2))
 
 
 def score_histograms(scores: np.ndarray, codes: np.ndarray, n_groups: int, n_bins: int) -> np.ndarray:
@@ -262,20 +203,3 @@ def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Gene
     p_value = (exceed + 1) / (n_permutations + 1)
     return {"dcov2": dcov2_xz, "dcov": float(np.sqrt(max(dcov2_xz, 0.0))), "dcor": dcor, "p_value": p_value,
             "null_mean": float(stats.mean())}
-
-
-def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney) formula, ties averaged."""
-    positive = positive.astype(bool)
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    # Average rank within runs of equal scores.
-    _, start, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

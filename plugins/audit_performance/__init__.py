@@ -56,7 +56,7 @@ class Performance(audit.Analysis):
         y = ctx.data.y
         predicted = ctx.predicted
         n_classes = ctx.n_classes
-        names = ctx.data.class_names or [str(i) for i in range(n_classes)]
+        names = ctx.class_names
         confusion = confusion_matrix(y, predicted, n_classes)
         precision, recall, f1 = per_class_scores(confusion)
         present = confusion.sum(axis=1) > 0
@@ -96,13 +96,11 @@ class Performance(audit.Analysis):
 
 
 def _confusion_figure(confusion, names):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from audit.toolkit import new_figure
 
     size = min(7.0, 2.5 + 0.45 * len(names))
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig = new_figure(figsize=(size, size * 0.85))
+    ax = fig.subplots()
     ax.imshow(confusion, cmap="Blues")
     ax.set_xticks(range(len(names)), labels=names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_yticks(range(len(names)), labels=names)

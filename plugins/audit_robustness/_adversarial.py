@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audit.toolkit import is_out_of_memory
+
 
 def loss_gradient(model, x_adv, target):
     """(logits, d CE / d x): the cross-entropy gradient is minus that of log p(target)."""
@@ -173,7 +175,7 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
         try:
             x_adv, hit, final = pgd(model, x_rep, y_rep, eps_rep, norm, steps, eps_rep * step_factor, lower, upper, start_random, generator, scale)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, with half the rows
-            if _out_of_memory(error) and chunk > 1:
+            if is_out_of_memory(error) and chunk > 1:
                 chunk = max(1, chunk // 2)
                 if str(device).startswith("cuda"):
                     torch.cuda.empty_cache()
@@ -190,7 +192,3 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
         start += b
     return AttackResult(broken, final_wrong, examples, predictions)
 
-
-def _out_of_memory(error) -> bool:
-    text = str(error).lower()
-    return "out of memory" in text or "outofmemory" in type(error).__name__.lower()

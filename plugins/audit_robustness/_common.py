@@ -84,16 +84,6 @@ def image_layout(data) -> ImageLayout | None:
         return None
 
 
-def sample_rows(ctx, max_rows: int | None) -> np.ndarray | None:
-    """A seeded subset of row indices when the data has more than ``max_rows``, else None."""
-    n = len(ctx.data)
-    if max_rows is None or n <= max_rows:
-        return None
-    index = np.sort(ctx.rng.choice(n, size=max_rows, replace=False))
-    ctx.note(f"{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
-    return index
-
-
 def reference_labels(ctx) -> tuple[np.ndarray, bool]:
     """True labels, or the clean predictions when the data has none (then accuracy means agreement)."""
     if ctx.data.y is not None:
@@ -108,7 +98,7 @@ def audited_rows(ctx, max_rows: int | None):
     ``take`` selects the same rows from any per-row array (predictions, logits);
     ``agreement`` is True when the data has no labels and ``y`` is the model's own.
     """
-    index = sample_rows(ctx, max_rows)
+    index = ctx.sample_rows(max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
     take = (lambda a: a) if index is None else (lambda a: a[index])
     labels, agreement = reference_labels(ctx)
     return take, take(ctx.data.x).astype(np.float32), take(labels), agreement
@@ -119,43 +109,12 @@ def fmt(value: float) -> str:
     return f"{float(value):.3g}"
 
 
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata's default)."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    boundaries = np.flatnonzero(np.diff(sorted_values) != 0) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [len(values)]])
-    group_rank = (starts + ends + 1) / 2.0  # mean of positions start+1 .. end
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
-
-
-def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
-    """P(score of a positive > score of a negative) + half the ties: the Mann-Whitney U over n_pos * n_neg."""
-    positive_scores = np.asarray(positive_scores, dtype=np.float64)
-    negative_scores = np.asarray(negative_scores, dtype=np.float64)
-    n_pos, n_neg = len(positive_scores), len(negative_scores)
-    ranks = average_ranks(np.concatenate([positive_scores, negative_scores]))
-    u = ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
 def fpr_at_tpr(positive_scores: np.ndarray, negative_scores: np.ndarray, tpr: float = 0.95) -> float:
     """Share of negatives accepted at the highest threshold that accepts ``tpr`` of the positives."""
     ordered = np.sort(np.asarray(positive_scores, dtype=np.float64))[::-1]
     k = max(1, int(math.ceil(tpr * len(ordered))))
     threshold = ordered[k - 1]
     return float(np.mean(np.asarray(negative_scores) >= threshold))
-
-
-def class_names(ctx) -> list[str]:
-    names = ctx.data.class_names
-    if names and len(names) >= ctx.n_classes:
-        return [str(n) for n in names]
-    return [str(i) for i in range(ctx.n_classes)]
 
 
 def perturbation_scale(data) -> np.ndarray | None:

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from audit.toolkit import new_figure
 
-def _new_figure(figsize):
-    """A figure outside pyplot's global registry: nothing to close, nothing leaks between analyses."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
 
 
 def severity_curves(names, severities, accuracy, flips, clean_accuracy, what):
-    fig = _new_figure((8.0, 3.4))
+    fig = new_figure((8.0, 3.4))
     left, right = fig.subplots(1, 2)
     levels = [0] + [s for s in severities if s > 0]
     for name in names:
@@ -54,7 +48,7 @@ def image_grid(clean, clean_predicted, columns, names, labels, bounds):
     rows = len(clean)
     cols = 1 + len(columns)
     cell = min(1.15, 7.5 / cols)
-    fig = _new_figure((cell * cols, cell * rows + 0.5))
+    fig = new_figure((cell * cols, cell * rows + 0.5))
     axes = fig.subplots(rows, cols, squeeze=False)
     panels = [("clean", clean, clean_predicted)] + list(columns)
     for j, (title, images, predicted) in enumerate(panels):
@@ -76,7 +70,7 @@ def image_grid(clean, clean_predicted, columns, names, labels, bounds):
 def epsilon_curves(curves, clean_accuracy, what, unit=""):
     """``curves``: {norm: {attack: (epsilons, robust accuracies)}}; one panel per norm."""
     norms = list(curves)
-    fig = _new_figure((4.0 * len(norms), 3.3))
+    fig = new_figure((4.0 * len(norms), 3.3))
     axes = fig.subplots(1, len(norms), squeeze=False)
     for ax, norm in zip(axes[0], norms):
         for attack, (epsilons, values) in curves[norm].items():
@@ -93,7 +87,7 @@ def epsilon_curves(curves, clean_accuracy, what, unit=""):
 
 
 def reliability_diagram(edges, bin_accuracy, bin_confidence, bin_count, ece):
-    fig = _new_figure((4.2, 4.6))
+    fig = new_figure((4.2, 4.6))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     centers = (edges[:-1] + edges[1:]) / 2
     width = np.diff(edges)
@@ -117,7 +111,7 @@ def reliability_diagram(edges, bin_accuracy, bin_confidence, bin_count, ece):
 
 
 def risk_coverage(coverage, risk, aurc, marks):
-    fig = _new_figure((4.2, 3.2))
+    fig = new_figure((4.2, 3.2))
     ax = fig.subplots()
     ax.plot(coverage, risk, color="#4c72b0")
     for level, value in marks.items():
@@ -135,7 +129,7 @@ def risk_coverage(coverage, risk, aurc, marks):
 
 def score_histograms(in_scores, out_scores, score_name):
     """``out_scores``: {source name: scores}; one panel."""
-    fig = _new_figure((4.6, 3.0))
+    fig = new_figure((4.6, 3.0))
     ax = fig.subplots()
     everything = np.concatenate([in_scores] + list(out_scores.values()))
     low, high = float(np.min(everything)), float(np.max(everything))

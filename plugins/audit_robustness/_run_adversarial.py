@@ -9,7 +9,7 @@ import numpy as np
 import audit
 
 from . import _adversarial, _figures
-from ._common import audited_rows, class_names, fmt, image_layout, input_range, perturbation_scale
+from ._common import audited_rows, fmt, image_layout, input_range, perturbation_scale
 
 # Default radii. Images: fractions of the data's range (L-inf), and of the
 # range times sqrt(input size) (L2: the same budget as a per-coordinate RMS
@@ -137,7 +137,7 @@ def run(analysis, ctx):
         yield audit.Figure(
             "adversarial_examples",
             "Examples: clean and adversarial inputs",
-            _figures.image_grid(layout.to_nchw(x[:k]), take(ctx.predicted)[:k], columns, class_names(ctx), y[:k], bounds),
+            _figures.image_grid(layout.to_nchw(x[:k]), take(ctx.predicted)[:k], columns, ctx.class_names, y[:k], bounds),
             caption="Each row one input; column titles give attack, norm and epsilon (where robust accuracy is nearest half the clean accuracy); "
             "image titles give the predicted class (red when it differs from the label).",
         )

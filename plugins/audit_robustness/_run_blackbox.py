@@ -7,7 +7,7 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import audited_rows, class_names, fmt, image_layout, input_range, perturbation_scale
+from ._common import audited_rows, fmt, image_layout, input_range, perturbation_scale
 from ._square import square_attack
 
 
@@ -100,7 +100,7 @@ def run(analysis, ctx):
             _figures.image_grid(
                 layout.to_nchw(x[:k]), clean_logits[:k].argmax(axis=1),
                 [(f"square {fmt(eps)}", layout.to_nchw(result.x_adv[:k]), adversarial_predictions)],
-                class_names(ctx), y[:k], bounds,
+                ctx.class_names, y[:k], bounds,
             ),
             caption="Each row one input; titles give the predicted class (red when it differs from the label).",
         )

@@ -8,7 +8,7 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import audited_rows, class_names, image_layout, input_range
+from ._common import audited_rows, image_layout, input_range
 
 
 def run(analysis, ctx):
@@ -144,7 +144,7 @@ def run(analysis, ctx):
                 layout.to_nchw(x[:n_examples]),
                 clean_predicted[:n_examples],
                 [(name, layout.to_nchw(batch), predicted) for name, (batch, predicted) in examples.items()],
-                class_names(ctx),
+                ctx.class_names,
                 y[:n_examples],
                 bounds,
             ),

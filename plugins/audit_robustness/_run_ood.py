@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 import audit
+from audit import stats
 
 from . import _figures
-from ._common import auroc, fpr_at_tpr, input_range
+from ._common import fpr_at_tpr, input_range
 
 
 def energy_score(logits: np.ndarray) -> np.ndarray:
@@ -76,7 +77,7 @@ def run(analysis, ctx):
         if energy_usable:
             out_scores["energy"][source] = energy_score(logits)
         for score in in_scores:
-            area = auroc(in_scores[score], out_scores[score][source])
+            area = stats.auroc(in_scores[score], out_scores[score][source])
             fpr = fpr_at_tpr(in_scores[score], out_scores[score][source], 0.95)
             subject = f"{score} vs {source}"
             label = "maximum softmax probability" if score == "msp" else "energy (logsumexp of logits)"
