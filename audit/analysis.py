@@ -111,22 +111,23 @@ class Finding:
                    message=message, subject=subject, details=dict(details or {}))
 
     @classmethod
-    def graded(cls, check: str, title: str, value, *, medium, high, message: str = "", subject: str | None = None,
+    def graded(cls, check: str, title: str, value, *, medium, high, by=None, message: str = "", subject: str | None = None,
                details: dict[str, Any] | None = None) -> "Finding":
         """A value where larger is worse, graded: above ``high`` fails high, above ``medium`` fails medium.
 
         At or below ``medium`` it passes, with severity medium: a passed finding
         carries the lowest severity its failure would have (the one severity
-        rule). ``threshold`` is ``medium``, where failing starts.
+        rule). ``threshold`` is ``medium``, where failing starts. ``by`` grades
+        another number than the one shown (a signed shift graded by its size).
         """
-        number = _plain_number(value)
+        number = _plain_number(value if by is None else by)
         if number is not None and number > high:
             severity, passed = Severity.HIGH, False
         elif number is not None and number > medium:
             severity, passed = Severity.MEDIUM, False
         else:
             severity, passed = Severity.MEDIUM, number is not None
-        return cls(check=check, title=title, severity=severity, passed=passed, value=number, threshold=medium,
+        return cls(check=check, title=title, severity=severity, passed=passed, value=value, threshold=medium,
                    message=message, subject=subject, details=dict(details or {}))
 
 

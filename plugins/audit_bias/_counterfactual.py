@@ -8,7 +8,6 @@ import audit
 from audit import stats
 
 from . import _stats
-from ._grading import grade
 
 
 def usable_attributes(data, options):
@@ -162,10 +161,8 @@ def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary,
     score_name = "P(positive class)" if binary else "probability of the predicted class"
     worst_flip = max(results, key=lambda r: r[4])
     label, _, _, _, flip_rate, (flo, fhi) = worst_flip
-    severity, passed = grade(flip_rate, o.flip_rate_medium, o.flip_rate_high)
-    yield audit.Finding(
-        check="counterfactual_flip_rate", title="Counterfactual prediction flips", severity=severity, passed=passed,
-        value=flip_rate, threshold=o.flip_rate_medium, subject=attribute,
+    yield audit.Finding.graded(
+        "counterfactual_flip_rate", "Counterfactual prediction flips", flip_rate, medium=o.flip_rate_medium, high=o.flip_rate_high, subject=attribute,
         message=(f"changing {attribute} from {reference} to {label}, all other inputs fixed, changes {flip_rate:.1%} of "
                  f"predictions [95% CI {flo:.1%}, {fhi:.1%}] ({n_rows} rows; {any_flip:.1%} change under some value); "
                  f"above {o.flip_rate_medium:g} is medium, above {o.flip_rate_high:g} high"),
@@ -175,10 +172,8 @@ def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary,
     )
     worst_shift = max(results, key=lambda r: abs(r[1]))
     label, shift, (lo, hi), odds_shift, _, _ = worst_shift
-    severity, passed = grade(abs(shift), o.score_shift_medium, o.score_shift_high)
-    yield audit.Finding(
-        check="counterfactual_score_shift", title="Counterfactual score shift", severity=severity, passed=passed,
-        value=shift, threshold=o.score_shift_medium, subject=attribute,
+    yield audit.Finding.graded(
+        "counterfactual_score_shift", "Counterfactual score shift", shift, medium=o.score_shift_medium, high=o.score_shift_high, by=abs(shift), subject=attribute,
         message=(f"changing {attribute} from {reference} to {label} moves the {score_name} by {shift:+.4f} on average "
                  f"[95% CI {lo:+.4f}, {hi:+.4f}] ({odds_shift:+.3f} in log-odds); an absolute shift above "
                  f"{o.score_shift_medium:g} is medium, above {o.score_shift_high:g} high"),

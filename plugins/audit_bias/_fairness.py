@@ -10,7 +10,7 @@ import audit
 from audit import stats, toolkit
 
 from . import _stats
-from ._grading import grade, not_judged
+from ._grading import not_judged
 
 RATE_TITLES = {
     "selection_rate": "selection rate",
@@ -243,10 +243,8 @@ def _findings(table, probs, class_names, binary, rng, o):
     # Demographic parity.
     value, k, lo, hi = _worst(table, "selection_rate", "difference")
     top, bottom = _extreme_groups(table, "selection_rate", k)
-    severity, passed = grade(value, o.parity_difference_medium, o.parity_difference_high)
-    yield audit.Finding(
-        check="demographic_parity_difference", title="Demographic parity difference", severity=severity, passed=passed,
-        value=value, threshold=o.parity_difference_medium, subject=subject,
+    yield audit.Finding.graded(
+        "demographic_parity_difference", "Demographic parity difference", value, medium=o.parity_difference_medium, high=o.parity_difference_high, subject=subject,
         message=(f"selection rate ranges from {table.rates['selection_rate'][:, k][_index(table, bottom)]:.3f} ({bottom}) to "
                  f"{table.rates['selection_rate'][:, k][_index(table, top)]:.3f} ({top}): difference {value:.3f} "
                  f"[95% CI {lo:.3f}, {hi:.3f}]; above {o.parity_difference_medium:g} is medium, above {o.parity_difference_high:g} high"
@@ -256,11 +254,9 @@ def _findings(table, probs, class_names, binary, rng, o):
     )
     value, k, lo, hi = _worst(table, "selection_rate", "ratio", worst="min")
     top, bottom = _extreme_groups(table, "selection_rate", k)
-    passed = value >= o.parity_ratio_min
-    yield audit.Finding(
-        check="demographic_parity_ratio", title="Demographic parity ratio (four-fifths rule)",
-        severity=audit.Severity.INFO if passed else audit.Severity.HIGH, passed=passed,
-        value=value, threshold=o.parity_ratio_min, subject=subject,
+    yield audit.Finding.against_limit(
+        "demographic_parity_ratio", "Demographic parity ratio (four-fifths rule)", value, severity=audit.Severity.HIGH,
+        floor=o.parity_ratio_min, subject=subject,
         message=(f"lowest selection rate ({bottom}) is {value:.3f} of the highest ({top}) [95% CI {lo:.3f}, {hi:.3f}]; "
                  f"the four-fifths rule asks for at least {o.parity_ratio_min:g} (below it is high)"
                  + _context_text(table, o, binary, class_names, k)),
@@ -292,10 +288,8 @@ def _error_rate_findings(table, class_names, binary, o, details):
             best = (float(value), k, tpr, fpr, float(lo), float(hi))
     if best is not None:
         value, k, tpr, fpr, lo, hi = best
-        severity, passed = grade(value, o.odds_difference_medium, o.odds_difference_high)
-        yield audit.Finding(
-            check="equalized_odds_difference", title="Equalized odds difference", severity=severity, passed=passed,
-            value=value, threshold=o.odds_difference_medium, subject=subject,
+        yield audit.Finding.graded(
+            "equalized_odds_difference", "Equalized odds difference", value, medium=o.odds_difference_medium, high=o.odds_difference_high, subject=subject,
             message=(f"largest gap between groups in TPR ({tpr:.3f}) or FPR ({fpr:.3f}) is {value:.3f} [95% CI {lo:.3f}, {hi:.3f}]; "
                      f"above {o.odds_difference_medium:g} is medium, above {o.odds_difference_high:g} high"
                      + _context_text(table, o, binary, class_names, k)),
@@ -306,10 +300,8 @@ def _error_rate_findings(table, class_names, binary, o, details):
     if found is not None:
         value, k, lo, hi = found
         top, bottom = _extreme_groups(table, "tpr", k)
-        severity, passed = grade(value, o.opportunity_difference_medium, o.opportunity_difference_high)
-        yield audit.Finding(
-            check="equal_opportunity_difference", title="Equal opportunity difference", severity=severity, passed=passed,
-            value=value, threshold=o.opportunity_difference_medium, subject=subject,
+        yield audit.Finding.graded(
+            "equal_opportunity_difference", "Equal opportunity difference", value, medium=o.opportunity_difference_medium, high=o.opportunity_difference_high, subject=subject,
             message=(f"true positive rate (recall) ranges over groups by {value:.3f} [95% CI {lo:.3f}, {hi:.3f}], "
                      f"lowest in {bottom}, highest in {top}; above {o.opportunity_difference_medium:g} is medium, "
                      f"above {o.opportunity_difference_high:g} high" + _context_text(table, o, binary, class_names, k)),
@@ -328,11 +320,9 @@ def _error_rate_findings(table, class_names, binary, o, details):
         recall = table.rates["tpr"][judged][:, table.classes]
         worst_recall = float(np.nanmin(recall)) if np.isfinite(recall).any() else None
     names = table.grouping.names
-    passed = worst_acc >= o.min_group_accuracy
-    yield audit.Finding(
-        check="worst_group_accuracy", title="Worst-group accuracy",
-        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
-        value=worst_acc, threshold=o.min_group_accuracy, subject=subject,
+    yield audit.Finding.against_limit(
+        "worst_group_accuracy", "Worst-group accuracy", worst_acc, severity=audit.Severity.MEDIUM,
+        floor=o.min_group_accuracy, subject=subject,
         message=(f"lowest accuracy is {worst_acc:.3f} in group {names[worst_g]} (n={int(table.n[worst_g])}) "
                  f"[95% CI {float(lo):.3f}, {float(hi):.3f}]; below {o.min_group_accuracy:g} is medium"
                  + (f"; worst-group recall {worst_recall:.3f}" if worst_recall is not None else "")
@@ -341,10 +331,8 @@ def _error_rate_findings(table, class_names, binary, o, details):
                         thresholds={"medium_below": o.min_group_accuracy}),
     )
     gap = float(accuracy[best_g] - accuracy[worst_g])
-    severity, passed = grade(gap, o.accuracy_gap_medium, o.accuracy_gap_high)
-    yield audit.Finding(
-        check="accuracy_gap", title="Accuracy gap between groups", severity=severity, passed=passed,
-        value=gap, threshold=o.accuracy_gap_medium, subject=subject,
+    yield audit.Finding.graded(
+        "accuracy_gap", "Accuracy gap between groups", gap, medium=o.accuracy_gap_medium, high=o.accuracy_gap_high, subject=subject,
         message=(f"accuracy {accuracy[best_g]:.3f} in {names[best_g]} against {accuracy[worst_g]:.3f} in {names[worst_g]}: "
                  f"gap {gap:.3f} [95% CI {float(gap_lo):.3f}, {float(gap_hi):.3f}]; above {o.accuracy_gap_medium:g} is medium, "
                  f"above {o.accuracy_gap_high:g} high" + _context_text(table, o, True, class_names, None)),
@@ -377,7 +365,7 @@ def _dcov_finding(table, probs, binary, rng, o, details):
                    if subsampled else f"on all {n} rows")
     return audit.Finding(
         check="distance_covariance", title="Distance covariance of scores and attribute",
-        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
+        severity=audit.Severity.MEDIUM, passed=passed,
         value=dcor, threshold=o.dcor_threshold, subject=subject,
         message=(f"distance correlation {dcor:.3f} between the model's scores and {subject} (distance covariance "
                  f"{result['dcov']:.4g}, permutation p = {p_value:.3g} from {o.dcov_permutations} permutations), {sample_text}; "
@@ -424,12 +412,10 @@ def _js_finding(table, probs, class_names, binary, rng, o, details):
             best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)))
     value, k, gi, gj, chance = best
     names = grouping.names
-    severity, passed = grade(value, o.js_medium, o.js_high)
-    if value <= chance:
-        severity, passed = audit.Severity.INFO, True
-    return audit.Finding(
-        check="score_js_divergence", title="Jensen-Shannon divergence of group score distributions",
-        severity=severity, passed=passed, value=value, threshold=o.js_medium, subject=grouping.subject,
+    # Below chance level the divergence is noise: it passes whatever its size (still graded medium, the rule for a pass).
+    return audit.Finding.graded(
+        "score_js_divergence", "Jensen-Shannon divergence of group score distributions", value,
+        medium=o.js_medium, high=o.js_high, by=0.0 if value <= chance else value, subject=grouping.subject,
         message=(f"largest Jensen-Shannon divergence between groups' score distributions is {value:.3f} bits "
                  f"({names[gi]} vs {names[gj]}, {o.js_bins} bins; 0 = identical, 1 = disjoint); chance level for these "
                  f"group sizes {chance:.3f} (95th percentile); above {o.js_medium:g} is medium, above {o.js_high:g} high, "

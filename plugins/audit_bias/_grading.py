@@ -1,17 +1,8 @@
-"""Severity grading shared by the bias analyses."""
+"""The "not judged" finding shared by the bias analyses (grading is `audit.Finding.graded`)."""
 
 from __future__ import annotations
 
 import audit
-
-
-def grade(value: float, medium: float, high: float):
-    """(severity, passed) for a value where larger is worse: above high -> HIGH, above medium -> MEDIUM."""
-    if value > high:
-        return audit.Severity.HIGH, False
-    if value > medium:
-        return audit.Severity.MEDIUM, False
-    return audit.Severity.INFO, True
 
 
 def not_judged(check: str, title: str, subject: str, n_judged: int, min_size: int, details: dict):

@@ -8,7 +8,6 @@ import audit
 from audit import stats
 
 from . import _stats
-from ._grading import grade
 from ._optim import Adam, minimise_lbfgs
 
 
@@ -317,10 +316,9 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
     lift = accuracy - baseline
     probe = "attentive" if top["attentive"] and top["attentive"]["accuracy"] > top["linear"]["accuracy"] else "linear"
     auroc = top[probe]["auroc"] if "auroc" in top[probe] else None
-    severity, passed = grade(lift, o.lift_medium, o.lift_high)
-    yield audit.Finding(
-        check="attribute_leakage", title="Protected attribute readable from representations", severity=severity,
-        passed=passed, value=lift, threshold=o.lift_medium, subject=name,
+    yield audit.Finding.graded(
+        "attribute_leakage", "Protected attribute readable from representations", lift, medium=o.lift_medium,
+        high=o.lift_high, subject=name,
         message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {o.folds}-fold cross-validated accuracy "
                  f"{accuracy:.3f} against the majority rate {baseline:.3f} (lift {lift:+.3f}"
                  + (f", AUROC {auroc:.3f}" if auroc is not None else "")
@@ -331,7 +329,6 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
     )
     worst_after = max(per_layer, key=lambda r: r["after"]["accuracy"])
     residual = worst_after["after"]["accuracy"] - baseline
-    passed = residual <= o.residual_lift
     cost_text = ""
     details = {"layer": worst_after["layer"], "accuracy": worst_after["after"]["accuracy"], "majority_rate": baseline,
                "per_layer": {r["layer"]: r["after"] for r in per_layer},
@@ -347,10 +344,9 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
                          f"{task_cost['changed_predictions']:.1%} of predictions (no labels for the accuracy change)")
     else:
         details["task"] = None
-    yield audit.Finding(
-        check="leakage_after_erasure", title="Leakage left after linear concept erasure",
-        severity=audit.Severity.INFO if passed else audit.Severity.MEDIUM, passed=passed,
-        value=residual, threshold=o.residual_lift, subject=name,
+    yield audit.Finding.against_limit(
+        "leakage_after_erasure", "Leakage left after linear concept erasure", residual, severity=audit.Severity.MEDIUM,
+        ceiling=o.residual_lift, subject=name,
         message=(f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
                  f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f} (lift {residual:+.3f}); "
                  f"a lift above {o.residual_lift:g} means the erasure did not remove it" + cost_text),

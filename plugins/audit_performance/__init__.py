@@ -63,7 +63,7 @@ class Performance(audit.Analysis):
         accuracy = float(np.trace(confusion) / confusion.sum())
         balanced = float(np.nanmean(recall[present]))
         macro_f1 = float(np.mean(f1[present]))
-        o = self.options
+        options = self.options
 
         yield audit.Metric("accuracy", accuracy, count=len(y))
         yield audit.Metric("balanced_accuracy", balanced)
@@ -74,22 +74,19 @@ class Performance(audit.Analysis):
             yield audit.Metric("recall", None if not present[i] else float(recall[i]), group=names[i], count=support)
             yield audit.Metric("f1", float(f1[i]), group=names[i], count=support)
 
-        yield audit.Finding(
-            check="accuracy", title="Accuracy", severity=audit.Severity.HIGH,
-            passed=accuracy >= o.min_accuracy, value=accuracy, threshold=o.min_accuracy,
-            message=f"accuracy {accuracy:.3f} on {len(y)} rows (floor {o.min_accuracy:g})",
+        yield audit.Finding.against_limit(
+            "accuracy", "Accuracy", accuracy, severity=audit.Severity.HIGH, floor=options.min_accuracy,
+            message=f"accuracy {accuracy:.3f} on {len(y)} rows (floor {options.min_accuracy:g})",
         )
-        yield audit.Finding(
-            check="balanced_accuracy", title="Balanced accuracy", severity=audit.Severity.MEDIUM,
-            passed=balanced >= o.min_balanced_accuracy, value=balanced, threshold=o.min_balanced_accuracy,
-            message=f"mean per-class recall {balanced:.3f} (floor {o.min_balanced_accuracy:g})",
+        yield audit.Finding.against_limit(
+            "balanced_accuracy", "Balanced accuracy", balanced, severity=audit.Severity.MEDIUM, floor=options.min_balanced_accuracy,
+            message=f"mean per-class recall {balanced:.3f} (floor {options.min_balanced_accuracy:g})",
         )
         worst = int(np.nanargmin(np.where(present, recall, np.nan)))
-        yield audit.Finding(
-            check="worst_class_recall", title="Recall of the worst class", severity=audit.Severity.MEDIUM,
-            subject=names[worst], passed=recall[worst] >= o.min_class_recall, value=float(recall[worst]),
-            threshold=o.min_class_recall,
-            message=f"class {names[worst]} has recall {recall[worst]:.3f} (floor {o.min_class_recall:g}); macro F1 {macro_f1:.3f}",
+        yield audit.Finding.against_limit(
+            "worst_class_recall", "Recall of the worst class", float(recall[worst]), severity=audit.Severity.MEDIUM,
+            floor=options.min_class_recall, subject=names[worst],
+            message=f"class {names[worst]} has recall {recall[worst]:.3f} (floor {options.min_class_recall:g}); macro F1 {macro_f1:.3f}",
         )
         yield audit.Figure("confusion_matrix", "Confusion matrix", _confusion_figure(confusion, names),
                            caption="Rows: true class; columns: predicted class; cells: row counts.")
