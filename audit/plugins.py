@@ -122,6 +122,15 @@ class AuditPluginManager(pluggy.PluginManager):
                 (warn or _warn)(f"Warning: plugin {plugin!r} failed in register_analyses ({type(error).__name__}: {error}); its analyses are skipped")
         return found
 
+    def register_commands(self, app, warn=None) -> None:
+        """Let each plugin add its commands; one that raises is reported in one line and skipped."""
+        for impl in reversed(self.hook.register_commands.get_hookimpls()):
+            plugin, _, _ = self._plugin_of(impl)
+            try:
+                impl.function(app=app)
+            except Exception as error:  # noqa: BLE001 - a plugin's bug must not take `audit plugins` down with it
+                (warn or _warn)(f"Warning: plugin {plugin!r} failed in register_commands ({type(error).__name__}: {error}); its commands are skipped")
+
     def frameworks(self, warn=None) -> dict[str, Framework]:
         found: dict[str, Framework] = {}
         for impl in reversed(self.hook.register_frameworks.get_hookimpls()):

@@ -157,3 +157,61 @@ def test_startup_does_not_import_torch_or_onnxruntime(args):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "HEAVY=\n" in result.stderr or result.stderr.rstrip().endswith("HEAVY=")
+
+
+class BrokenCommandPlugin:
+    @audit.hookimpl
+    def register_commands(self, app):
+        raise RuntimeError("bug in a command plugin")
+
+
+def test_a_raising_register_commands_does_not_kill_the_cli(cli):
+    get_plugin_manager().register(BrokenCommandPlugin(), name="broken_commands")
+    get_plugin_manager().register(CommandPlugin(), name="commands")
+    code, out, err = cli("plugins")
+    assert code == 0 and "broken_commands" in out
+    assert "plugin 'broken_commands' failed in register_commands (RuntimeError: bug in a command plugin)" in err
+    assert cli("hello")[1] == "hello world\n"  # the other plugin's command is still there
+
+
+def test_a_plugin_claims_a_suffix_before_the_builtin_loader(cli, assets):
+    """load_model is firstresult and the built-in loader trylast: a plugin's loader wins for .onnx."""
+    from audit.models import load
+
+    calls = []
+
+    class ClaimingLoader:
+        @audit.hookimpl
+        def load_model(self, path, options):
+            if path.suffix != ".onnx":
+                return None
+            calls.append(path.name)
+            model = load(path, options)  # the built-in loaders, no plugin manager
+            model.format = "onnx-via-plugin"
+            return model
+
+    get_plugin_manager().register(ClaimingLoader(), name="claiming")
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    assert code == 0, err
+    assert calls == ["mlp.onnx"]
+    from audit.store import Store
+
+    assert Store().resolve_run(json.loads(out)["run_id"]).model_format == "onnx-via-plugin"
+    # Another suffix falls through to the built-in loaders.
+    code, out, err = cli("run", assets.mlp_pt, "--data", assets.data_npz, "-a", "performance", "--json")
+    assert code == 0, err
+    assert calls == ["mlp.onnx"]
+
+
+def test_every_hookspec_has_a_test():
+    """Each hook of the plugin contract is implemented by a test plugin somewhere in tests/ (datasette's meta-test)."""
+    import inspect
+    from pathlib import Path
+
+    from audit import hookspecs
+
+    specs = [name for name, value in inspect.getmembers(hookspecs) if callable(value) and hasattr(value, "audit_spec")]
+    assert specs, "no hookspecs found"
+    sources = "\n".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    missing = [name for name in specs if f"def {name}(self" not in sources]
+    assert not missing, f"hooks without a test plugin implementing them: {missing}"

@@ -59,3 +59,24 @@ def test_resolve_run_by_prefix_and_latest(tmp_path):
         store.resolve_run("aaa")
     with pytest.raises(AuditError, match="no run 'zzz'"):
         store.resolve_run("zzz")
+
+
+def test_migrations_build_the_schema_the_models_declare(tmp_path):
+    """Schema drift: after every migration, each SQLModel table has exactly the columns its class declares."""
+    from sqlmodel import SQLModel
+
+    import audit.store.models  # noqa: F401 - registers the tables on SQLModel.metadata
+
+    Store(str(tmp_path / "drift.db")).close()
+    connection = sqlite3.connect(tmp_path / "drift.db")
+    declared = SQLModel.metadata.tables
+    assert {"run", "analysis_result", "finding", "metric", "artifact", "waiver"} <= set(declared)
+    for name, table in declared.items():
+        info = {row[1]: row for row in connection.execute(f"PRAGMA table_info({name})")}
+        assert set(info) == {column.name for column in table.columns}, name
+        for column in table.columns:
+            # PRAGMA row: (cid, name, type, notnull, default, pk)
+            assert bool(info[column.name][5]) == column.primary_key, (name, column.name)
+            if not column.primary_key:
+                assert bool(info[column.name][3]) == (not column.nullable), (name, column.name, "NOT NULL differs")
+    connection.close()

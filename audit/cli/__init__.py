@@ -27,7 +27,7 @@ def build_app() -> typer.Typer:
     review.register(app)
     from audit.plugins import get_plugin_manager
 
-    get_plugin_manager().hook.register_commands(app=app)
+    get_plugin_manager().register_commands(app)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,90 +54,114 @@ def risk_at_coverage(risk: np.ndarray, level: float) -> float:
     return float(risk[k - 1])
 
 
-def run(analysis, ctx):
-    o = analysis.options
+@dataclass
+class Calibration:
+    """What robustness.calibration measures on the clean predictions: one row of numbers, no verdicts."""
+
+    n: int
+    edges: np.ndarray
+    bin_accuracy: np.ndarray
+    bin_confidence: np.ndarray
+    bin_count: np.ndarray
+    ece: float
+    max_gap: float
+    brier: float
+    brier_reference: float
+    nll: float
+    coverage: np.ndarray
+    risk: np.ndarray
+    aurc: float
+    risks: dict[float, float]
+    error: float
+    mean_confidence: float
+
+
+def measure(ctx, options) -> Calibration:
     probabilities = ctx.predictions
     y = np.asarray(ctx.data.y, dtype=np.int64)
     n = len(y)
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == y
-    edges, bin_accuracy, bin_confidence, bin_count = bin_statistics(confidence, correct, o.bins, o.binning)
-    ece = float(np.sum(bin_count / n * np.abs(bin_accuracy - bin_confidence)))
-    filled = bin_count > 0
-    max_gap = float(np.max(np.abs(bin_accuracy - bin_confidence)[filled]))
-    brier = brier_score(probabilities, y)
+    edges, bin_accuracy, bin_confidence, bin_count = bin_statistics(confidence, correct, options.bins, options.binning)
     frequencies = np.bincount(y, minlength=probabilities.shape[1]) / n
-    brier_reference = brier_score(np.broadcast_to(frequencies, probabilities.shape), y)
-    nll = float(-np.mean(np.log(np.clip(probabilities[np.arange(n), y], 1e-12, None))))
     coverage, risk, aurc = risk_coverage(confidence, correct)
-    risks = {level: risk_at_coverage(risk, level) for level in COVERAGES}
-    error = float(1.0 - correct.mean())
+    return Calibration(
+        n=n, edges=edges, bin_accuracy=bin_accuracy, bin_confidence=bin_confidence, bin_count=bin_count,
+        ece=float(np.sum(bin_count / n * np.abs(bin_accuracy - bin_confidence))),
+        max_gap=float(np.max(np.abs(bin_accuracy - bin_confidence)[bin_count > 0])),
+        brier=brier_score(probabilities, y),
+        brier_reference=brier_score(np.broadcast_to(frequencies, probabilities.shape), y),
+        nll=float(-np.mean(np.log(np.clip(probabilities[np.arange(n), y], 1e-12, None)))),
+        coverage=coverage, risk=risk, aurc=aurc,
+        risks={level: risk_at_coverage(risk, level) for level in COVERAGES},
+        error=float(1.0 - correct.mean()),
+        mean_confidence=float(confidence.mean()),
+    )
 
-    yield audit.Metric("expected_calibration_error", ece, count=n, details={"bins": o.bins, "binning": o.binning})
-    yield audit.Metric("maximum_calibration_error", max_gap, count=n)
-    yield audit.Metric("brier_score", brier, count=n)
-    yield audit.Metric("negative_log_likelihood", nll, count=n)
-    yield audit.Metric("aurc", aurc, count=n)
-    for level, value in risks.items():
+
+def metrics(m: Calibration, options):
+    yield audit.Metric("expected_calibration_error", m.ece, count=m.n, details={"bins": options.bins, "binning": options.binning})
+    yield audit.Metric("maximum_calibration_error", m.max_gap, count=m.n)
+    yield audit.Metric("brier_score", m.brier, count=m.n)
+    yield audit.Metric("negative_log_likelihood", m.nll, count=m.n)
+    yield audit.Metric("aurc", m.aurc, count=m.n)
+    for level, value in m.risks.items():
         yield audit.Metric("selective_risk", value, group=f"{level:.0%} coverage")
         yield audit.Metric("selective_accuracy", 1.0 - value, group=f"{level:.0%} coverage")
 
-    mean_confidence = float(confidence.mean())
-    direction = "over-confident" if mean_confidence > 1 - error else "under-confident"
-    yield audit.Finding(
-        check="expected_calibration_error",
-        title="Expected calibration error",
-        severity=audit.Severity.MEDIUM,
-        passed=ece <= o.max_ece,
-        value=ece,
-        threshold=o.max_ece,
-        subject=f"{o.bins} {'equal-width' if o.binning == 'width' else 'equal-mass'} bins",
+
+def findings(m: Calibration, options):
+    direction = "over-confident" if m.mean_confidence > 1 - m.error else "under-confident"
+    yield audit.Finding.against_limit(
+        "expected_calibration_error", "Expected calibration error", m.ece, severity=audit.Severity.MEDIUM, ceiling=options.max_ece,
+        subject=f"{options.bins} {'equal-width' if options.binning == 'width' else 'equal-mass'} bins",
         message=(
-            f"confidence and accuracy differ by {ece:.3f} on average over {o.bins} bins (allowed {o.max_ece:g}); "
-            f"mean confidence {mean_confidence:.3f} against accuracy {1 - error:.3f}: {direction} overall; "
-            f"worst bin gap {max_gap:.3f}"
+            f"confidence and accuracy differ by {m.ece:.3f} on average over {options.bins} bins (allowed {options.max_ece:g}); "
+            f"mean confidence {m.mean_confidence:.3f} against accuracy {1 - m.error:.3f}: {direction} overall; "
+            f"worst bin gap {m.max_gap:.3f}"
         ),
-        details={"bin_edges": edges.tolist(), "bin_accuracy": bin_accuracy.tolist(),
-                 "bin_confidence": bin_confidence.tolist(), "bin_count": bin_count.astype(int).tolist()},
+        details={"bin_edges": m.edges.tolist(), "bin_accuracy": m.bin_accuracy.tolist(),
+                 "bin_confidence": m.bin_confidence.tolist(), "bin_count": m.bin_count.astype(int).tolist()},
     )
-    brier_threshold = o.max_brier if o.max_brier is not None else brier_reference
-    yield audit.Finding(
-        check="brier_score",
-        title="Brier score",
-        severity=audit.Severity.MEDIUM,
-        passed=brier <= brier_threshold,
-        value=brier,
-        threshold=brier_threshold,
+    yield audit.Finding.against_limit(
+        "brier_score", "Brier score", m.brier, severity=audit.Severity.MEDIUM,
+        ceiling=options.max_brier if options.max_brier is not None else m.brier_reference,
         message=(
-            f"mean squared error of the predicted probabilities {brier:.4f} (multiclass definition, 0 best, 2 worst); "
-            f"always predicting the class frequencies scores {brier_reference:.4f}"
-            + ("" if o.max_brier is None else f"; allowed {o.max_brier:g}")
+            f"mean squared error of the predicted probabilities {m.brier:.4f} (multiclass definition, 0 best, 2 worst); "
+            f"always predicting the class frequencies scores {m.brier_reference:.4f}"
+            + ("" if options.max_brier is None else f"; allowed {options.max_brier:g}")
         ),
-        details={"reference_class_frequencies": brier_reference, "negative_log_likelihood": nll},
+        details={"reference_class_frequencies": m.brier_reference, "negative_log_likelihood": m.nll},
     )
-    risk_threshold = o.max_selective_risk_at_90 if o.max_selective_risk_at_90 is not None else error
-    yield audit.Finding(
-        check="selective_risk_at_90",
-        title="Error rate on the 90% most confident rows",
-        severity=audit.Severity.LOW,
-        passed=risks[0.9] <= risk_threshold,
-        value=risks[0.9],
-        threshold=risk_threshold,
-        subject="90% coverage",
+    allowed = options.max_selective_risk_at_90
+    yield audit.Finding.against_limit(
+        "selective_risk_at_90", "Error rate on the 90% most confident rows", m.risks[0.9], severity=audit.Severity.LOW,
+        ceiling=allowed if allowed is not None else m.error, subject="90% coverage",
         message=(
-            f"abstaining on the 10% least confident rows gives error {risks[0.9]:.3f} against {error:.3f} answering all "
-            + ("(confidence must not rank errors worse than chance)" if o.max_selective_risk_at_90 is None else f"(allowed {o.max_selective_risk_at_90:g})")
-            + f"; at 80% coverage {risks[0.8]:.3f}, at 95% {risks[0.95]:.3f}; AURC {aurc:.4f}"
+            f"abstaining on the 10% least confident rows gives error {m.risks[0.9]:.3f} against {m.error:.3f} answering all "
+            + ("(confidence must not rank errors worse than chance)" if allowed is None else f"(allowed {allowed:g})")
+            + f"; at 80% coverage {m.risks[0.8]:.3f}, at 95% {m.risks[0.95]:.3f}; AURC {m.aurc:.4f}"
         ),
-        details={"aurc": aurc, "risk_at_coverage": {f"{k:.2f}": v for k, v in risks.items()}, "full_coverage_error": error},
+        details={"aurc": m.aurc, "risk_at_coverage": {f"{k:.2f}": v for k, v in m.risks.items()}, "full_coverage_error": m.error},
     )
+
+
+def figures(m: Calibration):
     yield audit.Figure(
         "reliability_diagram", "Reliability diagram",
-        _figures.reliability_diagram(edges, bin_accuracy, bin_confidence, bin_count, ece),
+        _figures.reliability_diagram(m.edges, m.bin_accuracy, m.bin_confidence, m.bin_count, m.ece),
         caption="Bars: accuracy per confidence bin; shaded: gap to the bin's mean confidence; the diagonal is perfect calibration. Bottom: rows per bin.",
     )
     yield audit.Figure(
         "risk_coverage", "Risk-coverage curve",
-        _figures.risk_coverage(coverage, risk, aurc, risks),
+        _figures.risk_coverage(m.coverage, m.risk, m.aurc, m.risks),
         caption="Error rate when answering only the most confident share of rows; marked at 80, 90 and 95% coverage. Lower is better.",
     )
+
+
+def run(analysis, ctx):
+    """Measure, then judge and draw from the measurements."""
+    measured = measure(ctx, analysis.options)
+    yield from metrics(measured, analysis.options)
+    yield from findings(measured, analysis.options)
+    yield from figures(measured)
