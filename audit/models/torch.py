@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.errors import AuditError, first_line
-from audit.models.base import LoadOptions, Model, first_output, is_out_of_memory, parse_device, threads_from_env
+from audit.models.base import LoadOptions, Model, first_output, parse_device, threads_from_env
 
 TORCH_SUFFIXES = {".pt", ".pth", ".pt2", ".ts", ".torchscript", ".jit"}
 
@@ -140,24 +140,6 @@ class TorchModel(Model):
 
     def logits_torch(self, x):
         return self.logits_of(self._module_for(x), x)
-
-    def logits_batched(self, x):
-        """Logits for a large device tensor in batches, without autograd, OOM-safe."""
-        torch = self._torch
-        outputs = []
-        i = 0
-        while i < len(x):
-            try:
-                with torch.inference_mode():
-                    outputs.append(self.logits_torch(x[i : i + self.batch_size]))
-            except Exception as error:  # noqa: BLE001
-                if is_out_of_memory(error) and self.batch_size > 1:
-                    self._release_memory()
-                    self.batch_size //= 2
-                    continue
-                raise
-            i += self.batch_size
-        return torch.cat(outputs, dim=0)
 
     def layers(self) -> list[str]:
         if isinstance(self.module, self._torch.jit.ScriptModule):
