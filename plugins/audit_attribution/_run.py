@@ -64,22 +64,22 @@ def settings_from(options) -> ExplainerSettings:
 
 
 def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
-    o = analysis.options
+    options = analysis.options
     data = ctx.data
     x_all = np.asarray(data.x, dtype=np.float32)
     n = len(x_all)
-    count = min(n, n_rows or o.rows)
+    count = min(n, n_rows or options.rows)
     # Rows come from the run's seed, not the analysis's: analyses explaining the
     # same number of rows explain the same rows and can share their maps.
     rows = ctx.sample_rows(count, rng=ctx.rng_for("attribution.rows"))
     rows = np.arange(n) if rows is None else rows
     groups = None
-    if data.modality == "tabular" and o.feature_groups:
-        groups = feature_groups(data.feature_names, o.feature_groups, x_all.shape[1])
+    if data.modality == "tabular" and options.feature_groups:
+        groups = feature_groups(data.feature_names, options.feature_groups, x_all.shape[1])
     layout = Layout(x_all.shape[1:], data.modality, groups)
     reason = gradient_skip_reason(ctx.model)
     explainers, skipped = [], {}
-    for name in dict.fromkeys(o.explainers):
+    for name in dict.fromkeys(options.explainers):
         if name in GRADIENT_EXPLAINERS and reason:
             skipped[name] = reason
         else:
@@ -91,8 +91,8 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)
     else:
         value_sd = x_all.std(axis=0).astype(np.float32)
-    return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(o), explainers, data_mean, value_sd,
-                 o.removal, skipped)
+    return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(options), explainers, data_mean, value_sd,
+                 options.removal, skipped)
 
 
 def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers",
@@ -167,13 +167,13 @@ def gain_over_random(deletion, insertion, random_deletion, random_insertion, rng
 
 # -- attribution.faithfulness --------------------------------------------------------
 def run_faithfulness(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     model = ctx.model
     s = setup(analysis, ctx)
     layout = s.layout
-    explained = ModelScorer(model, o.score)
+    explained = ModelScorer(model, options.score)
     probability = ModelScorer(model, "probability")
-    maps, inputs = explain_all(ctx, s, explained, s.x, s.targets, layout, s.data_mean, s.value_sd, share=("model", o.score))
+    maps, inputs = explain_all(ctx, s, explained, s.x, s.targets, layout, s.data_mean, s.value_sd, share=("model", options.score))
     if not maps:
         ctx.note("no explainer could run on this model")
         return
@@ -183,9 +183,9 @@ def run_faithfulness(analysis, ctx):
     # Deletion and insertion: every explainer's ordering and the random ones in one batched pass.
     rank_rng = np.random.default_rng(ctx.rng.integers(2**63))
     explainer_ranks = np.stack([order_ranks(maps[n], rank_rng) for n in names])
-    random_ranks = np.stack([np.argsort(rank_rng.random((len(s.x), layout.n_units)), axis=1).argsort(axis=1) for _ in range(o.random_orders)])
+    random_ranks = np.stack([np.argsort(rank_rng.random((len(s.x), layout.n_units)), axis=1).argsort(axis=1) for _ in range(options.random_orders)])
     deletion, insertion, fractions = removal_curves(
-        probability, layout, s.x, removal_base, s.targets, np.concatenate([explainer_ranks, random_ranks]), o.curve_steps
+        probability, layout, s.x, removal_base, s.targets, np.concatenate([explainer_ranks, random_ranks]), options.curve_steps
     )
     del_auc, ins_auc = curve_auc(deletion, fractions), curve_auc(insertion, fractions)  # (E + random, R)
     rand_del, rand_ins = del_auc[len(names):].mean(axis=0), ins_auc[len(names):].mean(axis=0)
@@ -201,19 +201,19 @@ def run_faithfulness(analysis, ctx):
             message=(f"{name}: removing features in attribution order leaves an area of {d.mean():.3f} under the "
                      f"predicted-class probability curve, against {rand_del.mean():.3f} for a random order "
                      "(lower is better: the features it ranks first should matter most)"),
-            details={"rows": len(d), "removal": o.removal, "steps": len(fractions) - 1},
+            details={"rows": len(d), "removal": options.removal, "steps": len(fractions) - 1},
         )
         yield audit.Finding(
             check="insertion_auc", title="Insertion AUC against a random order", severity=audit.Severity.LOW,
             subject=name, passed=bool(i.mean() > rand_ins.mean()), value=float(i.mean()), threshold=float(rand_ins.mean()),
             message=(f"{name}: adding features back in attribution order gives an area of {i.mean():.3f} under the "
                      f"predicted-class probability curve, against {rand_ins.mean():.3f} for a random order (higher is better)"),
-            details={"rows": len(i), "removal": o.removal, "steps": len(fractions) - 1},
+            details={"rows": len(i), "removal": options.removal, "steps": len(fractions) - 1},
         )
-        gain, low, high, passed = gain_over_random(d, i, rand_del, rand_ins, gain_rng, o.min_gain)
+        gain, low, high, passed = gain_over_random(d, i, rand_del, rand_ins, gain_rng, options.min_gain)
         yield audit.Finding(
             check="faithful_vs_random", title="Explainer better than a random ranking", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=float(gain.mean()), threshold=o.min_gain,
+            subject=name, passed=passed, value=float(gain.mean()), threshold=options.min_gain,
             message=(f"{name}: gain over a random order {gain.mean():+.3f} (95% CI {low:+.3f} to {high:+.3f}; "
                      "deletion AUC below random plus insertion AUC above random, per row); "
                      + ("its rankings track what the model uses" if passed else
@@ -229,16 +229,16 @@ def run_faithfulness(analysis, ctx):
 
     # Faithfulness correlation and infidelity share their model passes across explainers.
     fc_rng = np.random.default_rng(ctx.rng.integers(2**63))
-    removed, drops = subset_drops(explained, layout, s.x, removal_base, s.targets, o.subsets, o.subset_fraction, fc_rng)
-    unit_sd = layout.to_units(s.value_sd[None])[0] / (s.value_sd.size // layout.n_units) * o.infidelity_noise
-    perturbations, pdrops = perturbation_drops(explained, layout, s.x, s.targets, o.infidelity_samples, unit_sd, fc_rng)
+    removed, drops = subset_drops(explained, layout, s.x, removal_base, s.targets, options.subsets, options.subset_fraction, fc_rng)
+    unit_sd = layout.to_units(s.value_sd[None])[0] / (s.value_sd.size // layout.n_units) * options.infidelity_noise
+    perturbations, pdrops = perturbation_drops(explained, layout, s.x, s.targets, options.infidelity_samples, unit_sd, fc_rng)
     for name in names:
         fc = faithfulness_correlation(maps[name], removed, drops)
         inf = infidelity(maps[name], perturbations, pdrops)
         yield audit.Metric("faithfulness_correlation", _mean(fc), subject=name, count=int(np.isfinite(fc).sum()),
-                           details={"subsets": o.subsets, "subset_fraction": o.subset_fraction})
+                           details={"subsets": options.subsets, "subset_fraction": options.subset_fraction})
         yield audit.Metric("infidelity", _mean(inf), subject=name, count=int(np.isfinite(inf).sum()),
-                           details={"samples": o.infidelity_samples, "noise": o.infidelity_noise,
+                           details={"samples": options.infidelity_samples, "noise": options.infidelity_noise,
                                     "definition": "E[(beta I.phi - drop)^2] / E[drop^2], beta optimal; 0 is perfect"})
 
     if "integrated_gradients" in maps:
@@ -253,7 +253,7 @@ def run_faithfulness(analysis, ctx):
 
 
 def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
-    o = analysis.options
+    options = analysis.options
     f_x = scorer.target_scores(s.x, s.targets)
     f_b = scorer.target_scores(inputs.ig_baseline, s.targets)
     delta = f_x - f_b
@@ -261,22 +261,22 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
     relative = float(error.mean() / max(np.abs(delta).mean(), 1e-12))
     yield audit.Finding(
         check="ig_completeness_error", title="Integrated Gradients completeness", severity=audit.Severity.LOW,
-        subject="integrated_gradients", passed=relative <= o.ig_completeness_tolerance, value=relative,
-        threshold=o.ig_completeness_tolerance,
+        subject="integrated_gradients", passed=relative <= options.ig_completeness_tolerance, value=relative,
+        threshold=options.ig_completeness_tolerance,
         message=(f"the IG attributions sum to f(x) - f(baseline) within {relative:.2%} on average "
                  f"(mean |error| {error.mean():.2e} against mean |f(x) - f(baseline)| {np.abs(delta).mean():.2e}; "
                  f"{o.ig_steps} {o.ig_method} steps, {o.ig_baseline} baseline, {o.score} score)"
-                 + ("" if relative <= o.ig_completeness_tolerance else "; raise ig_steps: the path integral is not converged")),
-        details={"max_abs_error": float(error.max()), "steps": o.ig_steps, "method": o.ig_method, "baseline": o.ig_baseline},
+                 + ("" if relative <= options.ig_completeness_tolerance else "; raise ig_steps: the path integral is not converged")),
+        details={"max_abs_error": float(error.max()), "steps": options.ig_steps, "method": options.ig_method, "baseline": options.ig_baseline},
     )
-    if not o.compare_ig_baselines:
+    if not options.compare_ig_baselines:
         return
-    others = [b for b in ("zeros", "mean", "blurred") if b != o.ig_baseline and (b != "blurred" or s.layout.is_image)]
+    others = [b for b in ("zeros", "mean", "blurred") if b != options.ig_baseline and (b != "blurred" or s.layout.is_image)]
     for other in others:
-        baseline = make_baseline(other, s.x, s.data_mean, s.layout, o.blur_sigma)
+        baseline = make_baseline(other, s.x, s.data_mean, s.layout, options.blur_sigma)
         from ._explainers import integrated_gradients
 
-        alt = s.layout.to_units(integrated_gradients(scorer, s.x, s.targets, baseline, o.ig_steps, o.ig_method))
+        alt = s.layout.to_units(integrated_gradients(scorer, s.x, s.targets, baseline, options.ig_steps, options.ig_method))
         rho = spearman_rows(ig_map, alt)
         yield audit.Metric("ig_baseline_rank_correlation", _mean(rho), subject="integrated_gradients",
                            group=f"{o.ig_baseline} vs {other}", count=int(np.isfinite(rho).sum()),
@@ -362,7 +362,7 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 def run_sanity(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     model = ctx.model
     s = setup(analysis, ctx)
     if not s.explainers:
@@ -374,22 +374,22 @@ def run_sanity(analysis, ctx):
         correlations = yield from _randomization_test(analysis, ctx, s)
     else:
         ctx.note("model randomisation skipped: it re-initialises layers of a PyTorch module, and this model is not one")
-    yield audit.Figure("sanity", "Sanity checks per explainer", _figures.sanity_bars(grid_shares, correlations, o),
+    yield audit.Figure("sanity", "Sanity checks per explainer", _figures.sanity_bars(grid_shares, correlations, options),
                        caption="Left: share of attribution on the grid cell that can affect the output (1 is correct). "
                                "Right: rank correlation of maps before and after randomising the last layer(s) (low is correct).")
 
 
 def _grid_test(analysis, ctx, s: Setup):
-    o = analysis.options
+    options = analysis.options
     model = ctx.model
     layout = s.layout
     n = len(ctx.data.x)
     rng = np.random.default_rng(ctx.rng.integers(2**63))
-    cell_rows = np.stack([rng.choice(n, size=4, replace=n < 4) for _ in range(o.grid_samples)])  # (G, 4)
-    target_cell = np.arange(o.grid_samples) % 4
+    cell_rows = np.stack([rng.choice(n, size=4, replace=n < 4) for _ in range(options.grid_samples)])  # (G, 4)
+    target_cell = np.arange(options.grid_samples) % 4
     x_all = np.asarray(ctx.data.x, dtype=np.float32)
     x_grid = _tile(x_all[cell_rows], layout).astype(np.float32)
-    targets = target_cell * model.n_classes + ctx.predicted[cell_rows[np.arange(o.grid_samples), target_cell]]
+    targets = target_cell * model.n_classes + ctx.predicted[cell_rows[np.arange(options.grid_samples), target_cell]]
     groups = None
     if layout.groups is not None:
         groups = [[u + b * layout.n_units for u in g] for b in range(4) for g in layout.groups]
@@ -404,7 +404,7 @@ def _grid_test(analysis, ctx, s: Setup):
         # The same number of Sobol regions as on one input, over the whole grid (even, so regions align with cells).
         cell_grid = s.settings.sobol_grid or layout.default_grid()
         settings.sobol_grid = cell_grid if cell_grid % 2 == 0 else 2 * cell_grid
-    torch_function, numpy_function = _grid_functions(model, layout, o.score)
+    torch_function, numpy_function = _grid_functions(model, layout, options.score)
     scorer = TorchScorer(model, torch_function) if "torch" in model.capabilities else NumpyScorer(numpy_function, model.batch_size)
     maps, _ = explain_all(ctx, s, scorer, x_grid, targets, grid_layout, grid_mean, grid_sd, settings, "grid test")
     cell_of_unit = _grid_cell_of_unit(layout)
@@ -417,10 +417,10 @@ def _grid_test(analysis, ctx, s: Setup):
         outside = (mass * ~on_target).max(axis=1)
         value = _mean(share)
         shares[name] = value
-        passed = value is not None and value >= o.min_grid_share
+        passed = value is not None and value >= options.min_grid_share
         yield audit.Finding(
             check="grid_share", title="Attribution on the only cell that can matter (DiFull grid)", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=value, threshold=o.min_grid_share,
+            subject=name, passed=passed, value=value, threshold=options.min_grid_share,
             message=(f"{name}: on {o.grid_samples} {'2x2 image grids' if layout.is_image else 'inputs of 4 feature blocks'} where the "
                      f"explained output depends on one cell only, {0 if value is None else value:.1%} of the absolute attribution lies on "
                      f"that cell (floor {o.min_grid_share:.0%}); attribution anywhere else is provably wrong. "
@@ -454,21 +454,21 @@ def _randomized_function(model, layers: int, seed: int, score: str):
 
 
 def _randomization_test(analysis, ctx, s: Setup):
-    o = analysis.options
+    options = analysis.options
     model = ctx.model
-    original, _ = explain_all(ctx, s, ModelScorer(model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps",
-                              share=("model", o.score))
-    function, n_layers = _randomized_function(model, o.randomize_layers, int(ctx.rng.integers(2**31)), o.score)
+    original, _ = explain_all(ctx, s, ModelScorer(model, options.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps",
+                              share=("model", options.score))
+    function, n_layers = _randomized_function(model, options.randomize_layers, int(ctx.rng.integers(2**31)), options.score)
     randomized, _ = explain_all(ctx, s, TorchScorer(model, function), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="randomised maps")
     correlations = {}
     for name in original:
         rho = spearman_rows(original[name], randomized[name])
         value = _mean(rho)
         correlations[name] = value
-        passed = value is None or value < o.max_randomization_correlation
+        passed = value is None or value < options.max_randomization_correlation
         yield audit.Finding(
             check="randomization_rank_correlation", title="Maps change when the model is randomised", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=value, threshold=o.max_randomization_correlation,
+            subject=name, passed=passed, value=value, threshold=options.max_randomization_correlation,
             message=(f"{name}: after re-initialising the last {n_layers} parameterised layer(s), the maps of {len(s.x)} rows keep a "
                      f"Spearman rank correlation of {0 if value is None else value:.3f} with the originals (fails at "
                      f"{o.max_randomization_correlation:g} or above: a map that survives randomisation does not explain the model)"),
@@ -479,15 +479,15 @@ def _randomization_test(analysis, ctx, s: Setup):
 
 # -- attribution.agreement -----------------------------------------------------------
 def run_agreement(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     s = setup(analysis, ctx)
-    maps, _ = explain_all(ctx, s, ModelScorer(ctx.model, o.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd,
-                          share=("model", o.score))
+    maps, _ = explain_all(ctx, s, ModelScorer(ctx.model, options.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd,
+                          share=("model", options.score))
     names = list(maps)
     if len(names) < 2:
         ctx.note("agreement needs at least two explainers")
         return
-    k = max(1, int(round(o.top_k_fraction * s.layout.n_units)))
+    k = max(1, int(round(options.top_k_fraction * s.layout.n_units)))
     rho = np.eye(len(names))
     overlap = np.eye(len(names))
     for i, a in enumerate(names):

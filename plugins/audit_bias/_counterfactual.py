@@ -59,9 +59,9 @@ def value_labels(data, attribute: str, column: np.ndarray, values: np.ndarray) -
 
 
 def run(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     data = ctx.data
-    usable, reason = usable_attributes(data, o)
+    usable, reason = usable_attributes(data, options)
     if reason:
         ctx.note(reason)
         return
@@ -75,7 +75,7 @@ def run(analysis, ctx):
     score_class = np.ones(n_rows, dtype=np.int64) if binary else probs.argmax(axis=1)
     clean_pred = probs.argmax(axis=1)
     skipped = sorted(set(data.attribute_features) - {a for a, _ in usable})
-    if skipped and not o.attributes:
+    if skipped and not options.attributes:
         ctx.note(f"not varied (more than {o.max_values} distinct values in the column): {', '.join(skipped)}")
 
     for attribute, column_index in usable:
@@ -83,7 +83,7 @@ def run(analysis, ctx):
         values, own = np.unique(column, return_inverse=True)
         n_values = len(values)
         labels = value_labels(data, attribute, column, values)
-        reference = _reference(o, attribute, labels, values, own)
+        reference = _reference(options, attribute, labels, values, own)
 
         # Every row at every value other than its own: (values - 1) rows each, one predict call.
         variant_rows, variant_values = [], []
@@ -119,9 +119,9 @@ def run(analysis, ctx):
             odds_shift = odds[:, v] - odds[:, reference]
             flips = pred[:, v] != pred[:, reference]
             flip_rate = float(flips.mean())
-            lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, o.n_bootstrap))
-            olo, ohi = stats.percentile_interval(stats.bootstrap_means(odds_shift, ctx.rng, o.n_bootstrap))
-            flo, fhi = stats.percentile_interval(ctx.rng.binomial(n_rows, flip_rate, size=o.n_bootstrap) / n_rows)
+            lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, options.n_bootstrap))
+            olo, ohi = stats.percentile_interval(stats.bootstrap_means(odds_shift, ctx.rng, options.n_bootstrap))
+            flo, fhi = stats.percentile_interval(ctx.rng.binomial(n_rows, flip_rate, size=options.n_bootstrap) / n_rows)
             details = {"reference": labels[reference], "column": int(column_index), "value": float(values[v]),
                        "reference_value": float(values[reference]),
                        "score": "P(class 1)" if binary else "probability of the originally predicted class"}
@@ -134,7 +134,7 @@ def run(analysis, ctx):
                                lower=float(flo), upper=float(fhi), count=n_rows, details=details)
             results.append((labels[v], mean_shift, (float(lo), float(hi)), mean_odds, flip_rate, (float(flo), float(fhi))))
 
-        yield from _findings(attribute, labels[reference], results, any_flip, n_rows, n_values, binary, o)
+        yield from _findings(attribute, labels[reference], results, any_flip, n_rows, n_values, binary, options)
         from ._figures import counterfactual_bars
 
         yield audit.Figure(
@@ -147,8 +147,8 @@ def run(analysis, ctx):
         )
 
 
-def _reference(o, attribute, labels, values, own) -> int:
-    wanted = o.reference.get(attribute)
+def _reference(options, attribute, labels, values, own) -> int:
+    wanted = options.reference.get(attribute)
     if wanted is None:
         return int(np.bincount(own, minlength=len(values)).argmax())
     for i, (label, value) in enumerate(zip(labels, values)):
@@ -157,27 +157,27 @@ def _reference(o, attribute, labels, values, own) -> int:
     raise audit.AuditError(f"bias.counterfactual: reference {wanted!r} for {attribute} is not an observed value; values are {', '.join(labels)}")
 
 
-def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary, o):
+def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary, options):
     score_name = "P(positive class)" if binary else "probability of the predicted class"
     worst_flip = max(results, key=lambda r: r[4])
     label, _, _, _, flip_rate, (flo, fhi) = worst_flip
     yield audit.Finding.graded(
-        "counterfactual_flip_rate", "Counterfactual prediction flips", flip_rate, medium=o.flip_rate_medium, high=o.flip_rate_high, subject=attribute,
+        "counterfactual_flip_rate", "Counterfactual prediction flips", flip_rate, medium=options.flip_rate_medium, high=options.flip_rate_high, subject=attribute,
         message=(f"changing {attribute} from {reference} to {label}, all other inputs fixed, changes {flip_rate:.1%} of "
                  f"predictions [95% CI {flo:.1%}, {fhi:.1%}] ({n_rows} rows; {any_flip:.1%} change under some value); "
                  f"above {o.flip_rate_medium:g} is medium, above {o.flip_rate_high:g} high"),
         details={"reference": reference, "value": label, "ci": [flo, fhi], "any_flip_rate": any_flip,
                  "per_value": {r[0]: r[4] for r in results}, "extra_forward_rows": n_rows * (n_values - 1),
-                 "thresholds": {"medium": o.flip_rate_medium, "high": o.flip_rate_high}},
+                 "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
     )
     worst_shift = max(results, key=lambda r: abs(r[1]))
     label, shift, (lo, hi), odds_shift, _, _ = worst_shift
     yield audit.Finding.graded(
-        "counterfactual_score_shift", "Counterfactual score shift", shift, medium=o.score_shift_medium, high=o.score_shift_high, by=abs(shift), subject=attribute,
+        "counterfactual_score_shift", "Counterfactual score shift", shift, medium=options.score_shift_medium, high=options.score_shift_high, by=abs(shift), subject=attribute,
         message=(f"changing {attribute} from {reference} to {label} moves the {score_name} by {shift:+.4f} on average "
                  f"[95% CI {lo:+.4f}, {hi:+.4f}] ({odds_shift:+.3f} in log-odds); an absolute shift above "
                  f"{o.score_shift_medium:g} is medium, above {o.score_shift_high:g} high"),
         details={"reference": reference, "value": label, "ci": [lo, hi], "logodds_shift": odds_shift,
                  "per_value": {r[0]: r[1] for r in results},
-                 "thresholds": {"medium": o.score_shift_medium, "high": o.score_shift_high}},
+                 "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
     )

@@ -91,7 +91,7 @@ def _spread(values: np.ndarray, groups: np.ndarray, kind: str):
 
 
 def run(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     probs = np.asarray(ctx.predictions, dtype=np.float64)
     n_rows, n_classes = probs.shape
     predicted = probs.argmax(axis=1)
@@ -105,13 +105,13 @@ def run(analysis, ctx):
     if not binary:
         ctx.note(f"{n_classes} classes: rates are one-vs-rest per class; each aggregate finding reports its worst class")
     rng = ctx.rng
-    for grouping in groupings(ctx.data, o):
+    for grouping in groupings(ctx.data, options):
         if grouping.binned:
             ctx.note(grouping.binned)
-        table = GroupTable(grouping, probs, predicted, y, classes, rng, o)
-        yield from _group_metrics(table, class_names, binary, o)
-        yield from _findings(table, probs, class_names, binary, rng, o)
-        if grouping.n_groups <= o.max_plot_groups:
+        table = GroupTable(grouping, probs, predicted, y, classes, rng, options)
+        yield from _group_metrics(table, class_names, binary, options)
+        yield from _findings(table, probs, class_names, binary, rng, options)
+        if grouping.n_groups <= options.max_plot_groups:
             from ._figures import group_bars, score_distributions
 
             primary = _primary_class(table, binary)
@@ -138,7 +138,7 @@ def _primary_class(table, binary):
     return table.classes[int(np.nanargmax(gaps))] if len(gaps) else 0
 
 
-def _group_metrics(table, class_names, binary, o):
+def _group_metrics(table, class_names, binary, options):
     g_names = table.grouping.names
     subject = table.grouping.subject
     lower_q, upper_q = {}, {}
@@ -194,16 +194,16 @@ def _extreme_groups(table, metric, k):
     return names[hi], names[lo]
 
 
-def _excluded(table, o):
+def _excluded(table, options):
     small = np.flatnonzero(table.small)
     return {table.grouping.names[g]: int(table.n[g]) for g in small}
 
 
-def _context_text(table, o, binary, class_names, k):
+def _context_text(table, options, binary, class_names, k):
     parts = []
     if not binary and k is not None:
         parts.append(f"worst class: {class_names[k]}")
-    excluded = _excluded(table, o)
+    excluded = _excluded(table, options)
     if excluded:
         shown = ", ".join(f"{name} (n={n})" for name, n in list(excluded.items())[:5])
         more = "" if len(excluded) <= 5 else f" and {len(excluded) - 5} more"
@@ -211,12 +211,12 @@ def _context_text(table, o, binary, class_names, k):
     return ("; " + "; ".join(parts)) if parts else ""
 
 
-def _findings(table, probs, class_names, binary, rng, o):
+def _findings(table, probs, class_names, binary, rng, options):
     subject = table.grouping.subject
     base_details = {
         "groups": {name: int(n) for name, n in zip(table.grouping.names, table.n)},
-        "excluded_small_groups": _excluded(table, o),
-        "min_group_size": o.min_group_size,
+        "excluded_small_groups": _excluded(table, options),
+        "min_group_size": options.min_group_size,
         "binned": table.grouping.binned,
     }
     enough = len(table.judged) >= 2
@@ -234,7 +234,7 @@ def _findings(table, probs, class_names, binary, rng, o):
     if not enough:
         for check, title in checks + [("distance_covariance", "Distance covariance of scores and attribute"),
                                       ("score_js_divergence", "Jensen-Shannon divergence of group score distributions")]:
-            yield not_judged(check, title, subject, len(table.judged), o.min_group_size, base_details)
+            yield not_judged(check, title, subject, len(table.judged), options.min_group_size, base_details)
         return
 
     def details(**extra):
@@ -244,36 +244,36 @@ def _findings(table, probs, class_names, binary, rng, o):
     value, k, lo, hi = _worst(table, "selection_rate", "difference")
     top, bottom = _extreme_groups(table, "selection_rate", k)
     yield audit.Finding.graded(
-        "demographic_parity_difference", "Demographic parity difference", value, medium=o.parity_difference_medium, high=o.parity_difference_high, subject=subject,
+        "demographic_parity_difference", "Demographic parity difference", value, medium=options.parity_difference_medium, high=options.parity_difference_high, subject=subject,
         message=(f"selection rate ranges from {table.rates['selection_rate'][:, k][_index(table, bottom)]:.3f} ({bottom}) to "
                  f"{table.rates['selection_rate'][:, k][_index(table, top)]:.3f} ({top}): difference {value:.3f} "
                  f"[95% CI {lo:.3f}, {hi:.3f}]; above {o.parity_difference_medium:g} is medium, above {o.parity_difference_high:g} high"
-                 + _context_text(table, o, binary, class_names, k)),
+                 + _context_text(table, options, binary, class_names, k)),
         details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
-                        thresholds={"medium": o.parity_difference_medium, "high": o.parity_difference_high}),
+                        thresholds={"medium": options.parity_difference_medium, "high": options.parity_difference_high}),
     )
     value, k, lo, hi = _worst(table, "selection_rate", "ratio", worst="min")
     top, bottom = _extreme_groups(table, "selection_rate", k)
     yield audit.Finding.against_limit(
         "demographic_parity_ratio", "Demographic parity ratio (four-fifths rule)", value, severity=audit.Severity.HIGH,
-        floor=o.parity_ratio_min, subject=subject,
+        floor=options.parity_ratio_min, subject=subject,
         message=(f"lowest selection rate ({bottom}) is {value:.3f} of the highest ({top}) [95% CI {lo:.3f}, {hi:.3f}]; "
                  f"the four-fifths rule asks for at least {o.parity_ratio_min:g} (below it is high)"
-                 + _context_text(table, o, binary, class_names, k)),
+                 + _context_text(table, options, binary, class_names, k)),
         details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
-                        thresholds={"high_below": o.parity_ratio_min}),
+                        thresholds={"high_below": options.parity_ratio_min}),
     )
     if table.has_labels:
-        yield from _error_rate_findings(table, class_names, binary, o, details)
-    yield _dcov_finding(table, probs, binary, rng, o, details)
-    yield _js_finding(table, probs, class_names, binary, rng, o, details)
+        yield from _error_rate_findings(table, class_names, binary, options, details)
+    yield _dcov_finding(table, probs, binary, rng, options, details)
+    yield _js_finding(table, probs, class_names, binary, rng, options, details)
 
 
 def _index(table, name):
     return table.grouping.names.index(name)
 
 
-def _error_rate_findings(table, class_names, binary, o, details):
+def _error_rate_findings(table, class_names, binary, options, details):
     subject = table.grouping.subject
     # Equalized odds: the larger of the TPR and FPR spreads, worst class.
     best = None
@@ -289,24 +289,24 @@ def _error_rate_findings(table, class_names, binary, o, details):
     if best is not None:
         value, k, tpr, fpr, lo, hi = best
         yield audit.Finding.graded(
-            "equalized_odds_difference", "Equalized odds difference", value, medium=o.odds_difference_medium, high=o.odds_difference_high, subject=subject,
+            "equalized_odds_difference", "Equalized odds difference", value, medium=options.odds_difference_medium, high=options.odds_difference_high, subject=subject,
             message=(f"largest gap between groups in TPR ({tpr:.3f}) or FPR ({fpr:.3f}) is {value:.3f} [95% CI {lo:.3f}, {hi:.3f}]; "
                      f"above {o.odds_difference_medium:g} is medium, above {o.odds_difference_high:g} high"
-                     + _context_text(table, o, binary, class_names, k)),
+                     + _context_text(table, options, binary, class_names, k)),
             details=details(ci=[lo, hi], tpr_difference=tpr, fpr_difference=fpr, cls=class_names[k],
-                            thresholds={"medium": o.odds_difference_medium, "high": o.odds_difference_high}),
+                            thresholds={"medium": options.odds_difference_medium, "high": options.odds_difference_high}),
         )
     found = _worst(table, "tpr", "difference")
     if found is not None:
         value, k, lo, hi = found
         top, bottom = _extreme_groups(table, "tpr", k)
         yield audit.Finding.graded(
-            "equal_opportunity_difference", "Equal opportunity difference", value, medium=o.opportunity_difference_medium, high=o.opportunity_difference_high, subject=subject,
+            "equal_opportunity_difference", "Equal opportunity difference", value, medium=options.opportunity_difference_medium, high=options.opportunity_difference_high, subject=subject,
             message=(f"true positive rate (recall) ranges over groups by {value:.3f} [95% CI {lo:.3f}, {hi:.3f}], "
                      f"lowest in {bottom}, highest in {top}; above {o.opportunity_difference_medium:g} is medium, "
-                     f"above {o.opportunity_difference_high:g} high" + _context_text(table, o, binary, class_names, k)),
+                     f"above {o.opportunity_difference_high:g} high" + _context_text(table, options, binary, class_names, k)),
             details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
-                            thresholds={"medium": o.opportunity_difference_medium, "high": o.opportunity_difference_high}),
+                            thresholds={"medium": options.opportunity_difference_medium, "high": options.opportunity_difference_high}),
         )
     accuracy = table.rates["accuracy"]
     judged = table.judged
@@ -322,59 +322,59 @@ def _error_rate_findings(table, class_names, binary, o, details):
     names = table.grouping.names
     yield audit.Finding.against_limit(
         "worst_group_accuracy", "Worst-group accuracy", worst_acc, severity=audit.Severity.MEDIUM,
-        floor=o.min_group_accuracy, subject=subject,
+        floor=options.min_group_accuracy, subject=subject,
         message=(f"lowest accuracy is {worst_acc:.3f} in group {names[worst_g]} (n={int(table.n[worst_g])}) "
                  f"[95% CI {float(lo):.3f}, {float(hi):.3f}]; below {o.min_group_accuracy:g} is medium"
                  + (f"; worst-group recall {worst_recall:.3f}" if worst_recall is not None else "")
-                 + _context_text(table, o, True, class_names, None)),
+                 + _context_text(table, options, True, class_names, None)),
         details=details(ci=[float(lo), float(hi)], group=names[worst_g], worst_group_recall=worst_recall,
-                        thresholds={"medium_below": o.min_group_accuracy}),
+                        thresholds={"medium_below": options.min_group_accuracy}),
     )
     gap = float(accuracy[best_g] - accuracy[worst_g])
     yield audit.Finding.graded(
-        "accuracy_gap", "Accuracy gap between groups", gap, medium=o.accuracy_gap_medium, high=o.accuracy_gap_high, subject=subject,
+        "accuracy_gap", "Accuracy gap between groups", gap, medium=options.accuracy_gap_medium, high=options.accuracy_gap_high, subject=subject,
         message=(f"accuracy {accuracy[best_g]:.3f} in {names[best_g]} against {accuracy[worst_g]:.3f} in {names[worst_g]}: "
                  f"gap {gap:.3f} [95% CI {float(gap_lo):.3f}, {float(gap_hi):.3f}]; above {o.accuracy_gap_medium:g} is medium, "
-                 f"above {o.accuracy_gap_high:g} high" + _context_text(table, o, True, class_names, None)),
+                 f"above {o.accuracy_gap_high:g} high" + _context_text(table, options, True, class_names, None)),
         details=details(ci=[float(gap_lo), float(gap_hi)], best_group=names[best_g], worst_group=names[worst_g],
-                        thresholds={"medium": o.accuracy_gap_medium, "high": o.accuracy_gap_high}),
+                        thresholds={"medium": options.accuracy_gap_medium, "high": options.accuracy_gap_high}),
     )
 
 
-def _dcov_finding(table, probs, binary, rng, o, details):
+def _dcov_finding(table, probs, binary, rng, options, details):
     grouping = table.grouping
     subject = grouping.subject
     n = len(grouping.codes)
     # Rows of small groups stay in: dCov judges the dependence over the whole data, not per group.
-    index = toolkit.subsample(n, o.dcov_max_rows, rng)
+    index = toolkit.subsample(n, options.dcov_max_rows, rng)
     subsampled = index is not None
     if not subsampled:
         index = np.arange(n)
     scores = probs[index, 1:2] if binary else probs[index]
     if grouping.raw is not None and grouping.n_groups > 2:
-        result = _stats.distance_covariance(scores, grouping.raw[index], rng, o.dcov_permutations)
+        result = _stats.distance_covariance(scores, grouping.raw[index], rng, options.dcov_permutations)
         kind = "raw numeric values" if grouping.binned else "numeric values"
     else:  # categories, and two-valued numbers (same statistic up to scale, cheaper)
         codes = np.unique(grouping.codes[index], return_inverse=True)[1]
-        result = _stats.distance_covariance(scores, None, rng, o.dcov_permutations, codes=codes)
+        result = _stats.distance_covariance(scores, None, rng, options.dcov_permutations, codes=codes)
         kind = "one-hot group codes"
     dcor, p_value = result["dcor"], result["p_value"]
-    significant = p_value < o.dcov_alpha
-    passed = not (significant and dcor > o.dcor_threshold)
+    significant = p_value < options.dcov_alpha
+    passed = not (significant and dcor > options.dcor_threshold)
     sample_text = (f"on a seeded random subsample of {len(index)} of {n} rows (the distance matrices are O(n^2))"
                    if subsampled else f"on all {n} rows")
     return audit.Finding(
         check="distance_covariance", title="Distance covariance of scores and attribute",
         severity=audit.Severity.MEDIUM, passed=passed,
-        value=dcor, threshold=o.dcor_threshold, subject=subject,
+        value=dcor, threshold=options.dcor_threshold, subject=subject,
         message=(f"distance correlation {dcor:.3f} between the model's scores and {subject} (distance covariance "
                  f"{result['dcov']:.4g}, permutation p = {p_value:.3g} from {o.dcov_permutations} permutations), {sample_text}; "
                  f"medium when p < {o.dcov_alpha:g} and distance correlation above {o.dcor_threshold:g}. "
                  "Unlike a correlation, it also catches nonlinear dependence."),
         details=details(dcov=result["dcov"], dcov2=result["dcov2"], dcor=dcor, p_value=p_value,
-                        permutations=o.dcov_permutations, rows_used=int(len(index)), rows_total=int(n),
+                        permutations=options.dcov_permutations, rows_used=int(len(index)), rows_total=int(n),
                         subsampled=bool(subsampled), attribute_encoding=kind,
-                        thresholds={"alpha": o.dcov_alpha, "dcor": o.dcor_threshold}),
+                        thresholds={"alpha": options.dcov_alpha, "dcor": options.dcor_threshold}),
     )
 
 
@@ -390,24 +390,24 @@ def _pairwise_js(hist: np.ndarray) -> np.ndarray:
     return np.clip((kl_a + kl_b) / 2, 0.0, None)
 
 
-def _js_finding(table, probs, class_names, binary, rng, o, details):
+def _js_finding(table, probs, class_names, binary, rng, options, details):
     grouping = table.grouping
     judged = table.judged
     best = None
     for k in table.classes:
-        hist = _stats.score_histograms(probs[:, k], grouping.codes, grouping.n_groups, o.js_bins)[judged]
+        hist = _stats.score_histograms(probs[:, k], grouping.codes, grouping.n_groups, options.js_bins)[judged]
         js = _pairwise_js(hist)
         i, j = np.unravel_index(int(np.argmax(js)), js.shape)
         value = float(js[i, j])
         if best is None or value > best[0]:
             # Chance level: the same group sizes drawn from the pooled distribution.
             pooled = hist.sum(axis=0) / hist.sum()
-            null = np.stack([rng.multinomial(int(n), pooled, size=o.js_null_draws) for n in hist.sum(axis=1)], axis=1)
+            null = np.stack([rng.multinomial(int(n), pooled, size=options.js_null_draws) for n in hist.sum(axis=1)], axis=1)
             # A few draws per array op keeps (draws, G, G, bins) small when there are many groups.
-            step = max(1, 2_000_000 // max(len(judged) ** 2 * o.js_bins, 1))
+            step = max(1, 2_000_000 // max(len(judged) ** 2 * options.js_bins, 1))
             null_max = np.concatenate([
                 _pairwise_js(null[i : i + step].astype(np.float64)).reshape(len(null[i : i + step]), -1).max(axis=1)
-                for i in range(0, o.js_null_draws, step)
+                for i in range(0, options.js_null_draws, step)
             ])
             best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)))
     value, k, gi, gj, chance = best
@@ -415,11 +415,11 @@ def _js_finding(table, probs, class_names, binary, rng, o, details):
     # Below chance level the divergence is noise: it passes whatever its size (still graded medium, the rule for a pass).
     return audit.Finding.graded(
         "score_js_divergence", "Jensen-Shannon divergence of group score distributions", value,
-        medium=o.js_medium, high=o.js_high, by=0.0 if value <= chance else value, subject=grouping.subject,
+        medium=options.js_medium, high=options.js_high, by=0.0 if value <= chance else value, subject=grouping.subject,
         message=(f"largest Jensen-Shannon divergence between groups' score distributions is {value:.3f} bits "
                  f"({names[gi]} vs {names[gj]}, {o.js_bins} bins; 0 = identical, 1 = disjoint); chance level for these "
                  f"group sizes {chance:.3f} (95th percentile); above {o.js_medium:g} is medium, above {o.js_high:g} high, "
-                 "when also above chance" + _context_text(table, o, binary, class_names, k)),
-        details=details(pair=[names[gi], names[gj]], chance_95=chance, bins=o.js_bins, cls=class_names[k],
-                        thresholds={"medium": o.js_medium, "high": o.js_high}),
+                 "when also above chance" + _context_text(table, options, binary, class_names, k)),
+        details=details(pair=[names[gi], names[gj]], chance_95=chance, bins=options.js_bins, cls=class_names[k],
+                        thresholds={"medium": options.js_medium, "high": options.js_high}),
     )

@@ -214,33 +214,33 @@ def choose_layers(model, options, ctx, x_sample, logits_sample):
 
 # -- the analysis ---------------------------------------------------------------------------
 def run(analysis, ctx):
-    o = analysis.options
+    options = analysis.options
     data = ctx.data
     model = ctx.model
-    names = list(o.attributes) if o.attributes else sorted(data.attributes)
+    names = list(options.attributes) if options.attributes else sorted(data.attributes)
     unknown = [n for n in names if n not in data.attributes]
     if unknown:
         raise audit.AuditError(f"bias.leakage: unknown attribute(s) {', '.join(unknown)}; the data has: {', '.join(sorted(data.attributes))}")
     n_total = len(data)
-    index = ctx.sample_rows(o.max_rows, note="probes trained on a seeded random subsample of {max_rows} of {n} rows")
+    index = ctx.sample_rows(options.max_rows, note="probes trained on a seeded random subsample of {max_rows} of {n} rows")
     if index is None:
         index = np.arange(n_total)
     x = data.x[index]
     logits_sample = np.asarray(ctx.logits)[index]
     with ctx.progress(len(index), "activations"):
-        layers, activations = choose_layers(model, o, ctx, x, logits_sample)
+        layers, activations = choose_layers(model, options, ctx, x, logits_sample)
     if not layers:
         ctx.note("no hidden layer found to probe (the candidate layers were the model's output)")
         return
-    folds = fold_ids(len(index), o.folds, ctx.rng)
+    folds = fold_ids(len(index), options.folds, ctx.rng)
     prepared = {}
     for layer in layers:
         pooled, tokens = _as_tokens(activations[layer])
-        features, tokens, live, reduced = _reduce(pooled, tokens, o.max_features)
+        features, tokens, live, reduced = _reduce(pooled, tokens, options.max_features)
         prepared[layer] = (features, tokens, live, reduced)
         if reduced:
             ctx.note(f"layer {layer}: {live} live units reduced to {o.max_features} principal components before probing")
-        if tokens is not None and not o.attentive:
+        if tokens is not None and not options.attentive:
             ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
     head = _linear_head(model, layers, activations, logits_sample)
     if head is None:
@@ -248,7 +248,7 @@ def run(analysis, ctx):
                  "by a probed layer (ONNX graphs and other heads are not rewired)")
 
     for name in names:
-        grouping = _stats.group_attribute(name, data.attributes[name][index], o.max_categories, o.numeric_bins)
+        grouping = _stats.group_attribute(name, data.attributes[name][index], options.max_categories, options.numeric_bins)
         if grouping.binned:
             ctx.note(f"{name} is numeric with many values: probed as {grouping.n_groups} quantile groups")
         target = grouping.codes
@@ -260,18 +260,18 @@ def run(analysis, ctx):
         per_layer = []
         for layer in layers:
             features, tokens, _, _ = prepared[layer]
-            linear = probe_scores(linear_probe_cv(features, target, n_classes, folds, o.l2), target, n_classes)
+            linear = probe_scores(linear_probe_cv(features, target, n_classes, folds, options.l2), target, n_classes)
             attentive = None
-            if tokens is not None and o.attentive:
+            if tokens is not None and options.attentive:
                 attentive = probe_scores(
-                    attentive_probe_cv(tokens, target, n_classes, folds, o.n_queries, o.attentive_epochs, o.l2, ctx.seed,
+                    attentive_probe_cv(tokens, target, n_classes, folds, options.n_queries, options.attentive_epochs, options.l2, ctx.seed,
                                        device="cpu"), target, n_classes)
             erased, rank = erased_per_fold(features, target, n_classes, folds)
-            after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, o.l2), target, n_classes)
+            after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, options.l2), target, n_classes)
             per_layer.append({"layer": layer, "linear": linear, "attentive": attentive, "after": after, "rank": rank})
             yield from _layer_metrics(name, layer, linear, attentive, after, baseline, len(target), ctx.rng)
         task_cost = _task_cost(head, data, index, target, n_classes, activations) if head else None
-        yield from _findings(name, per_layer, baseline, len(target), task_cost, head, o, ctx)
+        yield from _findings(name, per_layer, baseline, len(target), task_cost, head, options, ctx)
         from ._figures import leakage_curve
 
         rows = {"linear probe": [r["linear"]["accuracy"] for r in per_layer]}
@@ -307,7 +307,7 @@ def _layer_metrics(name, layer, linear, attentive, after, baseline, n, rng):
     yield audit.Metric("majority_rate", baseline, subject=name, group=layer, count=n)
 
 
-def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
+def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
     def best(r):
         return max(r["linear"]["accuracy"], r["attentive"]["accuracy"] if r["attentive"] else -1.0)
 
@@ -317,15 +317,15 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
     probe = "attentive" if top["attentive"] and top["attentive"]["accuracy"] > top["linear"]["accuracy"] else "linear"
     auroc = top[probe]["auroc"] if "auroc" in top[probe] else None
     yield audit.Finding.graded(
-        "attribute_leakage", "Protected attribute readable from representations", lift, medium=o.lift_medium,
-        high=o.lift_high, subject=name,
+        "attribute_leakage", "Protected attribute readable from representations", lift, medium=options.lift_medium,
+        high=options.lift_high, subject=name,
         message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {o.folds}-fold cross-validated accuracy "
                  f"{accuracy:.3f} against the majority rate {baseline:.3f} (lift {lift:+.3f}"
                  + (f", AUROC {auroc:.3f}" if auroc is not None else "")
                  + f"; {n} rows); a lift above {o.lift_medium:g} is medium, above {o.lift_high:g} high"),
         details={"layer": top["layer"], "probe": probe, "accuracy": accuracy, "majority_rate": baseline, "auroc": auroc,
                  "per_layer": {r["layer"]: {"linear": r["linear"], "attentive": r["attentive"]} for r in per_layer},
-                 "thresholds": {"medium": o.lift_medium, "high": o.lift_high}},
+                 "thresholds": {"medium": options.lift_medium, "high": options.lift_high}},
     )
     worst_after = max(per_layer, key=lambda r: r["after"]["accuracy"])
     residual = worst_after["after"]["accuracy"] - baseline
@@ -333,7 +333,7 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
     details = {"layer": worst_after["layer"], "accuracy": worst_after["after"]["accuracy"], "majority_rate": baseline,
                "per_layer": {r["layer"]: r["after"] for r in per_layer},
                "erased_rank": {r["layer"]: r["rank"] for r in per_layer},
-               "threshold": o.residual_lift, "method": "LEACE (closed-form least-squares concept erasure), fit on each training fold and applied to its held-out fold"}
+               "threshold": options.residual_lift, "method": "LEACE (closed-form least-squares concept erasure), fit on each training fold and applied to its held-out fold"}
     if task_cost is not None:
         details["task"] = task_cost
         if task_cost.get("accuracy_change") is not None:
@@ -346,7 +346,7 @@ def _findings(name, per_layer, baseline, n, task_cost, head, o, ctx):
         details["task"] = None
     yield audit.Finding.against_limit(
         "leakage_after_erasure", "Leakage left after linear concept erasure", residual, severity=audit.Severity.MEDIUM,
-        ceiling=o.residual_lift, subject=name,
+        ceiling=options.residual_lift, subject=name,
         message=(f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
                  f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f} (lift {residual:+.3f}); "
                  f"a lift above {o.residual_lift:g} means the erasure did not remove it" + cost_text),

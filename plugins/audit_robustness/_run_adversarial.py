@@ -31,32 +31,32 @@ def default_epsilons(norm: str, span: float, dimensions: int, image: bool) -> li
 
 
 def run(analysis, ctx):
-    o = analysis.options
-    take, x, y, agreement = audited_rows(ctx, o.max_rows)
+    options = analysis.options
+    take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_wrong = take(ctx.predicted) != y
     clean_accuracy = float(np.mean(~clean_wrong))
     what = "agreement" if agreement else "accuracy"
 
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    lower, upper = (bounds.lower, bounds.upper) if o.clip else (None, None)
+    lower, upper = (bounds.lower, bounds.upper) if options.clip else (None, None)
     dimensions = int(np.prod(x.shape[1:]))
     image = ctx.data.modality == "image"
     scale = perturbation_scale(ctx.data)
     unit = "" if image else " standard deviations of each feature"
     epsilons = {
-        "linf": sorted(set(o.epsilons_linf if o.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions, image))),
-        "l2": sorted(set(o.epsilons_l2 if o.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions, image))),
+        "linf": sorted(set(options.epsilons_linf if options.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions, image))),
+        "l2": sorted(set(options.epsilons_l2 if options.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions, image))),
     }
     layout = image_layout(ctx.data)
     keep = 4 if layout else 0
-    generator = ctx.torch_generator() if o.random_start else None
-    pgd_step_factor = o.step_size_factor / o.steps
+    generator = ctx.torch_generator() if options.random_start else None
+    pgd_step_factor = options.step_size_factor / options.steps
 
-    plans = [(attack, norm) for attack in o.attacks for norm in o.norms if epsilons[norm]]
+    plans = [(attack, norm) for attack in options.attacks for norm in options.norms if epsilons[norm]]
     curves: dict = {}
     examples = {}
     clipping = (f"inputs kept in the data's range [{bounds.low:.4g}, {bounds.high:.4g}]" if image
-                else "each feature kept in its observed range") if o.clip else "no clipping"
+                else "each feature kept in its observed range") if options.clip else "no clipping"
     ctx.note(
         f"{len(x)} rows attacked; PGD: {o.steps} steps of {o.step_size_factor:g} * eps / {o.steps}, "
         f"{'random start' if o.random_start else 'no random start'}; {clipping}"
@@ -65,10 +65,10 @@ def run(analysis, ctx):
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
         for attack, norm in plans:
             eps_list = epsilons[norm]
-            steps, factor = (1, 1.0) if attack == "fgsm" else (o.steps, pgd_step_factor)
+            steps, factor = (1, 1.0) if attack == "fgsm" else (options.steps, pgd_step_factor)
             result = _adversarial.attack(
                 ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
-                start_random=o.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep, scale_np=scale,
+                start_random=options.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep, scale_np=scale,
             )
             broken_here = result.broken | clean_wrong[None, :]
             broken_cumulative = np.logical_or.accumulate(broken_here, axis=0)
@@ -80,7 +80,7 @@ def run(analysis, ctx):
                 examples[(attack, norm)] = (eps_list, result.examples, result.example_predictions)
             for i, eps in enumerate(eps_list):
                 subject = f"{attack} {norm} eps={fmt(eps)}"
-                threshold = o.min_robust_accuracy_ratio * clean_accuracy
+                threshold = options.min_robust_accuracy_ratio * clean_accuracy
                 yield audit.Metric("robust_accuracy", float(robust[i]), subject=subject, count=len(y))
                 yield audit.Finding(
                     check="robust_accuracy",
@@ -104,7 +104,7 @@ def run(analysis, ctx):
                         "epsilon_unit": "data units" if image else "standard deviations per feature",
                         "steps": steps,
                         "step_size": float(eps * factor),
-                        "random_start": bool(o.random_start and attack == "pgd"),
+                        "random_start": bool(options.random_start and attack == "pgd"),
                         "clean_accuracy": clean_accuracy,
                         "robust_at_this_epsilon_alone": float(robust_here[i]),
                         "robust_final_iterate_only": float(final_only[i]),

@@ -12,14 +12,14 @@ from ._square import square_attack
 
 
 def run(analysis, ctx):
-    o = analysis.options
-    take, x, y, agreement = audited_rows(ctx, o.max_rows)
+    options = analysis.options
+    take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_logits = take(ctx.logits)
     what = "agreement" if agreement else "accuracy"
     bounds = input_range(ctx.data.x, ctx.data.modality)
     image = ctx.data.modality == "image"
     scale = perturbation_scale(ctx.data)
-    eps = o.epsilon if o.epsilon is not None else (float(f"{0.05 * bounds.span:.4g}") if image else 0.25)
+    eps = options.epsilon if options.epsilon is not None else (float(f"{0.05 * bounds.span:.4g}") if image else 0.25)
     unit = "" if image else " standard deviations of each feature"
     where = f" ({eps / bounds.span:.1%} of the data range)" if image else ""
     layout = image_layout(ctx.data)
@@ -29,24 +29,24 @@ def run(analysis, ctx):
     def predict_logits(batch):
         return ctx.model.predict(batch, output="logits")
 
-    with ctx.progress(o.budget, "square attack queries") as bar:
+    with ctx.progress(options.budget, "square attack queries") as bar:
         result = square_attack(
-            predict_logits, x, y, clean_logits, eps, o.budget, o.p_init, ctx.rng,
-            lower=bounds.lower if o.clip else None, upper=bounds.upper if o.clip else None,
+            predict_logits, x, y, clean_logits, eps, options.budget, options.p_init, ctx.rng,
+            lower=bounds.lower if options.clip else None, upper=bounds.upper if options.clip else None,
             layout=layout, progress=bar, scale=scale,
         )
     clean_accuracy = float(np.mean(clean_logits.argmax(axis=1) == y))
     robust_accuracy = float(np.mean(result.robust))
     subject = f"square linf eps={fmt(eps)}"
-    threshold = o.min_robust_accuracy_ratio * clean_accuracy
+    threshold = options.min_robust_accuracy_ratio * clean_accuracy
     successful = result.queries[result.fooled_by_attack]
     attacked = result.queries[result.queries > 0]
     median = float(np.median(successful)) if len(successful) else None
     details = {
         "epsilon": float(eps),
         "epsilon_unit": "data units" if image else "standard deviations per feature",
-        "budget": o.budget,
-        "p_init": o.p_init,
+        "budget": options.budget,
+        "p_init": options.p_init,
         "rows": len(y),
         "clean_accuracy": clean_accuracy,
         "rows_fooled": int(result.fooled_by_attack.sum()),
@@ -79,14 +79,14 @@ def run(analysis, ctx):
             f"the attack fooled {len(successful)} of {int((result.queries > 0).sum())} attacked rows; half of them "
             f"within {median:g} queries (at least {o.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
         )
-        passed = median >= o.min_median_queries
+        passed = median >= options.min_median_queries
     yield audit.Finding(
         check="median_queries",
         title="Median queries of a successful Square attack",
         severity=audit.Severity.LOW,
         passed=passed,
         value=median,
-        threshold=float(o.min_median_queries),
+        threshold=float(options.min_median_queries),
         subject=subject,
         message=message,
         details=details,

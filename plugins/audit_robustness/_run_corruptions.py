@@ -12,8 +12,8 @@ from ._common import audited_rows, image_layout, input_range
 
 
 def run(analysis, ctx):
-    o = analysis.options
-    take, x, y, agreement = audited_rows(ctx, o.max_rows)
+    options = analysis.options
+    take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_probabilities = take(ctx.predictions)
     clean_predicted = clean_probabilities.argmax(axis=1)
     clean_accuracy = float(np.mean(clean_predicted == y))
@@ -23,13 +23,13 @@ def run(analysis, ctx):
     if ctx.data.modality == "image" and layout is None:
         ctx.note(f"rows of shape {ctx.data.x.shape[1:]} cannot be read as images; tabular corruptions used instead")
     available = C.IMAGE_CORRUPTIONS if layout else C.TABULAR_CORRUPTIONS
-    names = list(o.corruptions or available)
+    names = list(options.corruptions or available)
     unknown = [n for n in names if n not in available]
     if unknown:
         kind = "image" if layout else "tabular"
         raise audit.AuditError(f"unknown {kind} corruption(s) {', '.join(unknown)}; available: {', '.join(available)}")
-    severities = sorted(set(o.severities))
-    judged = o.judged_severity if o.judged_severity in severities else max(severities)
+    severities = sorted(set(options.severities))
+    judged = options.judged_severity if options.judged_severity in severities else max(severities)
 
     rng = ctx.rng
     bounds = input_range(ctx.data.x, ctx.data.modality)
@@ -81,9 +81,9 @@ def run(analysis, ctx):
         check="corruption_accuracy_drop",
         title="Accuracy drop under the worst corruption",
         severity=audit.Severity.MEDIUM,
-        passed=worst_drop <= o.max_accuracy_drop,
+        passed=worst_drop <= options.max_accuracy_drop,
         value=worst_drop,
-        threshold=o.max_accuracy_drop,
+        threshold=options.max_accuracy_drop,
         subject=f"{worst} s={judged}",
         message=(
             f"{worst} at severity {judged} ({C.describe(worst, judged, side)}) lowers {what} from "
@@ -109,9 +109,9 @@ def run(analysis, ctx):
             check="mean_corruption_error",
             title="Mean corruption error relative to clean",
             severity=audit.Severity.MEDIUM,
-            passed=relative <= o.max_mean_corruption_error,
+            passed=relative <= options.max_mean_corruption_error,
             value=relative,
-            threshold=o.max_mean_corruption_error,
+            threshold=options.max_mean_corruption_error,
             subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
             message=(
                 f"error averaged over {len(names)} corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} is "

@@ -51,12 +51,12 @@ def synthetic_sources(ctx, rows: int) -> dict[str, tuple[np.ndarray, str]]:
 
 
 def run(analysis, ctx):
-    o = analysis.options
-    if o.ood_data:
-        sources = {"ood_data": (load_ood(o.ood_data, ctx.data.x.shape[1:]), f"the out-of-distribution set {Path(o.ood_data).name}")}
+    options = analysis.options
+    if options.ood_data:
+        sources = {"ood_data": (load_ood(options.ood_data, ctx.data.x.shape[1:]), f"the out-of-distribution set {Path(o.ood_data).name}")}
         severity = audit.Severity.MEDIUM
     else:
-        rows = min(len(ctx.data), o.synthetic_rows)
+        rows = min(len(ctx.data), options.synthetic_rows)
         sources = synthetic_sources(ctx, rows)
         severity = audit.Severity.LOW
         ctx.note(
@@ -87,9 +87,9 @@ def run(analysis, ctx):
                 check="ood_auroc",
                 title=f"Out-of-distribution detection by {label}",
                 severity=severity,
-                passed=area >= o.min_auroc,
+                passed=area >= options.min_auroc,
                 value=area,
-                threshold=o.min_auroc,
+                threshold=options.min_auroc,
                 subject=subject,
                 message=(
                     f"{label} separates the audit data from {description} with AUROC {area:.3f} "
@@ -99,7 +99,7 @@ def run(analysis, ctx):
                 details={
                     "source": source,
                     "description": description,
-                    "synthetic": not o.ood_data,
+                    "synthetic": not options.ood_data,
                     "fpr_at_95_tpr": fpr,
                     "in_distribution_rows": len(ctx.predictions),
                     "out_of_distribution_rows": len(x_out),
@@ -112,5 +112,5 @@ def run(analysis, ctx):
             f"{'Maximum softmax probability' if score == 'msp' else 'Energy score'}: audit data vs OOD",
             _figures.score_histograms(in_scores[score], out_scores[score], "max softmax probability" if score == "msp" else "energy (logsumexp)"),
             caption="Higher scores mean the model treats the input as in-distribution. "
-            + ("Out-of-distribution sets here are synthetic noise." if not o.ood_data else ""),
+            + ("Out-of-distribution sets here are synthetic noise." if not options.ood_data else ""),
         )
