@@ -248,7 +248,7 @@ def run_faithfulness(analysis, ctx):
     curves["random"] = (deletion[len(names):].mean((0, 1)), insertion[len(names):].mean((0, 1)))
     yield audit.Figure("deletion_insertion", "Deletion and insertion curves", _figures.curves(curves, fractions),
                        caption=f"Predicted-class probability as features are removed (left) or added back (right) in each explainer's order; "
-                               f"dashed: random order. {len(s.x)} rows, removed features set to the {o.removal}.")
+                               f"dashed: random order. {len(s.x)} rows, removed features set to the {options.removal}.")
     yield from _map_figures(ctx, s, maps)
 
 
@@ -265,7 +265,7 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
         threshold=options.ig_completeness_tolerance,
         message=(f"the IG attributions sum to f(x) - f(baseline) within {relative:.2%} on average "
                  f"(mean |error| {error.mean():.2e} against mean |f(x) - f(baseline)| {np.abs(delta).mean():.2e}; "
-                 f"{o.ig_steps} {o.ig_method} steps, {o.ig_baseline} baseline, {o.score} score)"
+                 f"{options.ig_steps} {options.ig_method} steps, {options.ig_baseline} baseline, {options.score} score)"
                  + ("" if relative <= options.ig_completeness_tolerance else "; raise ig_steps: the path integral is not converged")),
         details={"max_abs_error": float(error.max()), "steps": options.ig_steps, "method": options.ig_method, "baseline": options.ig_baseline},
     )
@@ -279,7 +279,7 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
         alt = s.layout.to_units(integrated_gradients(scorer, s.x, s.targets, baseline, options.ig_steps, options.ig_method))
         rho = spearman_rows(ig_map, alt)
         yield audit.Metric("ig_baseline_rank_correlation", _mean(rho), subject="integrated_gradients",
-                           group=f"{o.ig_baseline} vs {other}", count=int(np.isfinite(rho).sum()),
+                           group=f"{options.ig_baseline} vs {other}", count=int(np.isfinite(rho).sum()),
                            details={"note": "low values: the IG explanation depends on the baseline choice (BEE)"})
 
 
@@ -421,9 +421,9 @@ def _grid_test(analysis, ctx, s: Setup):
         yield audit.Finding(
             check="grid_share", title="Attribution on the only cell that can matter (DiFull grid)", severity=audit.Severity.MEDIUM,
             subject=name, passed=passed, value=value, threshold=options.min_grid_share,
-            message=(f"{name}: on {o.grid_samples} {'2x2 image grids' if layout.is_image else 'inputs of 4 feature blocks'} where the "
+            message=(f"{name}: on {options.grid_samples} {'2x2 image grids' if layout.is_image else 'inputs of 4 feature blocks'} where the "
                      f"explained output depends on one cell only, {0 if value is None else value:.1%} of the absolute attribution lies on "
-                     f"that cell (floor {o.min_grid_share:.0%}); attribution anywhere else is provably wrong. "
+                     f"that cell (floor {options.min_grid_share:.0%}); attribution anywhere else is provably wrong. "
                      f"{int((outside == 0).sum())} of {len(outside)} maps put exactly zero outside it."),
             details={"grids_exactly_zero_outside": int((outside == 0).sum()), "max_outside": float(outside.max())},
         )
@@ -471,7 +471,7 @@ def _randomization_test(analysis, ctx, s: Setup):
             subject=name, passed=passed, value=value, threshold=options.max_randomization_correlation,
             message=(f"{name}: after re-initialising the last {n_layers} parameterised layer(s), the maps of {len(s.x)} rows keep a "
                      f"Spearman rank correlation of {0 if value is None else value:.3f} with the originals (fails at "
-                     f"{o.max_randomization_correlation:g} or above: a map that survives randomisation does not explain the model)"),
+                     f"{options.max_randomization_correlation:g} or above: a map that survives randomisation does not explain the model)"),
             details={"layers": n_layers, "rows": len(s.x)},
         )
     return correlations

@@ -76,7 +76,7 @@ def run(analysis, ctx):
     clean_pred = probs.argmax(axis=1)
     skipped = sorted(set(data.attribute_features) - {a for a, _ in usable})
     if skipped and not options.attributes:
-        ctx.note(f"not varied (more than {o.max_values} distinct values in the column): {', '.join(skipped)}")
+        ctx.note(f"not varied (more than {options.max_values} distinct values in the column): {', '.join(skipped)}")
 
     for attribute, column_index in usable:
         column = x[:, column_index]
@@ -165,7 +165,7 @@ def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary,
         "counterfactual_flip_rate", "Counterfactual prediction flips", flip_rate, medium=options.flip_rate_medium, high=options.flip_rate_high, subject=attribute,
         message=(f"changing {attribute} from {reference} to {label}, all other inputs fixed, changes {flip_rate:.1%} of "
                  f"predictions [95% CI {flo:.1%}, {fhi:.1%}] ({n_rows} rows; {any_flip:.1%} change under some value); "
-                 f"above {o.flip_rate_medium:g} is medium, above {o.flip_rate_high:g} high"),
+                 f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
         details={"reference": reference, "value": label, "ci": [flo, fhi], "any_flip_rate": any_flip,
                  "per_value": {r[0]: r[4] for r in results}, "extra_forward_rows": n_rows * (n_values - 1),
                  "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
@@ -176,7 +176,7 @@ def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary,
         "counterfactual_score_shift", "Counterfactual score shift", shift, medium=options.score_shift_medium, high=options.score_shift_high, by=abs(shift), subject=attribute,
         message=(f"changing {attribute} from {reference} to {label} moves the {score_name} by {shift:+.4f} on average "
                  f"[95% CI {lo:+.4f}, {hi:+.4f}] ({odds_shift:+.3f} in log-odds); an absolute shift above "
-                 f"{o.score_shift_medium:g} is medium, above {o.score_shift_high:g} high"),
+                 f"{options.score_shift_medium:g} is medium, above {options.score_shift_high:g} high"),
         details={"reference": reference, "value": label, "ci": [lo, hi], "logodds_shift": odds_shift,
                  "per_value": {r[0]: r[1] for r in results},
                  "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},

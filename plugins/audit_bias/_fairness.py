@@ -118,8 +118,8 @@ def run(analysis, ctx):
             yield audit.Figure(
                 f"group_rates:{grouping.subject}", f"Rates per group: {grouping.subject}",
                 group_bars(table, primary, class_names[primary], binary),
-                caption=(f"Per-group rates with bootstrap 95% intervals ({o.n_bootstrap} resamples). "
-                         f"Hatched grey bars: groups under {o.min_group_size} rows, not judged."
+                caption=(f"Per-group rates with bootstrap 95% intervals ({options.n_bootstrap} resamples). "
+                         f"Hatched grey bars: groups under {options.min_group_size} rows, not judged."
                          + ("" if binary else f" Class shown: {class_names[primary]} (largest parity gap)")),
                 subject=grouping.subject,
             )
@@ -150,7 +150,7 @@ def _group_metrics(table, class_names, binary, options):
     for g, group in enumerate(g_names):
         details = {"too_small": bool(table.small[g])}
         if table.small[g]:
-            details["note"] = f"{int(table.n[g])} rows, under the minimum of {o.min_group_size}: reported, not judged"
+            details["note"] = f"{int(table.n[g])} rows, under the minimum of {options.min_group_size}: reported, not judged"
         yield audit.Metric("group_size", float(table.n[g]), subject=subject, group=group, count=int(table.n[g]), unit="rows", details=details)
         for metric in metrics:
             for k in ([None] if metric == "accuracy" else table.classes):
@@ -207,7 +207,7 @@ def _context_text(table, options, binary, class_names, k):
     if excluded:
         shown = ", ".join(f"{name} (n={n})" for name, n in list(excluded.items())[:5])
         more = "" if len(excluded) <= 5 else f" and {len(excluded) - 5} more"
-        parts.append(f"not judged, under {o.min_group_size} rows: {shown}{more}")
+        parts.append(f"not judged, under {options.min_group_size} rows: {shown}{more}")
     return ("; " + "; ".join(parts)) if parts else ""
 
 
@@ -247,7 +247,7 @@ def _findings(table, probs, class_names, binary, rng, options):
         "demographic_parity_difference", "Demographic parity difference", value, medium=options.parity_difference_medium, high=options.parity_difference_high, subject=subject,
         message=(f"selection rate ranges from {table.rates['selection_rate'][:, k][_index(table, bottom)]:.3f} ({bottom}) to "
                  f"{table.rates['selection_rate'][:, k][_index(table, top)]:.3f} ({top}): difference {value:.3f} "
-                 f"[95% CI {lo:.3f}, {hi:.3f}]; above {o.parity_difference_medium:g} is medium, above {o.parity_difference_high:g} high"
+                 f"[95% CI {lo:.3f}, {hi:.3f}]; above {options.parity_difference_medium:g} is medium, above {options.parity_difference_high:g} high"
                  + _context_text(table, options, binary, class_names, k)),
         details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
                         thresholds={"medium": options.parity_difference_medium, "high": options.parity_difference_high}),
@@ -258,7 +258,7 @@ def _findings(table, probs, class_names, binary, rng, options):
         "demographic_parity_ratio", "Demographic parity ratio (four-fifths rule)", value, severity=audit.Severity.HIGH,
         floor=options.parity_ratio_min, subject=subject,
         message=(f"lowest selection rate ({bottom}) is {value:.3f} of the highest ({top}) [95% CI {lo:.3f}, {hi:.3f}]; "
-                 f"the four-fifths rule asks for at least {o.parity_ratio_min:g} (below it is high)"
+                 f"the four-fifths rule asks for at least {options.parity_ratio_min:g} (below it is high)"
                  + _context_text(table, options, binary, class_names, k)),
         details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
                         thresholds={"high_below": options.parity_ratio_min}),
@@ -291,7 +291,7 @@ def _error_rate_findings(table, class_names, binary, options, details):
         yield audit.Finding.graded(
             "equalized_odds_difference", "Equalized odds difference", value, medium=options.odds_difference_medium, high=options.odds_difference_high, subject=subject,
             message=(f"largest gap between groups in TPR ({tpr:.3f}) or FPR ({fpr:.3f}) is {value:.3f} [95% CI {lo:.3f}, {hi:.3f}]; "
-                     f"above {o.odds_difference_medium:g} is medium, above {o.odds_difference_high:g} high"
+                     f"above {options.odds_difference_medium:g} is medium, above {options.odds_difference_high:g} high"
                      + _context_text(table, options, binary, class_names, k)),
             details=details(ci=[lo, hi], tpr_difference=tpr, fpr_difference=fpr, cls=class_names[k],
                             thresholds={"medium": options.odds_difference_medium, "high": options.odds_difference_high}),
@@ -303,8 +303,8 @@ def _error_rate_findings(table, class_names, binary, options, details):
         yield audit.Finding.graded(
             "equal_opportunity_difference", "Equal opportunity difference", value, medium=options.opportunity_difference_medium, high=options.opportunity_difference_high, subject=subject,
             message=(f"true positive rate (recall) ranges over groups by {value:.3f} [95% CI {lo:.3f}, {hi:.3f}], "
-                     f"lowest in {bottom}, highest in {top}; above {o.opportunity_difference_medium:g} is medium, "
-                     f"above {o.opportunity_difference_high:g} high" + _context_text(table, options, binary, class_names, k)),
+                     f"lowest in {bottom}, highest in {top}; above {options.opportunity_difference_medium:g} is medium, "
+                     f"above {options.opportunity_difference_high:g} high" + _context_text(table, options, binary, class_names, k)),
             details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
                             thresholds={"medium": options.opportunity_difference_medium, "high": options.opportunity_difference_high}),
         )
@@ -324,7 +324,7 @@ def _error_rate_findings(table, class_names, binary, options, details):
         "worst_group_accuracy", "Worst-group accuracy", worst_acc, severity=audit.Severity.MEDIUM,
         floor=options.min_group_accuracy, subject=subject,
         message=(f"lowest accuracy is {worst_acc:.3f} in group {names[worst_g]} (n={int(table.n[worst_g])}) "
-                 f"[95% CI {float(lo):.3f}, {float(hi):.3f}]; below {o.min_group_accuracy:g} is medium"
+                 f"[95% CI {float(lo):.3f}, {float(hi):.3f}]; below {options.min_group_accuracy:g} is medium"
                  + (f"; worst-group recall {worst_recall:.3f}" if worst_recall is not None else "")
                  + _context_text(table, options, True, class_names, None)),
         details=details(ci=[float(lo), float(hi)], group=names[worst_g], worst_group_recall=worst_recall,
@@ -334,8 +334,8 @@ def _error_rate_findings(table, class_names, binary, options, details):
     yield audit.Finding.graded(
         "accuracy_gap", "Accuracy gap between groups", gap, medium=options.accuracy_gap_medium, high=options.accuracy_gap_high, subject=subject,
         message=(f"accuracy {accuracy[best_g]:.3f} in {names[best_g]} against {accuracy[worst_g]:.3f} in {names[worst_g]}: "
-                 f"gap {gap:.3f} [95% CI {float(gap_lo):.3f}, {float(gap_hi):.3f}]; above {o.accuracy_gap_medium:g} is medium, "
-                 f"above {o.accuracy_gap_high:g} high" + _context_text(table, options, True, class_names, None)),
+                 f"gap {gap:.3f} [95% CI {float(gap_lo):.3f}, {float(gap_hi):.3f}]; above {options.accuracy_gap_medium:g} is medium, "
+                 f"above {options.accuracy_gap_high:g} high" + _context_text(table, options, True, class_names, None)),
         details=details(ci=[float(gap_lo), float(gap_hi)], best_group=names[best_g], worst_group=names[worst_g],
                         thresholds={"medium": options.accuracy_gap_medium, "high": options.accuracy_gap_high}),
     )
@@ -368,8 +368,8 @@ def _dcov_finding(table, probs, binary, rng, options, details):
         severity=audit.Severity.MEDIUM, passed=passed,
         value=dcor, threshold=options.dcor_threshold, subject=subject,
         message=(f"distance correlation {dcor:.3f} between the model's scores and {subject} (distance covariance "
-                 f"{result['dcov']:.4g}, permutation p = {p_value:.3g} from {o.dcov_permutations} permutations), {sample_text}; "
-                 f"medium when p < {o.dcov_alpha:g} and distance correlation above {o.dcor_threshold:g}. "
+                 f"{result['dcov']:.4g}, permutation p = {p_value:.3g} from {options.dcov_permutations} permutations), {sample_text}; "
+                 f"medium when p < {options.dcov_alpha:g} and distance correlation above {options.dcor_threshold:g}. "
                  "Unlike a correlation, it also catches nonlinear dependence."),
         details=details(dcov=result["dcov"], dcov2=result["dcov2"], dcor=dcor, p_value=p_value,
                         permutations=options.dcov_permutations, rows_used=int(len(index)), rows_total=int(n),
@@ -417,8 +417,8 @@ def _js_finding(table, probs, class_names, binary, rng, options, details):
         "score_js_divergence", "Jensen-Shannon divergence of group score distributions", value,
         medium=options.js_medium, high=options.js_high, by=0.0 if value <= chance else value, subject=grouping.subject,
         message=(f"largest Jensen-Shannon divergence between groups' score distributions is {value:.3f} bits "
-                 f"({names[gi]} vs {names[gj]}, {o.js_bins} bins; 0 = identical, 1 = disjoint); chance level for these "
-                 f"group sizes {chance:.3f} (95th percentile); above {o.js_medium:g} is medium, above {o.js_high:g} high, "
+                 f"({names[gi]} vs {names[gj]}, {options.js_bins} bins; 0 = identical, 1 = disjoint); chance level for these "
+                 f"group sizes {chance:.3f} (95th percentile); above {options.js_medium:g} is medium, above {options.js_high:g} high, "
                  "when also above chance" + _context_text(table, options, binary, class_names, k)),
         details=details(pair=[names[gi], names[gj]], chance_95=chance, bins=options.js_bins, cls=class_names[k],
                         thresholds={"medium": options.js_medium, "high": options.js_high}),

@@ -239,7 +239,7 @@ def run(analysis, ctx):
         features, tokens, live, reduced = _reduce(pooled, tokens, options.max_features)
         prepared[layer] = (features, tokens, live, reduced)
         if reduced:
-            ctx.note(f"layer {layer}: {live} live units reduced to {o.max_features} principal components before probing")
+            ctx.note(f"layer {layer}: {live} live units reduced to {options.max_features} principal components before probing")
         if tokens is not None and not options.attentive:
             ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
     head = _linear_head(model, layers, activations, logits_sample)
@@ -280,7 +280,7 @@ def run(analysis, ctx):
         rows["linear probe after erasure"] = [r["after"]["accuracy"] for r in per_layer]
         yield audit.Figure(
             f"leakage:{name}", f"Leakage of {name} per layer", leakage_curve(name, layers, rows, baseline),
-            caption=(f"{o.folds}-fold cross-validated accuracy of probes predicting {name} from each layer, before and "
+            caption=(f"{options.folds}-fold cross-validated accuracy of probes predicting {name} from each layer, before and "
                      "after closed-form linear concept erasure (LEACE); dotted: always guessing the majority value."),
             subject=name,
         )
@@ -319,10 +319,10 @@ def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
     yield audit.Finding.graded(
         "attribute_leakage", "Protected attribute readable from representations", lift, medium=options.lift_medium,
         high=options.lift_high, subject=name,
-        message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {o.folds}-fold cross-validated accuracy "
+        message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {options.folds}-fold cross-validated accuracy "
                  f"{accuracy:.3f} against the majority rate {baseline:.3f} (lift {lift:+.3f}"
                  + (f", AUROC {auroc:.3f}" if auroc is not None else "")
-                 + f"; {n} rows); a lift above {o.lift_medium:g} is medium, above {o.lift_high:g} high"),
+                 + f"; {n} rows); a lift above {options.lift_medium:g} is medium, above {options.lift_high:g} high"),
         details={"layer": top["layer"], "probe": probe, "accuracy": accuracy, "majority_rate": baseline, "auroc": auroc,
                  "per_layer": {r["layer"]: {"linear": r["linear"], "attentive": r["attentive"]} for r in per_layer},
                  "thresholds": {"medium": options.lift_medium, "high": options.lift_high}},
@@ -349,7 +349,7 @@ def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
         ceiling=options.residual_lift, subject=name,
         message=(f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
                  f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f} (lift {residual:+.3f}); "
-                 f"a lift above {o.residual_lift:g} means the erasure did not remove it" + cost_text),
+                 f"a lift above {options.residual_lift:g} means the erasure did not remove it" + cost_text),
         details=details,
     )
 

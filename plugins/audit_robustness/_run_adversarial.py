@@ -58,8 +58,8 @@ def run(analysis, ctx):
     clipping = (f"inputs kept in the data's range [{bounds.low:.4g}, {bounds.high:.4g}]" if image
                 else "each feature kept in its observed range") if options.clip else "no clipping"
     ctx.note(
-        f"{len(x)} rows attacked; PGD: {o.steps} steps of {o.step_size_factor:g} * eps / {o.steps}, "
-        f"{'random start' if o.random_start else 'no random start'}; {clipping}"
+        f"{len(x)} rows attacked; PGD: {options.steps} steps of {options.step_size_factor:g} * eps / {options.steps}, "
+        f"{'random start' if options.random_start else 'no random start'}; {clipping}"
         + ("" if image else "; epsilons are in standard deviations of each feature (tabular columns have unrelated units)")
     )
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
@@ -95,7 +95,7 @@ def run(analysis, ctx):
                         + (f"({eps / (bounds.span * (1 if norm == 'linf' else math.sqrt(dimensions))):.1%} of the "
                            f"{'range' if norm == 'linf' else 'range x sqrt(input size)'}) " if image else "")
                         + f"leaves {what} at {robust[i]:.3f} "
-                        f"against {clean_accuracy:.3f} clean; required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+                        f"against {clean_accuracy:.3f} clean; required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
                     ),
                     details={
                         "attack": attack,
@@ -120,7 +120,7 @@ def run(analysis, ctx):
         _figures.epsilon_curves(curves, clean_accuracy, what, "" if image else "std per feature"),
         caption=(
             f"Share of {len(y)} rows still classified correctly under attack; epsilon 0 is the clean data. "
-            f"PGD: {o.steps} steps, step {o.step_size_factor:g} eps/{o.steps}. A row broken at a smaller "
+            f"PGD: {options.steps} steps, step {options.step_size_factor:g} eps/{options.steps}. A row broken at a smaller "
             "epsilon counts as broken at every larger one."
         ),
     )

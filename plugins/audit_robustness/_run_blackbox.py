@@ -66,18 +66,18 @@ def run(analysis, ctx):
         threshold=threshold,
         subject=subject,
         message=(
-            f"with at most {o.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
-            f"required at least {o.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+            f"with at most {options.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
+            f"required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
         ),
         details=details,
     )
     if median is None:
-        message = f"no row was fooled within {o.budget} queries at eps {fmt(eps)}"
+        message = f"no row was fooled within {options.budget} queries at eps {fmt(eps)}"
         passed = True
     else:
         message = (
             f"the attack fooled {len(successful)} of {int((result.queries > 0).sum())} attacked rows; half of them "
-            f"within {median:g} queries (at least {o.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
+            f"within {median:g} queries (at least {options.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
         )
         passed = median >= options.min_median_queries
     yield audit.Finding(

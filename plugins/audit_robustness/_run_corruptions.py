@@ -88,7 +88,7 @@ def run(analysis, ctx):
         message=(
             f"{worst} at severity {judged} ({C.describe(worst, judged, side)}) lowers {what} from "
             f"{clean_accuracy:.3f} to {accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} "
-            f"(allowed {o.max_accuracy_drop:g}); {flips[(worst, judged)]:.1%} of predictions change"
+            f"(allowed {options.max_accuracy_drop:g}); {flips[(worst, judged)]:.1%} of predictions change"
         ),
         details={
             "judged_severity": judged,
@@ -115,7 +115,7 @@ def run(analysis, ctx):
             subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
             message=(
                 f"error averaged over {len(names)} corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} is "
-                f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f} (allowed {o.max_mean_corruption_error:g}); "
+                f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
                 f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"
             ),
             details={

@@ -53,7 +53,7 @@ def synthetic_sources(ctx, rows: int) -> dict[str, tuple[np.ndarray, str]]:
 def run(analysis, ctx):
     options = analysis.options
     if options.ood_data:
-        sources = {"ood_data": (load_ood(options.ood_data, ctx.data.x.shape[1:]), f"the out-of-distribution set {Path(o.ood_data).name}")}
+        sources = {"ood_data": (load_ood(options.ood_data, ctx.data.x.shape[1:]), f"the out-of-distribution set {Path(options.ood_data).name}")}
         severity = audit.Severity.MEDIUM
     else:
         rows = min(len(ctx.data), options.synthetic_rows)
@@ -93,7 +93,7 @@ def run(analysis, ctx):
                 subject=subject,
                 message=(
                     f"{label} separates the audit data from {description} with AUROC {area:.3f} "
-                    f"(0.5 is chance, wanted at least {o.min_auroc:g}); keeping 95% of the audit data "
+                    f"(0.5 is chance, wanted at least {options.min_auroc:g}); keeping 95% of the audit data "
                     f"still accepts {fpr:.1%} of the {len(x_out)} out-of-distribution inputs"
                 ),
                 details={
