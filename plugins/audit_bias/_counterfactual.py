@@ -7,7 +7,6 @@ import numpy as np
 import audit
 from audit import stats
 
-from . import _stats
 
 
 def usable_attributes(data, options):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -30,114 +32,170 @@ def default_epsilons(norm: str, span: float, dimensions: int, image: bool) -> li
     return [float(f"{f * unit:.4g}") for f in (IMAGE_FRACTIONS if image else TABULAR_STDS)]
 
 
-def run(analysis, ctx):
-    options = analysis.options
-    take, x, y, agreement = audited_rows(ctx, options.max_rows)
-    clean_wrong = take(ctx.predicted) != y
-    clean_accuracy = float(np.mean(~clean_wrong))
-    what = "agreement" if agreement else "accuracy"
+@dataclass
+class AttackCurve:
+    """One attack and norm over its epsilons: robust accuracy counted three ways."""
 
-    bounds = input_range(ctx.data.x, ctx.data.modality)
-    lower, upper = (bounds.lower, bounds.upper) if options.clip else (None, None)
-    dimensions = int(np.prod(x.shape[1:]))
-    image = ctx.data.modality == "image"
-    scale = perturbation_scale(ctx.data)
-    unit = "" if image else " standard deviations of each feature"
-    epsilons = {
+    attack: str
+    norm: str
+    epsilons: list[float]
+    steps: int
+    step_factor: float
+    robust: np.ndarray  # broken at this or any smaller epsilon counts as broken (monotone)
+    robust_here: np.ndarray  # this epsilon's attack alone
+    final_only: np.ndarray  # the final iterate only
+
+
+@dataclass
+class AdversarialRun:
+    """What robustness.adversarial measures: the attacked rows and one curve per attack and norm."""
+
+    x: np.ndarray
+    y: np.ndarray
+    predicted: np.ndarray
+    agreement: bool
+    clean_accuracy: float
+    image: bool
+    dimensions: int
+    bounds: Any
+    layout: Any
+    curves: list[AttackCurve] = field(default_factory=list)
+    examples: dict = field(default_factory=dict)  # (attack, norm) -> (epsilons, adversarial rows, their predictions)
+
+    @property
+    def what(self) -> str:
+        return "agreement" if self.agreement else "accuracy"
+
+    def curve_points(self) -> dict:
+        """norm -> attack -> (epsilons with 0 first, robust accuracy with clean first), as the figure draws them."""
+        points: dict = {}
+        for c in self.curves:
+            points.setdefault(c.norm, {})[c.attack] = ([0.0] + list(c.epsilons), [self.clean_accuracy] + list(c.robust))
+        return points
+
+
+def _epsilons(options, bounds, dimensions: int, image: bool) -> dict[str, list[float]]:
+    return {
         "linf": sorted(set(options.epsilons_linf if options.epsilons_linf is not None else default_epsilons("linf", bounds.span, dimensions, image))),
         "l2": sorted(set(options.epsilons_l2 if options.epsilons_l2 is not None else default_epsilons("l2", bounds.span, dimensions, image))),
     }
-    layout = image_layout(ctx.data)
-    keep = 4 if layout else 0
-    generator = ctx.torch_generator() if options.random_start else None
-    pgd_step_factor = options.step_size_factor / options.steps
 
-    plans = [(attack, norm) for attack in options.attacks for norm in options.norms if epsilons[norm]]
-    curves: dict = {}
-    examples = {}
+
+def _note_setup(ctx, options, rows: int, bounds, image: bool) -> None:
     clipping = (f"inputs kept in the data's range [{bounds.low:.4g}, {bounds.high:.4g}]" if image
                 else "each feature kept in its observed range") if options.clip else "no clipping"
     ctx.note(
-        f"{len(x)} rows attacked; PGD: {options.steps} steps of {options.step_size_factor:g} * eps / {options.steps}, "
+        f"{rows} rows attacked; PGD: {options.steps} steps of {options.step_size_factor:g} * eps / {options.steps}, "
         f"{'random start' if options.random_start else 'no random start'}; {clipping}"
         + ("" if image else "; epsilons are in standard deviations of each feature (tabular columns have unrelated units)")
     )
+
+
+def measure(ctx, options) -> AdversarialRun:
+    take, x, y, agreement = audited_rows(ctx, options.max_rows)
+    clean_wrong = take(ctx.predicted) != y
+    bounds = input_range(ctx.data.x, ctx.data.modality)
+    image = ctx.data.modality == "image"
+    measured = AdversarialRun(x=x, y=y, predicted=take(ctx.predicted), agreement=agreement, clean_accuracy=float(np.mean(~clean_wrong)),
+                              image=image, dimensions=int(np.prod(x.shape[1:])), bounds=bounds, layout=image_layout(ctx.data))
+    lower, upper = (bounds.lower, bounds.upper) if options.clip else (None, None)
+    epsilons = _epsilons(options, bounds, measured.dimensions, image)
+    generator = ctx.torch_generator() if options.random_start else None
+    scale = perturbation_scale(ctx.data)
+    plans = [(attack, norm) for attack in options.attacks for norm in options.norms if epsilons[norm]]
+    _note_setup(ctx, options, len(x), bounds, image)
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
         for attack, norm in plans:
             eps_list = epsilons[norm]
-            steps, factor = (1, 1.0) if attack == "fgsm" else (options.steps, pgd_step_factor)
+            steps, factor = (1, 1.0) if attack == "fgsm" else (options.steps, options.step_size_factor / options.steps)
             result = _adversarial.attack(
                 ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
-                start_random=options.random_start and attack == "pgd", generator=generator, progress=bar, keep=keep, scale_np=scale,
+                start_random=options.random_start and attack == "pgd", generator=generator, progress=bar,
+                keep=4 if measured.layout else 0, scale_np=scale,
             )
             broken_here = result.broken | clean_wrong[None, :]
-            broken_cumulative = np.logical_or.accumulate(broken_here, axis=0)
-            robust = 1.0 - broken_cumulative.mean(axis=1)
-            robust_here = 1.0 - broken_here.mean(axis=1)
-            final_only = 1.0 - (result.final_wrong | clean_wrong[None, :]).mean(axis=1)
-            curves.setdefault(norm, {})[attack] = ([0.0] + list(eps_list), [clean_accuracy] + list(robust))
+            measured.curves.append(AttackCurve(
+                attack, norm, eps_list, steps, factor,
+                robust=1.0 - np.logical_or.accumulate(broken_here, axis=0).mean(axis=1),
+                robust_here=1.0 - broken_here.mean(axis=1),
+                final_only=1.0 - (result.final_wrong | clean_wrong[None, :]).mean(axis=1),
+            ))
             if result.examples is not None:
-                examples[(attack, norm)] = (eps_list, result.examples, result.example_predictions)
-            for i, eps in enumerate(eps_list):
-                subject = f"{attack} {norm} eps={fmt(eps)}"
-                threshold = options.min_robust_accuracy_ratio * clean_accuracy
-                yield audit.Metric("robust_accuracy", float(robust[i]), subject=subject, count=len(y))
-                yield audit.Finding(
-                    check="robust_accuracy",
-                    title=f"Robust {what} under {attack.upper()} ({norm})",
-                    severity=audit.Severity.MEDIUM,
-                    passed=bool(robust[i] >= threshold),
-                    value=float(robust[i]),
-                    threshold=threshold,
-                    subject=subject,
-                    message=(
-                        f"{attack.upper()} with {norm} perturbations of size {fmt(eps)}{unit} "
-                        + (f"({eps / (bounds.span * (1 if norm == 'linf' else math.sqrt(dimensions))):.1%} of the "
-                           f"{'range' if norm == 'linf' else 'range x sqrt(input size)'}) " if image else "")
-                        + f"leaves {what} at {robust[i]:.3f} "
-                        f"against {clean_accuracy:.3f} clean; required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
-                    ),
-                    details={
-                        "attack": attack,
-                        "norm": norm,
-                        "epsilon": float(eps),
-                        "epsilon_unit": "data units" if image else "standard deviations per feature",
-                        "steps": steps,
-                        "step_size": float(eps * factor),
-                        "random_start": bool(options.random_start and attack == "pgd"),
-                        "clean_accuracy": clean_accuracy,
-                        "robust_at_this_epsilon_alone": float(robust_here[i]),
-                        "robust_final_iterate_only": float(final_only[i]),
-                        "monotone": MONOTONE_NOTE,
-                        "rows": len(y),
-                        "labels": "clean predictions" if agreement else "true labels",
-                    },
-                )
+                measured.examples[(attack, norm)] = (eps_list, result.examples, result.example_predictions)
+    return measured
 
+
+def _size_text(m: AdversarialRun, norm: str, eps: float) -> str:
+    unit = "" if m.image else " standard deviations of each feature"
+    if not m.image:
+        return f"{fmt(eps)}{unit} "
+    share = eps / (m.bounds.span * (1 if norm == "linf" else math.sqrt(m.dimensions)))
+    return f"{fmt(eps)}{unit} ({share:.1%} of the {'range' if norm == 'linf' else 'range x sqrt(input size)'}) "
+
+
+def judge(m: AdversarialRun, options):
+    """A metric and a finding per attack, norm and epsilon."""
+    threshold = options.min_robust_accuracy_ratio * m.clean_accuracy
+    for c in m.curves:
+        for i, eps in enumerate(c.epsilons):
+            subject = f"{c.attack} {c.norm} eps={fmt(eps)}"
+            yield audit.Metric("robust_accuracy", float(c.robust[i]), subject=subject, count=len(m.y))
+            yield audit.Finding.against_limit(
+                "robust_accuracy", f"Robust {m.what} under {c.attack.upper()} ({c.norm})", float(c.robust[i]),
+                severity=audit.Severity.MEDIUM, floor=threshold, subject=subject,
+                message=(
+                    f"{c.attack.upper()} with {c.norm} perturbations of size {_size_text(m, c.norm, eps)}"
+                    f"leaves {m.what} at {c.robust[i]:.3f} "
+                    f"against {m.clean_accuracy:.3f} clean; required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+                ),
+                details={
+                    "attack": c.attack, "norm": c.norm, "epsilon": float(eps),
+                    "epsilon_unit": "data units" if m.image else "standard deviations per feature",
+                    "steps": c.steps, "step_size": float(eps * c.step_factor),
+                    "random_start": bool(options.random_start and c.attack == "pgd"),
+                    "clean_accuracy": m.clean_accuracy,
+                    "robust_at_this_epsilon_alone": float(c.robust_here[i]),
+                    "robust_final_iterate_only": float(c.final_only[i]),
+                    "monotone": MONOTONE_NOTE, "rows": len(m.y),
+                    "labels": "clean predictions" if m.agreement else "true labels",
+                },
+            )
+
+
+def figures(m: AdversarialRun, options, ctx):
+    curves = m.curve_points()
     yield audit.Figure(
         "robust_accuracy_curves",
         "Robust accuracy against epsilon",
-        _figures.epsilon_curves(curves, clean_accuracy, what, "" if image else "std per feature"),
+        _figures.epsilon_curves(curves, m.clean_accuracy, m.what, "" if m.image else "std per feature"),
         caption=(
-            f"Share of {len(y)} rows still classified correctly under attack; epsilon 0 is the clean data. "
+            f"Share of {len(m.y)} rows still classified correctly under attack; epsilon 0 is the clean data. "
             f"PGD: {options.steps} steps, step {options.step_size_factor:g} eps/{options.steps}. A row broken at a smaller "
             "epsilon counts as broken at every larger one."
         ),
     )
-    if layout and examples:
-        columns = []
-        for (attack, norm), (eps_list, adversarial, predicted) in examples.items():
-            if attack == "fgsm" and norm == "l2":
-                continue
-            # Show the epsilon where robust accuracy is nearest half of clean: where the attack starts to win.
-            values = curves[norm][attack][1][1:]
-            j = int(np.argmin([abs(v - clean_accuracy / 2) for v in values]))
-            columns.append((f"{attack} {norm} {fmt(eps_list[j])}", layout.to_nchw(adversarial[j]), predicted[j]))
-        k = len(next(iter(examples.values()))[1][0])
-        yield audit.Figure(
-            "adversarial_examples",
-            "Examples: clean and adversarial inputs",
-            _figures.image_grid(layout.to_nchw(x[:k]), take(ctx.predicted)[:k], columns, ctx.class_names, y[:k], bounds),
-            caption="Each row one input; column titles give attack, norm and epsilon (where robust accuracy is nearest half the clean accuracy); "
-            "image titles give the predicted class (red when it differs from the label).",
-        )
+    if not (m.layout and m.examples):
+        return
+    columns = []
+    for (attack, norm), (eps_list, adversarial, predicted) in m.examples.items():
+        if attack == "fgsm" and norm == "l2":
+            continue
+        # Show the epsilon where robust accuracy is nearest half of clean: where the attack starts to win.
+        values = curves[norm][attack][1][1:]
+        j = int(np.argmin([abs(v - m.clean_accuracy / 2) for v in values]))
+        columns.append((f"{attack} {norm} {fmt(eps_list[j])}", m.layout.to_nchw(adversarial[j]), predicted[j]))
+    k = len(next(iter(m.examples.values()))[1][0])
+    yield audit.Figure(
+        "adversarial_examples",
+        "Examples: clean and adversarial inputs",
+        _figures.image_grid(m.layout.to_nchw(m.x[:k]), m.predicted[:k], columns, ctx.class_names, m.y[:k], m.bounds),
+        caption="Each row one input; column titles give attack, norm and epsilon (where robust accuracy is nearest half the clean accuracy); "
+        "image titles give the predicted class (red when it differs from the label).",
+    )
+
+
+def run(analysis, ctx):
+    """Attack every row at every epsilon, then judge and draw from the curves."""
+    measured = measure(ctx, analysis.options)
+    yield from judge(measured, analysis.options)
+    yield from figures(measured, analysis.options, ctx)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
 import audit
@@ -11,17 +14,39 @@ from ._common import audited_rows, fmt, image_layout, input_range, perturbation_
 from ._square import square_attack
 
 
-def run(analysis, ctx):
-    options = analysis.options
+@dataclass
+class SquareRun:
+    """What robustness.blackbox_attack measures: one Square attack over the audited rows."""
+
+    x: np.ndarray
+    y: np.ndarray
+    clean_logits: np.ndarray
+    agreement: bool
+    image: bool
+    eps: float
+    bounds: Any
+    layout: Any
+    result: Any  # the square_attack result: robust, queries, fooled_by_attack, x_adv
+
+    @property
+    def what(self) -> str:
+        return "agreement" if self.agreement else "accuracy"
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_logits.argmax(axis=1) == self.y))
+
+    @property
+    def subject(self) -> str:
+        return f"square linf eps={fmt(self.eps)}"
+
+
+def measure(ctx, options) -> SquareRun:
     take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_logits = take(ctx.logits)
-    what = "agreement" if agreement else "accuracy"
     bounds = input_range(ctx.data.x, ctx.data.modality)
     image = ctx.data.modality == "image"
-    scale = perturbation_scale(ctx.data)
     eps = options.epsilon if options.epsilon is not None else (float(f"{0.05 * bounds.span:.4g}") if image else 0.25)
-    unit = "" if image else " standard deviations of each feature"
-    where = f" ({eps / bounds.span:.1%} of the data range)" if image else ""
     layout = image_layout(ctx.data)
     if ctx.model.output_kind == "probabilities":
         ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
@@ -33,74 +58,84 @@ def run(analysis, ctx):
         result = square_attack(
             predict_logits, x, y, clean_logits, eps, options.budget, options.p_init, ctx.rng,
             lower=bounds.lower if options.clip else None, upper=bounds.upper if options.clip else None,
-            layout=layout, progress=bar, scale=scale,
+            layout=layout, progress=bar, scale=perturbation_scale(ctx.data),
         )
-    clean_accuracy = float(np.mean(clean_logits.argmax(axis=1) == y))
-    robust_accuracy = float(np.mean(result.robust))
-    subject = f"square linf eps={fmt(eps)}"
+    return SquareRun(x, y, clean_logits, agreement, image, eps, bounds, layout, result)
+
+
+def judge(m: SquareRun, options):
+    result, eps = m.result, m.eps
+    clean_accuracy, robust_accuracy = m.clean_accuracy, float(np.mean(result.robust))
+    unit = "" if m.image else " standard deviations of each feature"
+    where = f" ({eps / m.bounds.span:.1%} of the data range)" if m.image else ""
     threshold = options.min_robust_accuracy_ratio * clean_accuracy
     successful = result.queries[result.fooled_by_attack]
     attacked = result.queries[result.queries > 0]
-    median = float(np.median(successful)) if len(successful) else None
     details = {
         "epsilon": float(eps),
-        "epsilon_unit": "data units" if image else "standard deviations per feature",
+        "epsilon_unit": "data units" if m.image else "standard deviations per feature",
         "budget": options.budget,
         "p_init": options.p_init,
-        "rows": len(y),
+        "rows": len(m.y),
         "clean_accuracy": clean_accuracy,
         "rows_fooled": int(result.fooled_by_attack.sum()),
         "mean_queries_per_attacked_row": float(attacked.mean()) if len(attacked) else 0.0,
         "max_queries_per_row": int(result.queries.max()),
         "total_queries": int(result.queries.sum()),
-        "labels": "clean predictions" if agreement else "true labels",
+        "labels": "clean predictions" if m.agreement else "true labels",
     }
-    yield audit.Metric("robust_accuracy", robust_accuracy, subject=subject, count=len(y))
-    yield audit.Metric("queries", float(result.queries.sum()), subject=subject, unit="rows", count=len(y))
-    yield audit.Finding(
-        check="robust_accuracy",
-        title=f"Robust {what} under a black-box Square attack",
-        severity=audit.Severity.MEDIUM,
-        passed=robust_accuracy >= threshold,
-        value=robust_accuracy,
-        threshold=threshold,
-        subject=subject,
+    yield audit.Metric("robust_accuracy", robust_accuracy, subject=m.subject, count=len(m.y))
+    yield audit.Metric("queries", float(result.queries.sum()), subject=m.subject, unit="rows", count=len(m.y))
+    yield audit.Finding.against_limit(
+        "robust_accuracy", f"Robust {m.what} under a black-box Square attack", robust_accuracy, severity=audit.Severity.MEDIUM,
+        floor=threshold, subject=m.subject,
         message=(
-            f"with at most {options.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
+            f"with at most {options.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {m.what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
             f"required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
         ),
         details=details,
     )
+    yield _median_queries_finding(m, successful, options, details)
+
+
+def _median_queries_finding(m: SquareRun, successful, options, details):
+    # Not against_limit: no row fooled is a pass with no value (nothing to take a median of).
+    median = float(np.median(successful)) if len(successful) else None
     if median is None:
-        message = f"no row was fooled within {options.budget} queries at eps {fmt(eps)}"
+        message = f"no row was fooled within {options.budget} queries at eps {fmt(m.eps)}"
         passed = True
     else:
         message = (
-            f"the attack fooled {len(successful)} of {int((result.queries > 0).sum())} attacked rows; half of them "
+            f"the attack fooled {len(successful)} of {int((m.result.queries > 0).sum())} attacked rows; half of them "
             f"within {median:g} queries (at least {options.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
         )
         passed = median >= options.min_median_queries
-    yield audit.Finding(
-        check="median_queries",
-        title="Median queries of a successful Square attack",
-        severity=audit.Severity.LOW,
-        passed=passed,
-        value=median,
-        threshold=float(options.min_median_queries),
-        subject=subject,
-        message=message,
-        details=details,
+    return audit.Finding(
+        check="median_queries", title="Median queries of a successful Square attack", severity=audit.Severity.LOW,
+        passed=passed, value=median, threshold=float(options.min_median_queries), subject=m.subject,
+        message=message, details=details,
     )
-    if layout:
-        k = min(4, len(x))
-        adversarial_predictions = ctx.model.predict(result.x_adv[:k]).argmax(axis=1)
-        yield audit.Figure(
-            "square_examples",
-            "Examples: clean and Square-attack inputs",
-            _figures.image_grid(
-                layout.to_nchw(x[:k]), clean_logits[:k].argmax(axis=1),
-                [(f"square {fmt(eps)}", layout.to_nchw(result.x_adv[:k]), adversarial_predictions)],
-                ctx.class_names, y[:k], bounds,
-            ),
-            caption="Each row one input; titles give the predicted class (red when it differs from the label).",
-        )
+
+
+def figures(m: SquareRun, ctx):
+    if not m.layout:
+        return
+    k = min(4, len(m.x))
+    adversarial_predictions = ctx.model.predict(m.result.x_adv[:k]).argmax(axis=1)
+    yield audit.Figure(
+        "square_examples",
+        "Examples: clean and Square-attack inputs",
+        _figures.image_grid(
+            m.layout.to_nchw(m.x[:k]), m.clean_logits[:k].argmax(axis=1),
+            [(f"square {fmt(m.eps)}", m.layout.to_nchw(m.result.x_adv[:k]), adversarial_predictions)],
+            ctx.class_names, m.y[:k], m.bounds,
+        ),
+        caption="Each row one input; titles give the predicted class (red when it differs from the label).",
+    )
+
+
+def run(analysis, ctx):
+    """Attack, then judge and draw from the result."""
+    measured = measure(ctx, analysis.options)
+    yield from judge(measured, analysis.options)
+    yield from figures(measured, ctx)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 import audit
@@ -11,15 +14,37 @@ from . import _figures
 from ._common import audited_rows, image_layout, input_range
 
 
-def run(analysis, ctx):
-    options = analysis.options
-    take, x, y, agreement = audited_rows(ctx, options.max_rows)
-    clean_probabilities = take(ctx.predictions)
-    clean_predicted = clean_probabilities.argmax(axis=1)
-    clean_accuracy = float(np.mean(clean_predicted == y))
-    clean_confidence = float(np.mean(clean_probabilities.max(axis=1)))
+@dataclass
+class CorruptionTable:
+    """What robustness.corruptions measures: per (corruption, severity) accuracy, flip rate and confidence."""
 
-    layout = image_layout(ctx.data)
+    names: list[str]
+    severities: list[int]
+    judged: int
+    y: np.ndarray
+    agreement: bool
+    x: np.ndarray
+    side: int | None
+    layout: Any
+    bounds: Any
+    clean_predicted: np.ndarray
+    clean_accuracy: float
+    clean_confidence: float
+    accuracy: dict = field(default_factory=dict)
+    flips: dict = field(default_factory=dict)
+    confidence: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)
+    examples: dict = field(default_factory=dict)  # corruption -> (corrupted rows, their predictions), at the judged severity
+
+    @property
+    def what(self) -> str:
+        return "agreement with clean predictions" if self.agreement else "accuracy"
+
+
+N_EXAMPLES = 4
+
+
+def _corruption_names(ctx, options, layout) -> list[str]:
     if ctx.data.modality == "image" and layout is None:
         ctx.note(f"rows of shape {ctx.data.x.shape[1:]} cannot be read as images; tabular corruptions used instead")
     available = C.IMAGE_CORRUPTIONS if layout else C.TABULAR_CORRUPTIONS
@@ -28,29 +53,42 @@ def run(analysis, ctx):
     if unknown:
         kind = "image" if layout else "tabular"
         raise audit.AuditError(f"unknown {kind} corruption(s) {', '.join(unknown)}; available: {', '.join(available)}")
-    severities = sorted(set(options.severities))
-    judged = options.judged_severity if options.judged_severity in severities else max(severities)
+    return names
 
+
+def _corrupter(ctx, x, layout, bounds):
+    """corrupted(name, severity) -> the rows corrupted, in the model's layout; and the image side (None for tabular)."""
     rng = ctx.rng
-    bounds = input_range(ctx.data.x, ctx.data.modality)
     if layout:
         nchw = layout.to_nchw(x)
-        side = max(nchw.shape[2:])
         unit = ((nchw - bounds.low) / bounds.span).astype(np.float32)
-    else:
-        side = None
-        mean = ctx.data.x.mean(axis=0).astype(np.float32)
-        std = ctx.data.x.std(axis=0).astype(np.float32)
 
-    def corrupted(name, severity):
-        if layout:
+        def corrupted(name, severity):
             u = C.corrupt_image(name, unit, severity, rng)
             return layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
-        return C.corrupt_tabular(name, x, severity, rng, mean, std)
 
-    n_examples = min(4, len(x))
-    accuracy, flips, confidence = {}, {}, {}
-    examples = {}
+        return corrupted, max(nchw.shape[2:])
+    mean = ctx.data.x.mean(axis=0).astype(np.float32)
+    std = ctx.data.x.std(axis=0).astype(np.float32)
+    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std)), None
+
+
+def measure(ctx, options) -> CorruptionTable:
+    take, x, y, agreement = audited_rows(ctx, options.max_rows)
+    clean_probabilities = take(ctx.predictions)
+    clean_predicted = clean_probabilities.argmax(axis=1)
+    layout = image_layout(ctx.data)
+    names = _corruption_names(ctx, options, layout)
+    severities = sorted(set(options.severities))
+    bounds = input_range(ctx.data.x, ctx.data.modality)
+    corrupted, side = _corrupter(ctx, x, layout, bounds)
+    table = CorruptionTable(
+        names=names, severities=severities,
+        judged=options.judged_severity if options.judged_severity in severities else max(severities),
+        y=y, agreement=agreement, x=x, side=side, layout=layout, bounds=bounds, clean_predicted=clean_predicted,
+        clean_accuracy=float(np.mean(clean_predicted == y)), clean_confidence=float(np.mean(clean_probabilities.max(axis=1))),
+    )
+    n_examples = min(N_EXAMPLES, len(x))
     with ctx.progress(len(names) * len(severities), "corruptions") as bar:
         for name in names:
             for severity in severities:
@@ -58,95 +96,98 @@ def run(analysis, ctx):
                 probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
                 predicted = probabilities.argmax(axis=1)
                 key = (name, severity)
-                accuracy[key] = float(np.mean(predicted == y))
-                flips[key] = float(np.mean(predicted != clean_predicted))
-                confidence[key] = float(np.mean(probabilities.max(axis=1)))
-                if layout and severity == judged:
-                    examples[name] = (batch[:n_examples], predicted[:n_examples])
-                subject = f"{name} s={severity}"
-                parameter = C.describe(name, severity, side)
-                yield audit.Metric("accuracy", accuracy[key], subject=subject, count=len(y), details={"parameter": parameter})
-                yield audit.Metric("flip_rate", flips[key], subject=subject, count=len(y))
-                yield audit.Metric("mean_confidence", confidence[key], subject=subject, count=len(y))
+                table.accuracy[key] = float(np.mean(predicted == y))
+                table.flips[key] = float(np.mean(predicted != clean_predicted))
+                table.confidence[key] = float(np.mean(probabilities.max(axis=1)))
+                table.parameters[key] = C.describe(name, severity, side)
+                if layout and severity == table.judged:
+                    table.examples[name] = (batch[:n_examples], predicted[:n_examples])
                 bar.advance(1)
+    return table
 
-    yield audit.Metric("clean_accuracy", clean_accuracy, count=len(y))
-    yield audit.Metric("clean_mean_confidence", clean_confidence, count=len(y))
-    what = "agreement with clean predictions" if agreement else "accuracy"
 
-    drops = {name: clean_accuracy - accuracy[(name, judged)] for name in names}
+def metrics(table: CorruptionTable):
+    n = len(table.y)
+    for name in table.names:
+        for severity in table.severities:
+            key, subject = (name, severity), f"{name} s={severity}"
+            yield audit.Metric("accuracy", table.accuracy[key], subject=subject, count=n, details={"parameter": table.parameters[key]})
+            yield audit.Metric("flip_rate", table.flips[key], subject=subject, count=n)
+            yield audit.Metric("mean_confidence", table.confidence[key], subject=subject, count=n)
+    yield audit.Metric("clean_accuracy", table.clean_accuracy, count=n)
+    yield audit.Metric("clean_mean_confidence", table.clean_confidence, count=n)
+
+
+def findings(table: CorruptionTable, options):
+    judged, accuracy = table.judged, table.accuracy
+    drops = {name: table.clean_accuracy - accuracy[(name, judged)] for name in table.names}
     worst = max(drops, key=drops.get)
-    worst_drop = drops[worst]
-    yield audit.Finding(
-        check="corruption_accuracy_drop",
-        title="Accuracy drop under the worst corruption",
-        severity=audit.Severity.MEDIUM,
-        passed=worst_drop <= options.max_accuracy_drop,
-        value=worst_drop,
-        threshold=options.max_accuracy_drop,
-        subject=f"{worst} s={judged}",
+    yield audit.Finding.against_limit(
+        "corruption_accuracy_drop", "Accuracy drop under the worst corruption", drops[worst], severity=audit.Severity.MEDIUM,
+        ceiling=options.max_accuracy_drop, subject=f"{worst} s={judged}",
         message=(
-            f"{worst} at severity {judged} ({C.describe(worst, judged, side)}) lowers {what} from "
-            f"{clean_accuracy:.3f} to {accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} "
-            f"(allowed {options.max_accuracy_drop:g}); {flips[(worst, judged)]:.1%} of predictions change"
+            f"{worst} at severity {judged} ({C.describe(worst, judged, table.side)}) lowers {table.what} from "
+            f"{table.clean_accuracy:.3f} to {accuracy[(worst, judged)]:.3f}, a drop of {drops[worst]:.3f} "
+            f"(allowed {options.max_accuracy_drop:g}); {table.flips[(worst, judged)]:.1%} of predictions change"
+        ),
+        details={"judged_severity": judged, "clean_accuracy": table.clean_accuracy, "drop_by_corruption": drops,
+                 "rows": len(table.y), "labels": "clean predictions" if table.agreement else "true labels"},
+    )
+    levels = [s for s in table.severities if s > 0]
+    if not levels:
+        return
+    clean_error = 1.0 - table.clean_accuracy
+    error_by_corruption = {n: float(np.mean([1.0 - accuracy[(n, s)] for s in levels])) for n in table.names}
+    mce = float(np.mean(list(error_by_corruption.values())))
+    relative = mce - clean_error
+    yield audit.Finding.against_limit(
+        "mean_corruption_error", "Mean corruption error relative to clean", relative, severity=audit.Severity.MEDIUM,
+        ceiling=options.max_mean_corruption_error, subject=f"{len(table.names)} corruptions s={','.join(map(str, levels))}",
+        message=(
+            f"error averaged over {len(table.names)} corruptions and severities {levels[0]}-{levels[-1]} is "
+            f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
+            f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"
         ),
         details={
-            "judged_severity": judged,
-            "clean_accuracy": clean_accuracy,
-            "drop_by_corruption": drops,
-            "rows": len(y),
-            "labels": "clean predictions" if agreement else "true labels",
+            "mean_corruption_error": mce,
+            "clean_error": clean_error,
+            "corruption_error": error_by_corruption,
+            "definition": "mean over corruptions and severities of the error, minus the clean error (unnormalised relative mCE)",
         },
     )
 
-    corrupted_levels = [s for s in severities if s > 0]
-    if corrupted_levels:
-        clean_error = 1.0 - clean_accuracy
-        error_by_corruption = {n: float(np.mean([1.0 - accuracy[(n, s)] for s in corrupted_levels])) for n in names}
-        mce = float(np.mean(list(error_by_corruption.values())))
-        relative = mce - clean_error
-        yield audit.Finding(
-            check="mean_corruption_error",
-            title="Mean corruption error relative to clean",
-            severity=audit.Severity.MEDIUM,
-            passed=relative <= options.max_mean_corruption_error,
-            value=relative,
-            threshold=options.max_mean_corruption_error,
-            subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
-            message=(
-                f"error averaged over {len(names)} corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} is "
-                f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
-                f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"
-            ),
-            details={
-                "mean_corruption_error": mce,
-                "clean_error": clean_error,
-                "corruption_error": error_by_corruption,
-                "definition": "mean over corruptions and severities of the error, minus the clean error (unnormalised relative mCE)",
-            },
-        )
 
+def figures(table: CorruptionTable, ctx):
     yield audit.Figure(
         "corruption_curves",
         "Accuracy and flip rate against corruption severity",
-        _figures.severity_curves(names, severities, accuracy, flips, clean_accuracy, what),
+        _figures.severity_curves(table.names, table.severities, table.accuracy, table.flips, table.clean_accuracy, table.what),
         caption=(
-            f"One line per corruption; severity 0 is the clean data. Left: {what}; right: share of predictions "
+            f"One line per corruption; severity 0 is the clean data. Left: {table.what}; right: share of predictions "
             "that differ from the clean prediction. Each point is one batched pass over "
-            f"{len(y)} rows."
+            f"{len(table.y)} rows."
         ),
     )
-    if layout and examples:
+    if table.layout and table.examples:
+        k, layout = min(N_EXAMPLES, len(table.x)), table.layout
         yield audit.Figure(
             "corruption_examples",
-            f"Examples: clean and corrupted at severity {judged}",
+            f"Examples: clean and corrupted at severity {table.judged}",
             _figures.image_grid(
-                layout.to_nchw(x[:n_examples]),
-                clean_predicted[:n_examples],
-                [(name, layout.to_nchw(batch), predicted) for name, (batch, predicted) in examples.items()],
+                layout.to_nchw(table.x[:k]),
+                table.clean_predicted[:k],
+                [(name, layout.to_nchw(batch), predicted) for name, (batch, predicted) in table.examples.items()],
                 ctx.class_names,
-                y[:n_examples],
-                bounds,
+                table.y[:k],
+                table.bounds,
             ),
             caption="Each row one input; titles give the predicted class (red when it differs from the label).",
         )
+
+
+def run(analysis, ctx):
+    """Measure every corruption and severity, then judge and draw from the table."""
+    table = measure(ctx, analysis.options)
+    yield from metrics(table)
+    yield from findings(table, analysis.options)
+    yield from figures(table, ctx)
