@@ -86,17 +86,17 @@ def leakage_curve(attribute: str, layers: list[str], rows: dict[str, list], base
 
 def counterfactual_bars(attribute: str, reference: str, results: list, binary: bool):
     """Mean score shift and flip rate per substituted value, with intervals."""
-    labels = [_short(r[0]) for r in results]
+    labels = [_short(r.label) for r in results]
     positions = np.arange(len(labels))
     fig = _figure(6.4, 0.32 * len(labels) + 1.8)
     left, right = fig.subplots(1, 2, sharey=True)
-    shifts = np.array([r[1] for r in results])
-    shift_err = np.abs(np.array([[r[1] - r[2][0], r[2][1] - r[1]] for r in results]).T)
+    shifts = np.array([r.shift for r in results])
+    shift_err = np.abs(np.array([[r.shift - r.shift_ci[0], r.shift_ci[1] - r.shift] for r in results]).T)
     left.barh(positions, shifts, xerr=shift_err, color=np.where(shifts >= 0, "#3b6ea8", "#c0504d"), capsize=2)
     left.axvline(0, color="#333333", linewidth=0.8)
     left.set_xlabel("mean score shift" + ("" if binary else " (predicted class)"))
-    flips = np.array([r[4] for r in results])
-    flip_err = np.abs(np.array([[r[4] - r[5][0], r[5][1] - r[4]] for r in results]).T)
+    flips = np.array([r.flip_rate for r in results])
+    flip_err = np.abs(np.array([[r.flip_rate - r.flip_ci[0], r.flip_ci[1] - r.flip_rate] for r in results]).T)
     right.barh(positions, flips, xerr=flip_err, color="#7f7f7f", capsize=2)
     right.set_xlabel("prediction flip rate")
     right.set_xlim(0, max(0.05, float(flips.max()) * 1.3 + 1e-9))
