@@ -127,7 +127,7 @@ def test_grid_exact_zero_outside_the_cell_that_matters(kind):
 
 
 def test_grid_wrapper_scores_each_cell_with_the_model_alone():
-    from audit_attribution._run import _grid_functions, _tile
+    from audit_attribution._sanity import _grid_functions, _tile
 
     model = tiny_cnn(channels=2, size=6, n_classes=3, seed=1)
     cells = np.random.default_rng(0).random((5, 4, 2, 6, 6)).astype(np.float32)

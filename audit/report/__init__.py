@@ -42,6 +42,42 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
         finding["waiver"] = None if waiver is None else {
             "reason": waiver.reason, "author": waiver.author, "created_at": str(waiver.created_at)[:19]}
 
+    sections = _sections(results, findings, metrics, artifacts)
+
+    failures = counted_failures(findings, run.fail_on, waivers)
+    failed_ids = {id(f) for f in failures}
+    for finding in findings:
+        finding["gating"] = id(finding) in failed_ids
+        finding["severity_rank"] = Severity.rank_of(finding["severity"])
+    from audit.report.summary import executive_summary
+
+    run_row = _row(run)
+    # Waivers recorded after the run change its gate: show the status and exit
+    # code the gate gives now, and keep what was recorded beside them.
+    run_row["recorded_status"], run_row["recorded_exit_code"] = run.status, run.exit_code
+    run_row["status"], run_row["exit_code"] = gated_run_status(run.status, run.exit_code, [r["status"] for r in results], failures)
+    return {
+        "summary": executive_summary(findings),
+        "run": run_row,
+        "results": results,
+        "sections": sections,
+        "findings": findings,
+        "metrics": metrics,
+        "verdict": _verdict(findings, failures, results),
+        "compliance": compliance_matrix(findings, run_frameworks(run), {r["analysis"]: r["category"] for r in results}),
+        "frameworks_stored": run.frameworks is not None,
+        "cost": {
+            "clean_forward_rows": run.clean_forward_rows,
+            "clean_seconds": run.clean_seconds,
+            "forward_rows": run.clean_forward_rows + sum(r["forward_rows"] for r in results),
+            "backward_rows": sum(r["backward_rows"] for r in results),
+            "seconds": run.clean_seconds + sum(r["seconds"] for r in results),
+        },
+    }
+
+
+def _sections(results: list[dict], findings: list[dict], metrics: list[dict], artifacts) -> list[dict]:
+    """One section per analysis result: its findings, metrics (also as tables) and figures as data URIs."""
     by_result: dict[int, dict[str, list]] = defaultdict(lambda: {"findings": [], "metrics": [], "figures": []})
     for finding in findings:
         by_result[finding["result_id"]]["findings"].append(finding)
@@ -57,50 +93,23 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     for result in results:
         parts = by_result[result["id"]]
         sections.append({**result, **parts, "metric_tables": _metric_tables(parts["metrics"])})
+    return sections
 
-    failures = counted_failures(findings, run.fail_on, waivers)
-    failed_ids = {id(f) for f in failures}
-    verdict_counts = {
-        severity: {
-            "passed": sum(1 for f in findings if f["severity"] == severity and f["passed"]),
-            "failed": sum(1 for f in findings if f["severity"] == severity and not f["passed"]),
-        }
-        for severity in SEVERITIES
-    }
-    for finding in findings:
-        finding["gating"] = id(finding) in failed_ids
-        finding["severity_rank"] = Severity.rank_of(finding["severity"])
-    status_counts = Counter(r["status"] for r in results)
-    from audit.report.summary import executive_summary
 
-    run_row = _row(run)
-    # Waivers recorded after the run change its gate: show the status and exit
-    # code the gate gives now, and keep what was recorded beside them.
-    run_row["recorded_status"], run_row["recorded_exit_code"] = run.status, run.exit_code
-    run_row["status"], run_row["exit_code"] = gated_run_status(run.status, run.exit_code, [r["status"] for r in results], failures)
+def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[str, Any]:
+    """Passed and failed counts, per severity (most severe first) and in all, and the gate's failures."""
     return {
-        "summary": executive_summary(findings),
-        "run": run_row,
-        "results": results,
-        "sections": sections,
-        "findings": findings,
-        "metrics": metrics,
-        "verdict": {
-            "counts": verdict_counts,
-            "passed": sum(1 for f in findings if f["passed"]),
-            "failed": sum(1 for f in findings if not f["passed"]),
-            "gating_failures": len(failures),
-            "status_counts": dict(status_counts),
+        "counts": {
+            severity: {
+                "passed": sum(1 for f in findings if f["severity"] == severity and f["passed"]),
+                "failed": sum(1 for f in findings if f["severity"] == severity and not f["passed"]),
+            }
+            for severity in SEVERITIES
         },
-        "compliance": compliance_matrix(findings, run_frameworks(run), {r["analysis"]: r["category"] for r in results}),
-        "frameworks_stored": run.frameworks is not None,
-        "cost": {
-            "clean_forward_rows": run.clean_forward_rows,
-            "clean_seconds": run.clean_seconds,
-            "forward_rows": run.clean_forward_rows + sum(r["forward_rows"] for r in results),
-            "backward_rows": sum(r["backward_rows"] for r in results),
-            "seconds": run.clean_seconds + sum(r["seconds"] for r in results),
-        },
+        "passed": sum(1 for f in findings if f["passed"]),
+        "failed": sum(1 for f in findings if not f["passed"]),
+        "gating_failures": len(failures),
+        "status_counts": dict(Counter(r["status"] for r in results)),
     }
 
 

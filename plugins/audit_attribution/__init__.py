@@ -77,7 +77,7 @@ class Faithfulness(audit.Analysis):
         compare_ig_baselines: bool = Field(True, description="also run IG with the other baselines and report how much the map changes")
 
     def run(self, ctx):
-        from ._run import run_faithfulness
+        from ._faithfulness import run_faithfulness
 
         yield from run_faithfulness(self, ctx)
 
@@ -99,7 +99,7 @@ class Sanity(audit.Analysis):
         max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation fails at or above this")
 
     def run(self, ctx):
-        from ._run import run_sanity
+        from ._sanity import run_sanity
 
         yield from run_sanity(self, ctx)
 
@@ -117,7 +117,7 @@ class Agreement(audit.Analysis):
         top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")
 
     def run(self, ctx):
-        from ._run import run_agreement
+        from ._agreement import run_agreement
 
         yield from run_agreement(self, ctx)
 

@@ -274,6 +274,13 @@ def _index(table, name):
 
 
 def _error_rate_findings(table, class_names, binary, options, details):
+    """Equalized odds and equal opportunity (labels needed), then worst-group accuracy and the accuracy gap."""
+    yield from _equalized_odds_finding(table, class_names, binary, options, details)
+    yield from _equal_opportunity_finding(table, class_names, binary, options, details)
+    yield from _accuracy_findings(table, class_names, options, details)
+
+
+def _equalized_odds_finding(table, class_names, binary, options, details):
     subject = table.grouping.subject
     # Equalized odds: the larger of the TPR and FPR spreads, worst class.
     best = None
@@ -296,6 +303,10 @@ def _error_rate_findings(table, class_names, binary, options, details):
             details=details(ci=[lo, hi], tpr_difference=tpr, fpr_difference=fpr, cls=class_names[k],
                             thresholds={"medium": options.odds_difference_medium, "high": options.odds_difference_high}),
         )
+
+
+def _equal_opportunity_finding(table, class_names, binary, options, details):
+    subject = table.grouping.subject
     found = _worst(table, "tpr", "difference")
     if found is not None:
         value, k, lo, hi = found
@@ -308,6 +319,10 @@ def _error_rate_findings(table, class_names, binary, options, details):
             details=details(ci=[lo, hi], highest_group=top, lowest_group=bottom, cls=class_names[k],
                             thresholds={"medium": options.opportunity_difference_medium, "high": options.opportunity_difference_high}),
         )
+
+
+def _accuracy_findings(table, class_names, options, details):
+    subject = table.grouping.subject
     accuracy = table.rates["accuracy"]
     judged = table.judged
     worst_g = judged[int(np.nanargmin(accuracy[judged]))]

@@ -233,15 +233,7 @@ def run(analysis, ctx):
         ctx.note("no hidden layer found to probe (the candidate layers were the model's output)")
         return
     folds = fold_ids(len(index), options.folds, ctx.rng)
-    prepared = {}
-    for layer in layers:
-        pooled, tokens = _as_tokens(activations[layer])
-        features, tokens, live, reduced = _reduce(pooled, tokens, options.max_features)
-        prepared[layer] = (features, tokens, live, reduced)
-        if reduced:
-            ctx.note(f"layer {layer}: {live} live units reduced to {options.max_features} principal components before probing")
-        if tokens is not None and not options.attentive:
-            ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
+    prepared = _prepare_layers(ctx, options, layers, activations)
     head = _linear_head(model, layers, activations, logits_sample)
     if head is None:
         ctx.note("task cost of erasure not computed: it needs a torch model whose output layer is a Linear fed directly "
@@ -259,31 +251,55 @@ def run(analysis, ctx):
         baseline = float(np.bincount(target).max() / len(target))
         per_layer = []
         for layer in layers:
-            features, tokens, _, _ = prepared[layer]
-            linear = probe_scores(linear_probe_cv(features, target, n_classes, folds, options.l2), target, n_classes)
-            attentive = None
-            if tokens is not None and options.attentive:
-                attentive = probe_scores(
-                    attentive_probe_cv(tokens, target, n_classes, folds, options.n_queries, options.attentive_epochs, options.l2, ctx.seed,
-                                       device="cpu"), target, n_classes)
-            erased, rank = erased_per_fold(features, target, n_classes, folds)
-            after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, options.l2), target, n_classes)
-            per_layer.append({"layer": layer, "linear": linear, "attentive": attentive, "after": after, "rank": rank})
-            yield from _layer_metrics(name, layer, linear, attentive, after, baseline, len(target), ctx.rng)
+            per_layer.append(_probe_layer(ctx, options, layer, prepared[layer], target, n_classes, folds))
+            yield from _layer_metrics(name, layer, per_layer[-1]["linear"], per_layer[-1]["attentive"], per_layer[-1]["after"],
+                                      baseline, len(target), ctx.rng)
         task_cost = _task_cost(head, data, index, target, n_classes, activations) if head else None
         yield from _findings(name, per_layer, baseline, len(target), task_cost, head, options, ctx)
-        from ._figures import leakage_curve
+        yield _leakage_figure(name, layers, per_layer, baseline, options)
 
-        rows = {"linear probe": [r["linear"]["accuracy"] for r in per_layer]}
-        if any(r["attentive"] for r in per_layer):
-            rows["attentive probe"] = [r["attentive"]["accuracy"] if r["attentive"] else None for r in per_layer]
-        rows["linear probe after erasure"] = [r["after"]["accuracy"] for r in per_layer]
-        yield audit.Figure(
-            f"leakage:{name}", f"Leakage of {name} per layer", leakage_curve(name, layers, rows, baseline),
-            caption=(f"{options.folds}-fold cross-validated accuracy of probes predicting {name} from each layer, before and "
-                     "after closed-form linear concept erasure (LEACE); dotted: always guessing the majority value."),
-            subject=name,
-        )
+
+def _prepare_layers(ctx, options, layers, activations) -> dict:
+    """layer -> (features, tokens, live units, reduced?): pooled, and reduced to principal components when wide."""
+    prepared = {}
+    for layer in layers:
+        pooled, tokens = _as_tokens(activations[layer])
+        features, tokens, live, reduced = _reduce(pooled, tokens, options.max_features)
+        prepared[layer] = (features, tokens, live, reduced)
+        if reduced:
+            ctx.note(f"layer {layer}: {live} live units reduced to {options.max_features} principal components before probing")
+        if tokens is not None and not options.attentive:
+            ctx.note(f"layer {layer} has a token/spatial axis; the attentive probe is off (option attentive)")
+    return prepared
+
+
+def _probe_layer(ctx, options, layer, prepared_layer, target, n_classes, folds) -> dict:
+    """Cross-validated linear (and attentive) probe scores on one layer, before and after LEACE erasure."""
+    features, tokens, _, _ = prepared_layer
+    linear = probe_scores(linear_probe_cv(features, target, n_classes, folds, options.l2), target, n_classes)
+    attentive = None
+    if tokens is not None and options.attentive:
+        attentive = probe_scores(
+            attentive_probe_cv(tokens, target, n_classes, folds, options.n_queries, options.attentive_epochs, options.l2, ctx.seed,
+                               device="cpu"), target, n_classes)
+    erased, rank = erased_per_fold(features, target, n_classes, folds)
+    after = probe_scores(linear_probe_cv(erased, target, n_classes, folds, options.l2), target, n_classes)
+    return {"layer": layer, "linear": linear, "attentive": attentive, "after": after, "rank": rank}
+
+
+def _leakage_figure(name, layers, per_layer, baseline, options):
+    from ._figures import leakage_curve
+
+    rows = {"linear probe": [r["linear"]["accuracy"] for r in per_layer]}
+    if any(r["attentive"] for r in per_layer):
+        rows["attentive probe"] = [r["attentive"]["accuracy"] if r["attentive"] else None for r in per_layer]
+    rows["linear probe after erasure"] = [r["after"]["accuracy"] for r in per_layer]
+    return audit.Figure(
+        f"leakage:{name}", f"Leakage of {name} per layer", leakage_curve(name, layers, rows, baseline),
+        caption=(f"{options.folds}-fold cross-validated accuracy of probes predicting {name} from each layer, before and "
+                 "after closed-form linear concept erasure (LEACE); dotted: always guessing the majority value."),
+        subject=name,
+    )
 
 
 def _accuracy_ci(accuracy, n, rng, draws=200):

@@ -50,46 +50,48 @@ def synthetic_sources(ctx, rows: int) -> dict[str, tuple[np.ndarray, str]]:
     }
 
 
-def run(analysis, ctx):
-    options = analysis.options
+def _sources(ctx, options):
+    """{source: (x, description)} and the severity of a failure: medium for real OOD data, low for synthetic noise."""
     if options.ood_data:
-        sources = {"ood_data": (load_ood(options.ood_data, ctx.data.x.shape[1:]), f"the out-of-distribution set {Path(options.ood_data).name}")}
-        severity = audit.Severity.MEDIUM
-    else:
-        rows = min(len(ctx.data), options.synthetic_rows)
-        sources = synthetic_sources(ctx, rows)
-        severity = audit.Severity.LOW
-        ctx.note(
-            "no ood_data given: the out-of-distribution sets are synthetic noise inputs (uniform over the data range, "
-            "and Gaussian with the data's mean and std), a floor for OOD detection, not evidence about real shifts"
-        )
+        data = load_ood(options.ood_data, ctx.data.x.shape[1:])
+        return {"ood_data": (data, f"the out-of-distribution set {Path(options.ood_data).name}")}, audit.Severity.MEDIUM
+    ctx.note(
+        "no ood_data given: the out-of-distribution sets are synthetic noise inputs (uniform over the data range, "
+        "and Gaussian with the data's mean and std), a floor for OOD detection, not evidence about real shifts"
+    )
+    return synthetic_sources(ctx, min(len(ctx.data), options.synthetic_rows)), audit.Severity.LOW
+
+
+SCORE_LABELS = {"msp": "maximum softmax probability", "energy": "energy (logsumexp of logits)"}
+
+
+def measure(ctx, sources):
+    """Scores of the audit data and of each OOD source: {score: array} and {score: {source: array}}."""
     energy_usable = ctx.model.output_kind != "probabilities"
     if not energy_usable:
         ctx.note("the model outputs probabilities, so logsumexp of its log-probabilities is always 0: the energy score is degenerate and skipped")
-
     in_scores = {"msp": ctx.predictions.max(axis=1)}
     if energy_usable:
         in_scores["energy"] = energy_score(ctx.logits)
     out_scores: dict[str, dict[str, np.ndarray]] = {score: {} for score in in_scores}
-    for source, (x_out, description) in sources.items():
+    for source, (x_out, _) in sources.items():
         probabilities, logits = ctx.model.predict_both(x_out)  # one batched pass per source
         out_scores["msp"][source] = probabilities.max(axis=1)
         if energy_usable:
             out_scores["energy"][source] = energy_score(logits)
+    return in_scores, out_scores
+
+
+def judge(ctx, options, sources, severity, in_scores, out_scores):
+    for source, (x_out, description) in sources.items():
         for score in in_scores:
             area = stats.auroc(in_scores[score], out_scores[score][source])
             fpr = fpr_at_tpr(in_scores[score], out_scores[score][source], 0.95)
-            subject = f"{score} vs {source}"
-            label = "maximum softmax probability" if score == "msp" else "energy (logsumexp of logits)"
+            subject, label = f"{score} vs {source}", SCORE_LABELS[score]
             yield audit.Metric("ood_auroc", area, subject=subject, count=len(x_out))
             yield audit.Metric("fpr_at_95_tpr", fpr, subject=subject, count=len(x_out))
-            yield audit.Finding(
-                check="ood_auroc",
-                title=f"Out-of-distribution detection by {label}",
-                severity=severity,
-                passed=area >= options.min_auroc,
-                value=area,
-                threshold=options.min_auroc,
+            yield audit.Finding.against_limit(
+                "ood_auroc", f"Out-of-distribution detection by {label}", area, severity=severity, floor=options.min_auroc,
                 subject=subject,
                 message=(
                     f"{label} separates the audit data from {description} with AUROC {area:.3f} "
@@ -97,15 +99,13 @@ def run(analysis, ctx):
                     f"still accepts {fpr:.1%} of the {len(x_out)} out-of-distribution inputs"
                 ),
                 details={
-                    "source": source,
-                    "description": description,
-                    "synthetic": not options.ood_data,
-                    "fpr_at_95_tpr": fpr,
-                    "in_distribution_rows": len(ctx.predictions),
-                    "out_of_distribution_rows": len(x_out),
-                    "score": score,
+                    "source": source, "description": description, "synthetic": not options.ood_data, "fpr_at_95_tpr": fpr,
+                    "in_distribution_rows": len(ctx.predictions), "out_of_distribution_rows": len(x_out), "score": score,
                 },
             )
+
+
+def figures(options, in_scores, out_scores):
     for score in in_scores:
         yield audit.Figure(
             f"ood_scores_{score}",
@@ -114,3 +114,12 @@ def run(analysis, ctx):
             caption="Higher scores mean the model treats the input as in-distribution. "
             + ("Out-of-distribution sets here are synthetic noise." if not options.ood_data else ""),
         )
+
+
+def run(analysis, ctx):
+    """Score the audit data and each OOD source, then judge and draw from the scores."""
+    options = analysis.options
+    sources, severity = _sources(ctx, options)
+    in_scores, out_scores = measure(ctx, sources)
+    yield from judge(ctx, options, sources, severity, in_scores, out_scores)
+    yield from figures(options, in_scores, out_scores)

