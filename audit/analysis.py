@@ -119,14 +119,15 @@ class Finding:
         carries the lowest severity its failure would have (the one severity
         rule). ``threshold`` is ``medium``, where failing starts. ``by`` grades
         another number than the one shown (a signed shift graded by its size).
+        A missing or NaN value fails, graded medium.
         """
         number = _plain_number(value if by is None else by)
         if number is not None and number > high:
             severity, passed = Severity.HIGH, False
         elif number is not None and number > medium:
             severity, passed = Severity.MEDIUM, False
-        else:
-            severity, passed = Severity.MEDIUM, number is not None
+        else:  # NaN compares False above: an unknown value is no pass
+            severity, passed = Severity.MEDIUM, number is not None and number == number
         return cls(check=check, title=title, severity=severity, passed=passed, value=value, threshold=medium,
                    message=message, subject=subject, details=dict(details or {}))
 
