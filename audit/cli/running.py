@@ -38,14 +38,14 @@ def run(
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
-    from audit.config import RunSpec, apply_config, apply_set, find_config
+    from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
 
     from audit.cli import current_argv
 
     spec = RunSpec(argv=current_argv())
     config_path, table = find_config(config)
     if config_path is not None:
-        apply_config(spec, table, config_path.parent)
+        apply_config(spec, table, config_path.parent, source=str(config_path), explicit=config is not None)
         spec.config_file = str(config_path)
     if model is not None:
         spec.model = model
@@ -53,9 +53,8 @@ def run(
         spec.data = data
     if analysis:
         spec.analyses = list(analysis)
-    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("threads", threads), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir)):
-        if value is not None:
-            setattr(spec, name, value)
+    apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
+                       "fail_on": fail_on, "template_dir": template_dir})
     if report:
         spec.reports = list(report)
     if trust_model_code:
@@ -69,6 +68,7 @@ def run(
     if sample is not None:
         spec.data_options.sample = sample
     apply_set(spec, list(set_ or []))
+    apply_environment(spec)
     code = execute_spec(spec, as_json=as_json)
     raise typer.Exit(code)
 
@@ -96,7 +96,7 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
     if as_json:
         print(json.dumps(run_document(view, written), indent=2, default=str))
     else:
-        print_summary(view, written)
+        print_summary(view, written, spec.config_file)
     return outcome.exit_code
 
 
@@ -106,9 +106,10 @@ def run_audit_spec(spec, factory, on_analysis):
     return run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
 
 
-def print_summary(view, written: list[str]) -> None:
+def print_summary(view, written: list[str], config_file: str | None = None) -> None:
     run = view["run"]
     print(f"Run {run['id']}: {run['model_path']} on {run['data_path']} ({run['data_rows']:,} rows, {run['provider']})")
+    print(f"Config: {config_file or 'none (no --config, audit.toml or [tool.audit] in pyproject.toml)'}")
     for result in view["results"]:
         findings = [f for f in view["findings"] if f["analysis"] == result["analysis"]]
         failed = sum(1 for f in findings if not f["passed"])
