@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
 import traceback
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from audit.analysis import Analysis, Context, Figure, Finding, Metric, Progress, iter_records
-from audit.errors import AuditError
+from audit.errors import AuditError, Terminated
 
 REQUIREMENTS = {
     "labels": ("the data has no labels (y)", lambda model, data: data.y is not None),
@@ -139,7 +140,7 @@ def execute(
     start_counters = model.counters.snapshot()
     start = time.perf_counter()
     records = []
-    status, reason, trace = "ok", None, None
+    status, reason, trace, cause = "ok", None, None, None
     try:
         for record in iter_records(analysis.run(ctx)):
             if not isinstance(record, (Finding, Metric, Figure)):
@@ -147,8 +148,8 @@ def execute(
             if isinstance(record, Finding):
                 record.tags = frozenset(record.tags) | frozenset(cls.tags)
             records.append(record)
-    except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as stop:
+        status, reason, cause = "interrupted", interrupt_reason(stop), stop
     except AuditError as error:
         status, reason = "error", str(error)
     except Exception as error:  # noqa: BLE001 - one analysis failing never loses the others
@@ -166,14 +167,56 @@ def execute(
         traceback=trace,
     )
     if status == "interrupted":
-        raise RunInterrupted(outcome)
+        raise RunInterrupted(outcome, cause)
     return outcome
 
 
+def interrupt_reason(stop: BaseException) -> str:
+    return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted by the user (Ctrl-C)"
+
+
 class RunInterrupted(Exception):
-    def __init__(self, outcome: AnalysisOutcome):
+    def __init__(self, outcome: AnalysisOutcome, cause: BaseException):
         super().__init__("interrupted")
         self.outcome = outcome
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into Terminated (a KeyboardInterrupt) for the run, so it ends as Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT and SIGTERM while an analysis is written, so a stop lands between transactions, not inside one."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 ProgressFactory = Callable[..., Progress]
@@ -181,7 +224,7 @@ ProgressFactory = Callable[..., Progress]
 
 # -- a whole run ----------------------------------------------------------------
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 
 @dataclass
@@ -306,16 +349,24 @@ def check_report_path(report: str) -> str:
 
 def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
     """Run an audit end to end and persist it; bad input raises AuditError before any write."""
-    from audit.data import sha256_of
-    from audit.report.figures import figure_to_artifact
-    from audit.store import Store
-    from pathlib import Path
-
     from audit.allocator import tune_malloc
+    from audit.store import Store
 
     tune_malloc()  # before the model and data allocate anything
     pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
     store = Store(db_location)
+    with sigterm_as_interrupt():
+        return _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis)
+
+
+def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis) -> RunOutcome:
+    import os
+    from pathlib import Path
+
+    from audit.data import sha256_of
+    from audit.report.figures import figure_to_artifact
+    from audit.store.liveness import this_host
+
     run = store.create_run(
         model_path=str(spec.model),
         model_sha256=sha256_of(Path(spec.model)),
@@ -333,6 +384,10 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         versions=versions(registry, names),
         fail_on=spec.fail_on,
         template_dir=spec.template_dir,
+        pid=os.getpid(),
+        host=this_host(),
+        heartbeat_at=_now(),
+        planned=list(names),
     )
     status = "running"
     try:
@@ -345,19 +400,21 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         for position, name in enumerate(names):
             analysis = instances[name]
             entry = registry[name]
-            interrupted = False
+            stop = None
             try:
                 outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
                                   progress_factory=progress_factory, shared=shared)
-            except RunInterrupted as stop:
-                outcome, interrupted = stop.outcome, True
-            except KeyboardInterrupt:
-                outcome, interrupted = AnalysisOutcome(name, "interrupted", "interrupted by the user (Ctrl-C)"), True
-            _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
+            except RunInterrupted as interrupted:
+                outcome, stop = interrupted.outcome, interrupted.cause
+            except KeyboardInterrupt as interrupted:
+                outcome, stop = AnalysisOutcome(name, "interrupted", interrupt_reason(interrupted)), interrupted
+            with signals_deferred():
+                _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
+                store.update_run(run.id, heartbeat_at=_now())
             if on_analysis is not None:
                 on_analysis(outcome)
-            if interrupted:
-                raise KeyboardInterrupt
+            if stop is not None:
+                raise stop
         results = store.results(run.id)
         waivers = store.waivers()
         failures = counted_failures(store.findings(run.id), spec.fail_on, [w for w in waivers if w.model_path in ("", str(spec.model))])
@@ -367,12 +424,13 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
             status, exit_code = "failed", EXIT_FAILED
         else:
             status, exit_code = "ok", EXIT_OK
-    except KeyboardInterrupt:
-        status, exit_code = "interrupted", EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        status, exit_code = "interrupted", EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except BaseException:
         store.update_run(run.id, status="error", exit_code=EXIT_ANALYSIS_ERROR, finished_at=_now(), model_info=model.describe())
         raise
-    store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
+    with signals_deferred():
+        store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
     return RunOutcome(run.id, status, exit_code, store)
 
 

@@ -26,12 +26,28 @@ def _row(obj) -> dict[str, Any]:
     return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
 
 
+def _not_run(run_id: str, position: int, name: str, run_status: str) -> dict[str, Any]:
+    """A requested analysis the run never reached, shown as such rather than left out."""
+    from audit.store.models import AnalysisResult
+
+    why = {"running": "the run is still going", "interrupted": "the run was interrupted first",
+           "abandoned": "the process running it died first"}[run_status]
+    return _row(AnalysisResult(run_id=run_id, position=position, analysis=name, title=name, status="not run",
+                               reason=f"never ran: {why}"))
+
+
 def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
     """Everything a report shows, read from the database (never from live objects)."""
     from audit.runner import counted_failures
 
+    from audit.store.liveness import effective_status, never_ran
+
     run = store.resolve_run(run_ref)
-    results = [_row(r) for r in store.results(run.id)]
+    stored = store.results(run.id)
+    results = [_row(r) for r in stored]
+    status = effective_status(run)
+    if status in ("running", "interrupted", "abandoned"):
+        results += [_not_run(run.id, len(results) + i, name, status) for i, name in enumerate(never_ran(run, stored))]
     findings = [_row(f) for f in store.findings(run.id)]
     metrics = [_row(m) for m in store.metrics(run.id)]
     artifacts = store.artifacts(run.id)
@@ -83,7 +99,7 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
 
     return {
         "summary": executive_summary(findings),
-        "run": _row(run),
+        "run": {**_row(run), "status": status},
         "results": results,
         "sections": sections,
         "findings": findings,

@@ -16,11 +16,11 @@ def render_junit(view) -> str:
         suite = ET.SubElement(
             suites, "testsuite", name=result["analysis"], tests=str(max(len(findings), 1)),
             failures=str(sum(1 for f in findings if not f["passed"] and not f.get("waiver"))),
-            errors=str(1 if result["status"] == "error" else 0),
+            errors=str(1 if result["status"] in ("error", "not run") or (result["status"] == "interrupted" and not findings) else 0),
             skipped=str(1 if result["status"] == "skipped" else sum(1 for f in findings if not f["passed"] and f.get("waiver"))),
             time=f"{result['seconds']:.3f}",
         )
-        if result["status"] in ("skipped", "error", "interrupted") and not findings:
+        if result["status"] in ("skipped", "error", "interrupted", "not run") and not findings:
             case = ET.SubElement(suite, "testcase", classname=result["analysis"], name=result["analysis"], time=f"{result['seconds']:.3f}")
             tag = "skipped" if result["status"] == "skipped" else "error"
             ET.SubElement(case, tag, message=result["reason"] or result["status"])
