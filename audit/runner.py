@@ -133,8 +133,12 @@ def execute(
     if reason is None:
         try:
             reason = analysis.skip_reason(ctx)
-        except Exception as error:  # noqa: BLE001
-            return AnalysisOutcome(cls.name, "error", f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - SystemExit from a plugin included
+            return AnalysisOutcome(cls.name, "error", f"skip_reason() raised {type(error).__name__}: {error}", traceback=traceback.format_exc())
+        if reason is not None and not isinstance(reason, str):
+            reason = str(reason)
     if reason is not None:
         return AnalysisOutcome(cls.name, "skipped", reason)
     start_counters = model.counters.snapshot()
@@ -145,6 +149,7 @@ def execute(
         for record in iter_records(analysis.run(ctx)):
             if not isinstance(record, (Finding, Metric, Figure)):
                 raise TypeError(f"run() yielded {type(record).__name__}; yield audit.Finding, audit.Metric or audit.Figure")
+            checked_record(record, cls.name)
             if isinstance(record, Finding):
                 record.tags = frozenset(record.tags) | frozenset(cls.tags)
             records.append(record)
@@ -152,7 +157,10 @@ def execute(
         status, reason, cause = "interrupted", interrupt_reason(stop), stop
     except AuditError as error:
         status, reason = "error", str(error)
-    except Exception as error:  # noqa: BLE001 - one analysis failing never loses the others
+    except SystemExit as error:
+        # A plugin calling sys.exit() must not end the audit, least of all with exit 0 (a CI gate would pass).
+        status, reason, trace = "error", f"run() called sys.exit({error.code!r})", traceback.format_exc()
+    except BaseException as error:  # noqa: BLE001 - one analysis failing never loses the others, whatever it raises
         status, reason, trace = "error", f"{type(error).__name__}: {error}", traceback.format_exc()
     used = model.counters.since(start_counters)
     outcome = AnalysisOutcome(
@@ -173,6 +181,82 @@ def execute(
 
 def interrupt_reason(stop: BaseException) -> str:
     return "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted by the user (Ctrl-C)"
+
+
+def _text(value, owner: str, field_name: str, *, optional: bool = False, numbers: bool = False):
+    """A record's text field as a plain str: numpy strings and, where allowed, numbers become text; anything else is refused."""
+    if value is None and optional:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        return str(value)
+    if numbers and isinstance(value, (bool, int, float)):
+        return str(value)
+    allowed = "a string or a number" if numbers else "a string"
+    raise TypeError(f"{owner}: {field_name} must be {allowed}, not {type(value).__name__} ({str(value)[:60]!r})")
+
+
+def _number(value, owner: str, field_name: str):
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(())[()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: {field_name} must be a number or None, not {type(value).__name__} ({str(value)[:60]!r})")
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def checked_record(record, analysis_name: str):
+    """Coerce a record's fields to the stored types (numpy scalars to int/float/str) or refuse it, naming the analysis.
+
+    Done after run() yields, not only in the record's constructor, because a
+    plugin may set fields afterwards.
+    """
+    kind = type(record).__name__
+    owner = f"{analysis_name} yielded a {kind}"
+    if isinstance(record, Finding):
+        record.check = _text(record.check, owner, "check")
+        owner = f"{analysis_name} yielded Finding {record.check!r}"
+        record.title = _text(record.title, owner, "title")
+        record.message = _text(record.message, owner, "message")
+        record.subject = _text(record.subject, owner, "subject", optional=True, numbers=True)
+        if isinstance(record.passed, np.generic):
+            record.passed = record.passed.item()
+        if not isinstance(record.passed, bool):
+            raise TypeError(f"{owner}: passed must be true or false, not {type(record.passed).__name__}")
+        record.value = _number(record.value, owner, "value")
+        record.threshold = _number(record.threshold, owner, "threshold")
+        if not isinstance(record.details, dict):
+            raise TypeError(f"{owner}: details must be a dict, not {type(record.details).__name__}")
+        record.tags = frozenset(_text(tag, owner, "a tag") for tag in record.tags)
+    elif isinstance(record, Metric):
+        record.name = _text(record.name, owner, "name")
+        owner = f"{analysis_name} yielded Metric {record.name!r}"
+        record.subject = _text(record.subject, owner, "subject", optional=True, numbers=True)
+        record.group = _text(record.group, owner, "group", optional=True, numbers=True)
+        record.unit = _text(record.unit, owner, "unit", optional=True)
+        record.value = _number(record.value, owner, "value")
+        record.lower = _number(record.lower, owner, "lower")
+        record.upper = _number(record.upper, owner, "upper")
+        if record.count is not None:
+            count = record.count.item() if isinstance(record.count, np.generic) else record.count
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise TypeError(f"{owner}: count must be a whole number or None, not {type(count).__name__} ({str(count)[:60]!r})")
+            record.count = int(count)
+        if not isinstance(record.details, dict):
+            raise TypeError(f"{owner}: details must be a dict, not {type(record.details).__name__}")
+    elif isinstance(record, Figure):
+        record.name = _text(record.name, owner, "name")
+        record.title = _text(record.title, owner, "title")
+        record.caption = _text(record.caption, owner, "caption")
+        record.subject = _text(record.subject, owner, "subject", optional=True, numbers=True)
+    return record
 
 
 class RunInterrupted(Exception):
