@@ -17,11 +17,15 @@ from audit.errors import AuditError
 
 TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
-    "trust_model_code", "template_dir", "analysis", "threads",
+    "trust_model_code", "template_dir", "analysis", "threads", "min_rows",
 }
 MODEL_KEYS = {"output", "path", "gradients", "optimize"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
 FAIL_ON = ("info", "low", "medium", "high", "critical", "never")
+# With n rows all classified right, the one-sided 95% Clopper-Pearson lower bound
+# on accuracy is 0.05 ** (1 / n): it first passes 0.9 at n = 29. With fewer rows no
+# check can pass with confidence, so the audit refuses them unless told otherwise.
+MIN_ROWS = 29
 MAX_SEED = 2**63 - 1  # the store keeps the seed in a signed 64-bit column
 DB_SCHEMES = ("sqlite", "postgresql", "postgres")
 ENVIRONMENT = {"AUDIT_DB": "db", "AUDIT_THREADS": "threads"}
@@ -67,6 +71,7 @@ class Settings(pydantic.BaseModel):
     fail_on: str | None = None
     trust_model_code: bool | None = None
     template_dir: str | None = None
+    min_rows: Annotated[int, pydantic.Field(ge=0)] | None = None
     analysis: dict[str, Any] | None = None
 
     @pydantic.field_validator("fail_on")
@@ -149,6 +154,7 @@ class RunSpec:
     fail_on: str = "high"
     trust_model_code: bool = False
     template_dir: str | None = None
+    min_rows: int = MIN_ROWS
     config_file: str | None = None
     argv: list[str] = field(default_factory=list)
 
@@ -247,7 +253,7 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path, source: str |
             f"{source or 'the config'} sets trust_model_code, which a config file found in the working directory may not do; "
             "pass --trust-model-code, or name the file with --config if you trust it"
         )
-    for key in ("device", "seed", "batch_size", "threads", "fail_on", "trust_model_code"):
+    for key in ("device", "seed", "batch_size", "threads", "fail_on", "trust_model_code", "min_rows"):
         value = getattr(settings, key)
         if value is not None:
             setattr(spec, key, value)

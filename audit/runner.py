@@ -407,6 +407,12 @@ def prepare(spec, plugin_manager=None, warn=None):
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
     data_module.validate_against_model(dataset, model)
+    if len(dataset) < spec.min_rows:
+        raise AuditError(
+            f"{spec.data}: {len(dataset):,} row{'s' if len(dataset) != 1 else ''}, fewer than the {spec.min_rows} a check needs: with fewer, even a perfect "
+            "score cannot show 90% accuracy with 95% confidence; audit more rows, or pass --min-rows "
+            f"{len(dataset)} to accept checks on this few"
+        )
     return pm, registry, names, instances, model, dataset, db_location
 
 
@@ -438,12 +444,34 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
 
     tune_malloc()  # before the model and data allocate anything
     pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
+    # The clean pass comes before the database is opened: outputs that cannot be
+    # audited (NaN, infinite) are bad input, refused with the database untouched.
+    clean_start = model.counters.snapshot()
+    predictions, logits = model.predict_both(dataset.x)
+    clean = model.counters.since(clean_start)
+    check_outputs(spec.model, dataset.x, predictions, logits)
     store = Store(db_location)
     with sigterm_as_interrupt():
-        return _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis)
+        return _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
+                           predictions, logits, clean)
 
 
-def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis) -> RunOutcome:
+def check_outputs(model_path, x, predictions, logits) -> None:
+    """Refuse non-finite model outputs on finite inputs: every check computed from them would be meaningless."""
+    rows_finite_in = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if np.issubdtype(x.dtype, np.floating) else np.ones(len(x), bool)
+    rows_finite_out = np.isfinite(predictions).all(axis=1) & np.isfinite(logits).all(axis=1)
+    bad = np.flatnonzero(rows_finite_in & ~rows_finite_out)
+    if len(bad) or not rows_finite_out.any():
+        count = len(bad) if len(bad) else len(x)
+        first = int(bad[0]) if len(bad) else 0
+        raise AuditError(
+            f"{model_path}: the model gave NaN or infinite outputs for {count:,} of {len(x):,} rows (first: row {first}); "
+            "such outputs cannot be audited: check the model's weights and its input scaling"
+        )
+
+
+def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
+                predictions, logits, clean) -> RunOutcome:
     import os
     from pathlib import Path
 
@@ -472,14 +500,11 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
         host=this_host(),
         heartbeat_at=_now(),
         planned=list(names),
+        clean_forward_rows=clean.forward_rows,
+        clean_seconds=clean.forward_seconds,
     )
     status = "running"
     try:
-        clean_start = model.counters.snapshot()
-        predictions, logits = model.predict_both(dataset.x)
-        clean = model.counters.since(clean_start)
-        store.update_run(run.id, clean_forward_rows=clean.forward_rows, clean_seconds=clean.forward_seconds,
-                         model_info=model.describe())
         shared: dict = {}  # one per run: analyses share work through ctx.shared
         for position, name in enumerate(names):
             analysis = instances[name]
@@ -504,6 +529,9 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
         failures = counted_failures(store.findings(run.id), spec.fail_on, [w for w in waivers if w.model_path in ("", str(spec.model))])
         if any(r.status == "error" for r in results):
             status, exit_code = "error", EXIT_ANALYSIS_ERROR
+        elif results and all(r.status == "skipped" for r in results):
+            # Nothing was assessed: not "ok" (a gate would pass an unaudited model), not 1 (nothing failed).
+            status, exit_code = "skipped", EXIT_ANALYSIS_ERROR
         elif failures:
             status, exit_code = "failed", EXIT_FAILED
         else:

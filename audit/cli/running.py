@@ -36,6 +36,7 @@ def run(
     sample: int = typer.Option(None, "--sample", help="Audit a seeded random subset of N rows."),
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
+    min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
@@ -54,7 +55,7 @@ def run(
     if analysis:
         spec.analyses = list(analysis)
     apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
-                       "fail_on": fail_on, "template_dir": template_dir})
+                       "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows})
     if report:
         spec.reports = list(report)
     if trust_model_code:
@@ -124,6 +125,8 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     for path in written:
         print(f"Report: {path}")
     verdict = view["verdict"]
+    if run["status"] == "skipped":
+        print("Nothing was assessed: every analysis was skipped (see the reasons above), so the run does not pass.")
     gate = "not gating (--fail-on never)" if run["fail_on"] == "never" else f"{verdict['gating_failures']} at or above {run['fail_on']}"
     print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({gate}); status {run['status']}, exit code {run['exit_code']}")
 
