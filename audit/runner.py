@@ -369,7 +369,9 @@ def counted_failures(findings, fail_on: str, waivers=()) -> list:
 
 
 def prepare(spec, plugin_manager=None, warn=None):
-    """Everything that can be wrong with the input, checked before the database is touched."""
+    """Everything that can be wrong with the input and the outputs, checked before the database is touched."""
+    from pathlib import Path
+
     from audit import data as data_module
     from audit import models
     from audit.config import check_fail_on
@@ -398,6 +400,9 @@ def prepare(spec, plugin_manager=None, warn=None):
     instances = {name: registry[name].cls(build_options(registry[name].cls, spec.options.get(name, {}))) for name in names}
     for report in spec.reports:
         check_report_path(report)
+    if spec.template_dir is not None and not Path(spec.template_dir).is_dir():
+        raise AuditError(f"--template-dir {spec.template_dir} is not a folder; give the folder that holds your report templates")
+    check_database_writable(db_location)
     model = models.load(
         spec.model,
         models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
@@ -414,6 +419,38 @@ def prepare(spec, plugin_manager=None, warn=None):
             f"{len(dataset)} to accept checks on this few"
         )
     return pm, registry, names, instances, model, dataset, db_location
+
+
+def check_database_writable(location: str) -> None:
+    """A SQLite database must be writable and intact before the audit starts, not found broken after it ran."""
+    import os
+    import sqlite3
+
+    from audit.store import _sqlite_path
+
+    path = _sqlite_path(location)
+    if path is None or not path.exists() or path.is_dir():
+        return  # a server database, or a new file (check_location vetted its folder)
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    unwritable = [p for p in [path, *companions] if p.exists() and not os.access(p, os.W_OK)]
+    if unwritable or not os.access(path.parent, os.W_OK):
+        which = unwritable[0] if unwritable else path.parent
+        raise AuditError(f"database {path} cannot be written ({which} is read-only); make it writable, or pass --db with another path")
+    if path.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        problems = [str(error)]
+    if problems != ["ok"]:
+        raise AuditError(
+            f"database {path} is corrupted (PRAGMA integrity_check: {problems[0][:120]}); "
+            "restore it from a backup, or pass --db with a new file"
+        )
 
 
 REPORT_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf", ".json": "json", ".xml": "junit", ".md": "markdown"}

@@ -78,7 +78,10 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
     """Run ``spec``, write its reports, print a summary (or the JSON document); return the exit code."""
     from audit.cli.progress import console_progress
     from audit.report import load_view, run_document, write_report
+    from audit.runner import EXIT_ANALYSIS_ERROR, check_report_path
 
+    if default_report:  # the default report folder is an output too: checked before any work
+        check_report_path(str(Path(".audit") / "reports" / "run.html"))
     with console_progress(enabled=not as_json) as (factory, on_analysis):
         outcome = run_audit_spec(spec, factory, on_analysis)
     store = outcome.store
@@ -87,17 +90,21 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
         base = Path(".audit") / "reports" / outcome.run_id
         targets.insert(0, str(base.with_suffix(".html")))
         targets += [str(base.with_suffix("." + fmt)) for fmt in extra_formats]
-    written = []
+    written, unwritten = [], []
     for target in targets:
         try:
             written.append(str(write_report(store, outcome.run_id, target, template_dir=spec.template_dir)))
         except Exception as error:  # noqa: BLE001 - the findings are stored; say what failed and go on
-            print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}", file=sys.stderr)
+            unwritten.append(target)
+            print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}"
+                  f" (the findings are stored: `audit report {outcome.run_id} --out PATH` writes it again)", file=sys.stderr)
     view = load_view(store, outcome.run_id)
     if as_json:
         print(json.dumps(run_document(view, written), indent=2, default=str))
     else:
         print_summary(view, written, spec.config_file)
+    if unwritten and outcome.exit_code in (0, 1):
+        return EXIT_ANALYSIS_ERROR  # a report CI or a reviewer expects is missing: not a pass
     return outcome.exit_code
 
 
