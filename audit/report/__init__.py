@@ -296,6 +296,26 @@ def render_html(view: dict[str, Any], template_dir: str | None = None, plugin_ma
     return env.get_template("report.html").render(view=view, run=view["run"], for_print=for_print, audit_version=audit.__version__)
 
 
+def allowed_resource(url: str, root: Path) -> bool:
+    """Whether the PDF renderer may fetch ``url``: inline data, or a file inside the template folder.
+
+    Reports are self-contained; anything else (the network, a file outside the
+    template folders) is refused rather than fetched. The path is checked as the
+    fetcher will open it, percent-decoded: ``%2e%2e/`` is ``../``.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if url.startswith("data:"):
+        return True
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return False
+    path = unquote(parts.path)
+    if "\0" in path or "%" in path:  # a doubly-encoded path: no template needs one
+        return False
+    return Path(path).resolve().is_relative_to(root.resolve())
+
+
 def render_pdf(html: str, path: Path) -> None:
     try:
         import weasyprint
@@ -310,9 +330,7 @@ def render_pdf(html: str, path: Path) -> None:
     root = templates_root().resolve()
 
     def allowed(url: str) -> bool:
-        # Reports are self-contained; anything else (the network, a file outside
-        # the template folders) is refused rather than fetched.
-        return url.startswith("data:") or (url.startswith("file://") and Path(url[7:]).resolve().is_relative_to(root))
+        return allowed_resource(url, root)
 
     fetcher_class = getattr(weasyprint, "URLFetcher", None)
     if fetcher_class is not None:  # WeasyPrint >= 68: fetchers are classes
