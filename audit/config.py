@@ -292,6 +292,17 @@ def apply_environment(spec: RunSpec, environ=None) -> None:
         setattr(spec, key, getattr(validated(Settings, {key: value}, "", label=f"environment variable {variable}"), key))
 
 
+def database_location(db: str | None, environ=None) -> str | None:
+    """--db, else AUDIT_DB, checked like every other setting (for commands that only read the store)."""
+    environ = os.environ if environ is None else environ
+    if db is not None:
+        return validated(Settings, {"db": db}, "", label="--db").db
+    raw = environ.get("AUDIT_DB", "")
+    if raw.strip():
+        return validated(Settings, {"db": raw}, "", label="environment variable AUDIT_DB").db
+    return None
+
+
 def apply_flags(spec: RunSpec, flags: dict[str, Any]) -> None:
     """Command-line options, checked by the same model as the config file (ranges, device, database URL)."""
     for key, value in flags.items():

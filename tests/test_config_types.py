@@ -104,3 +104,9 @@ def test_valid_values_still_apply(cli, assets, tmp_path):
 
     run = Store(str(tmp_path / "audit.db")).runs()[0]
     assert run.seed == 7 and run.config["threads"] == 1 and run.config["model_optimize"] is False
+
+
+@pytest.mark.parametrize("command", [["runs"], ["show", "latest"], ["demo", "--no-pdf"]])
+def test_commands_reading_the_store_check_audit_db(command, cli, monkeypatch):
+    monkeypatch.setenv("AUDIT_DB", "bogus://x")
+    assert_clean_error(cli(*command), "AUDIT_DB", "bogus")

@@ -17,9 +17,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(db: str | None):
+    from audit.config import database_location
     from audit.store import Store
 
-    return Store(db, create=False)
+    return Store(database_location(db), create=False)
 
 
 def _since(text: str | None):

@@ -163,8 +163,10 @@ def demo(
 ):
     """Audit the bundled example models (no network, no training): writes HTML and PDF reports."""
     from audit.cli import current_argv
-    from audit.config import RunSpec
+    from audit.config import RunSpec, apply_flags, database_location
 
+    db = database_location(db)
+    apply_flags(RunSpec(), {"device": device})
     assets = demo_assets()
     codes = []
     documents = []

@@ -39,6 +39,7 @@ SYMPY_NAMES = {
 }
 SYMBOL_NAME = re.compile(r"^[a-z]{1,4}[0-9]+$")  # s0, s77, u3, zf1: shape symbols torch invents
 SAFE_OPERATORS = {"(", ")", ",", "=", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=", "&", "|", "~", "^"}
+MAX_READ = 1 << 30  # the guard reads JSON and sample inputs whole: a zip bomb stops here, not in memory
 OP_TARGET = re.compile(r"^torch\.ops(\.[A-Za-z_][A-Za-z0-9_]*){2,3}$")
 
 
@@ -59,6 +60,8 @@ def check_export_archive(path: Path) -> None:
 
         def read(name: str) -> bytes:
             try:
+                if archive.getinfo(root + name).file_size > MAX_READ:
+                    raise AuditError(f"{path}: {name} inflates to more than {MAX_READ >> 30} GiB; not a model archive torch.export.save writes")
                 return archive.read(root + name)
             except (KeyError, zipfile.BadZipFile, OSError, EOFError) as error:
                 raise AuditError(f"{path}: {name} is missing or unreadable in the archive ({first_line(error)}); save it again with torch.export.save") from None
