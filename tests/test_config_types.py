@@ -99,7 +99,7 @@ def test_valid_values_still_apply(cli, assets, tmp_path):
     import json
 
     document = json.loads(out)
-    assert document["data"]["rows"] == 150
+    assert document["data"]["rows"] == 150 and document["config_file"] == str(tmp_path / "settings.toml")
     from audit.store import Store
 
     run = Store(str(tmp_path / "audit.db")).runs()[0]

@@ -210,6 +210,7 @@ def run_document(view: dict[str, Any], reports: list[str] | None = None) -> dict
         "exit_code": run["exit_code"],
         "model": {"path": run["model_path"], "sha256": run["model_sha256"], "format": run["model_format"], "provider": run["provider"]},
         "data": {"path": run["data_path"], "sha256": run["data_sha256"], "rows": run["data_rows"]},
+        "config_file": (run.get("config") or {}).get("config_file"),
         "analyses": [
             {k: r[k] for k in ("name", "status", "reason", "seconds", "forward_rows", "backward_rows")}
             for r in ({**r, "name": r["analysis"]} for r in view["results"])
