@@ -184,3 +184,15 @@ def test_torchscript_with_a_pickle_inside_is_refused(cli, assets, tmp_path):
     (tmp_path / "evil.pt").write_bytes(buffer.getvalue())
     assert_clean_error(cli("run", tmp_path / "evil.pt", "--data", assets.data_npz), "--trust-model-code")
     assert not marker.exists()
+
+
+def test_program_that_fails_to_build_its_module_is_one_line(exported, cli, assets, monkeypatch):
+    """torch raises AssertionError from ExportedProgram.module() for some archives; that is bad input, not a crash."""
+    import torch
+
+    class Broken:
+        def module(self):
+            raise AssertionError("unlifting failed")
+
+    monkeypatch.setattr(torch.export, "load", lambda *args, **kwargs: Broken())
+    assert_clean_error(cli("run", exported, "--data", assets.data_npz), "model.pt2", "unlifting failed")
