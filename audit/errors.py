@@ -15,3 +15,7 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message, for one-line errors."""
     text = str(error).strip().splitlines()
     return text[0][:limit] if text else type(error).__name__
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what CI runners and Kubernetes send), handled as Ctrl-C is: the run is marked interrupted, exit 143."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from audit.analysis import Severity
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ANALYSIS_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
 
 FAIL_ON_CHOICES = tuple(severity.value for severity in Severity) + ("never",)
 
@@ -72,9 +72,14 @@ def counted_failures(findings: Iterable, fail_on: str, waivers: Iterable = ()) -
 
 
 def gate_status(analysis_statuses: Iterable[str], failures: list) -> tuple[str, int]:
-    """(status, exit code) of a finished run: an errored analysis first, then gating failures."""
+    """(status, exit code) of a finished run: an errored analysis first, then a run that assessed nothing,
+    then gating failures."""
+    analysis_statuses = list(analysis_statuses)
     if any(status == "error" for status in analysis_statuses):
         return "error", EXIT_ANALYSIS_ERROR
+    if analysis_statuses and all(status == "skipped" for status in analysis_statuses):
+        # Nothing was assessed: not "ok" (a gate would pass an unaudited model), not 1 (nothing failed).
+        return "skipped", EXIT_ANALYSIS_ERROR
     if failures:
         return "failed", EXIT_FAILED
     return "ok", EXIT_OK

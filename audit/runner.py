@@ -12,9 +12,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from audit.analysis import Analysis, Context, Figure, Finding, Metric, Progress, derive_seed, iter_records
-from audit.errors import AuditError
-from audit.gate import EXIT_ANALYSIS_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, counted_failures, gate_status, waivers_for_model  # noqa: F401 - re-exported
+from audit.errors import AuditError, Terminated
+from audit.gate import EXIT_ANALYSIS_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, counted_failures, gate_status, waivers_for_model  # noqa: F401 - re-exported
+from audit.record_fields import checked_record
 from audit.report.formats import REPORT_FORMATS, check_report_path  # noqa: F401 - re-exported
+from audit.signals import interrupt_reason, signals_deferred, sigterm_as_interrupt
 
 REQUIREMENTS = {
     "labels": ("the data has no labels (y)", lambda model, data: data.y is not None),
@@ -133,28 +135,36 @@ def execute(
     if reason is None:
         try:
             reason = analysis.skip_reason(ctx)
-        except Exception as error:  # noqa: BLE001
-            return AnalysisOutcome(cls.name, "error", f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # noqa: BLE001 - SystemExit from a plugin included
+            return AnalysisOutcome(cls.name, "error", f"skip_reason() raised {type(error).__name__}: {error}", traceback=traceback.format_exc())
+        if reason is not None and not isinstance(reason, str):
+            reason = str(reason)
     if reason is not None:
         return AnalysisOutcome(cls.name, "skipped", reason)
     start_counters = model.counters.snapshot()
     start = time.perf_counter()
     records = []
-    status, reason, trace = "ok", None, None
+    status, reason, trace, cause = "ok", None, None, None
     try:
         for record in iter_records(analysis.run(ctx)):
             if not isinstance(record, (Finding, Metric, Figure)):
                 raise TypeError(f"run() yielded {type(record).__name__}; yield audit.Finding, audit.Metric or audit.Figure")
+            checked_record(record, cls.name)
             if isinstance(record, Finding):
                 record.tags = frozenset(record.tags) | frozenset(cls.tags)
                 if record.check in cls.meanings:
                     record.details.setdefault("meaning", cls.meanings[record.check])
             records.append(record)
-    except KeyboardInterrupt:
-        status, reason = "interrupted", "interrupted by the user (Ctrl-C)"
+    except KeyboardInterrupt as stop:
+        status, reason, cause = "interrupted", interrupt_reason(stop), stop
     except AuditError as error:
         status, reason = "error", str(error)
-    except Exception as error:  # noqa: BLE001 - one analysis failing never loses the others
+    except SystemExit as error:
+        # A plugin calling sys.exit() must not end the audit, least of all with exit 0 (a CI gate would pass).
+        status, reason, trace = "error", f"run() called sys.exit({error.code!r})", traceback.format_exc()
+    except BaseException as error:  # noqa: BLE001 - one analysis failing never loses the others, whatever it raises
         status, reason, trace = "error", f"{type(error).__name__}: {error}", traceback.format_exc()
     used = model.counters.since(start_counters)
     outcome = AnalysisOutcome(
@@ -169,14 +179,15 @@ def execute(
         traceback=trace,
     )
     if status == "interrupted":
-        raise RunInterrupted(outcome)
+        raise RunInterrupted(outcome, cause)
     return outcome
 
 
 class RunInterrupted(Exception):
-    def __init__(self, outcome: AnalysisOutcome):
+    def __init__(self, outcome: AnalysisOutcome, cause: BaseException):
         super().__init__("interrupted")
         self.outcome = outcome
+        self.cause = cause
 
 
 ProgressFactory = Callable[..., Progress]
@@ -223,7 +234,9 @@ def versions(registry: dict, names: list[str]) -> dict[str, Any]:
 
 
 def prepare(spec, plugin_manager=None, warn=None):
-    """Everything that can be wrong with the input, checked before the database is touched."""
+    """Everything that can be wrong with the input and the outputs, checked before the database is touched."""
+    from pathlib import Path
+
     from audit import data as data_module
     from audit import models
     from audit.config import check_fail_on
@@ -252,6 +265,9 @@ def prepare(spec, plugin_manager=None, warn=None):
     instances = {name: registry[name].cls(build_options(registry[name].cls, spec.options.get(name, {}))) for name in names}
     for report in spec.reports:
         check_report_path(report)
+    if spec.template_dir is not None and not Path(spec.template_dir).is_dir():
+        raise AuditError(f"--template-dir {spec.template_dir} is not a folder; give the folder that holds your report templates")
+    check_database_writable(db_location)
     model = models.load(
         spec.model,
         models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
@@ -261,7 +277,46 @@ def prepare(spec, plugin_manager=None, warn=None):
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
     data_module.validate_against_model(dataset, model)
+    if len(dataset) < spec.min_rows:
+        raise AuditError(
+            f"{spec.data}: {len(dataset):,} row{'s' if len(dataset) != 1 else ''}, fewer than the {spec.min_rows} a check needs: with fewer, even a perfect "
+            "score cannot show 90% accuracy with 95% confidence; audit more rows, or pass --min-rows "
+            f"{len(dataset)} to accept checks on this few"
+        )
     return Prepared(pm, registry, names, instances, model, dataset, db_location)
+
+
+def check_database_writable(location: str) -> None:
+    """A SQLite database must be writable and intact before the audit starts, not found broken after it ran."""
+    import os
+    import sqlite3
+
+    from audit.store import _sqlite_path
+
+    path = _sqlite_path(location)
+    if path is None or not path.exists() or path.is_dir():
+        return  # a server database, or a new file (check_location vetted its folder)
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    unwritable = [p for p in [path, *companions] if p.exists() and not os.access(p, os.W_OK)]
+    if unwritable or not os.access(path.parent, os.W_OK):
+        which = unwritable[0] if unwritable else path.parent
+        raise AuditError(f"database {path} cannot be written ({which} is read-only); make it writable, or pass --db with another path")
+    if path.stat().st_size == 0:
+        return
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        problems = [str(error)]
+    if problems != ["ok"]:
+        raise AuditError(
+            f"database {path} is corrupted (PRAGMA integrity_check: {problems[0][:120]}); "
+            "restore it from a backup, or pass --db with a new file"
+        )
+
 
 
 class Prepared(NamedTuple):
@@ -286,18 +341,49 @@ def judged_frameworks(plugin_manager, warn=None) -> list[dict[str, Any]]:
 
 def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
     """Run an audit end to end and persist it; bad input raises AuditError before any write."""
-    from audit.data import sha256_of
-    from audit.store import Store
-    from audit.store.artifacts import figure_to_artifact
     from pathlib import Path
 
     from audit.allocator import tune_malloc
+    from audit.data import sha256_of
+    from audit.store import Store
 
     tune_malloc()  # before the model and data allocate anything
     pm, registry, names, instances, model, dataset, db_location = prepare(spec, plugin_manager, warn)
     frameworks = judged_frameworks(pm, warn)
     model_sha256 = sha256_of(Path(spec.model))
+    # The clean pass comes before the database is opened: outputs that cannot be
+    # audited (NaN, infinite) are bad input, refused with the database untouched.
+    clean_start = model.counters.snapshot()
+    predictions, logits = model.predict_both(dataset.x)
+    clean = model.counters.since(clean_start)
+    check_outputs(spec.model, dataset.x, predictions, logits)
     store = Store(db_location)
+    with sigterm_as_interrupt():
+        return _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
+                           predictions, logits, clean, frameworks, model_sha256)
+
+
+def check_outputs(model_path, x, predictions, logits) -> None:
+    """Refuse non-finite model outputs on finite inputs: every check computed from them would be meaningless."""
+    rows_finite_in = np.isfinite(x.reshape(len(x), -1)).all(axis=1) if np.issubdtype(x.dtype, np.floating) else np.ones(len(x), bool)
+    rows_finite_out = np.isfinite(predictions).all(axis=1) & np.isfinite(logits).all(axis=1)
+    bad = np.flatnonzero(rows_finite_in & ~rows_finite_out)
+    if len(bad) or not rows_finite_out.any():
+        count = len(bad) if len(bad) else len(x)
+        first = int(bad[0]) if len(bad) else 0
+        raise AuditError(
+            f"{model_path}: the model gave NaN or infinite outputs for {count:,} of {len(x):,} rows (first: row {first}); "
+            "such outputs cannot be audited: check the model's weights and its input scaling"
+        )
+
+
+def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
+                predictions, logits, clean, frameworks, model_sha256) -> RunOutcome:
+    import os
+
+    from audit.store.artifacts import figure_to_artifact
+    from audit.store.liveness import this_host
+
     run = store.create_run(
         model_path=str(spec.model),
         model_sha256=model_sha256,
@@ -316,40 +402,44 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         fail_on=spec.fail_on,
         template_dir=spec.template_dir,
         frameworks=frameworks,
+        pid=os.getpid(),
+        host=this_host(),
+        heartbeat_at=_now(),
+        planned=list(names),
+        clean_forward_rows=clean.forward_rows,
+        clean_seconds=clean.forward_seconds,
     )
     status = "running"
     try:
-        clean_start = model.counters.snapshot()
-        predictions, logits = model.predict_both(dataset.x)
-        clean = model.counters.since(clean_start)
-        store.update_run(run.id, clean_forward_rows=clean.forward_rows, clean_seconds=clean.forward_seconds,
-                         model_info=model.describe())
         shared: dict = {}  # one per run: analyses share work through ctx.shared
         for position, name in enumerate(names):
             analysis = instances[name]
             entry = registry[name]
-            interrupted = False
+            stop = None
             try:
                 outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
                                   progress_factory=progress_factory, shared=shared)
-            except RunInterrupted as stop:
-                outcome, interrupted = stop.outcome, True
-            except KeyboardInterrupt:
-                outcome, interrupted = AnalysisOutcome(name, "interrupted", "interrupted by the user (Ctrl-C)"), True
-            _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
+            except RunInterrupted as interrupted:
+                outcome, stop = interrupted.outcome, interrupted.cause
+            except KeyboardInterrupt as interrupted:
+                outcome, stop = AnalysisOutcome(name, "interrupted", interrupt_reason(interrupted)), interrupted
+            with signals_deferred():
+                _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
+                store.update_run(run.id, heartbeat_at=_now())
             if on_analysis is not None:
                 on_analysis(outcome)
-            if interrupted:
-                raise KeyboardInterrupt
+            if stop is not None:
+                raise stop
         waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
         failures = counted_failures(store.findings(run.id), spec.fail_on, waivers)
         status, exit_code = gate_status([r.status for r in store.results(run.id)], failures)
-    except KeyboardInterrupt:
-        status, exit_code = "interrupted", EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        status, exit_code = "interrupted", EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     except BaseException:
         store.update_run(run.id, status="error", exit_code=EXIT_ANALYSIS_ERROR, finished_at=_now(), model_info=model.describe())
         raise
-    store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
+    with signals_deferred():
+        store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
     return RunOutcome(run.id, status, exit_code, store)
 
 

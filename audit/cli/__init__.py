@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from audit.errors import AuditError
+from audit.errors import AuditError, Terminated
 
 
 def build_app() -> typer.Typer:
@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("Error: aborted", file=sys.stderr)
         sys.exit(130)
+    except Terminated:
+        print("Error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("Error: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -17,9 +17,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(db: str | None):
+    from audit.config import database_location
     from audit.store import Store
 
-    return Store(db, create=False)
+    return Store(database_location(db), create=False)
 
 
 def _since(text: str | None):
@@ -38,18 +39,23 @@ def _since(text: str | None):
 
 def runs(
     model: str = typer.Option(None, "--model", help="Only runs whose model path contains this."),
-    status: str = typer.Option(None, "--status", help="Only runs with this status: ok, failed, error, interrupted, running."),
+    status: str = typer.Option(None, "--status", help="Only runs with this status: ok, failed, error, interrupted, running, abandoned."),
     since: str = typer.Option(None, "--since", help="Only runs since a date (2026-11-01) or an age (7d, 12h)."),
     limit: int = typer.Option(50, "--limit", help="At most this many runs, newest first."),
     db: str = typer.Option(None, "--db", help="Database path or URL."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ):
     """List past runs, newest first."""
+    from audit.store.liveness import effective_status
+
     cutoff = _since(since)
     store = _store(db)
-    rows = store.runs(model=model, status=status, since=cutoff, limit=limit)
+    # `abandoned` is not stored: it is a `running` run whose process is gone.
+    rows = store.runs(model=model, status="running" if status == "abandoned" else status, since=cutoff, limit=limit)
+    if status in ("running", "abandoned"):
+        rows = [r for r in rows if effective_status(r) == status]
     out = [
-        {"run_id": r.id, "started_at": r.started_at.isoformat(), "status": r.status, "exit_code": r.exit_code,
+        {"run_id": r.id, "started_at": r.started_at.isoformat(), "status": effective_status(r), "exit_code": r.exit_code,
          "model": r.model_path, "model_sha256": r.model_sha256, "data": r.data_path, "rows": r.data_rows, "provider": r.provider}
         for r in rows
     ]

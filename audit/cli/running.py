@@ -36,16 +36,17 @@ def run(
     sample: int = typer.Option(None, "--sample", help="Audit a seeded random subset of N rows."),
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
+    min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
-    from audit.config import RunSpec, apply_config, apply_set, find_config
+    from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
 
     from audit.cli import current_argv
 
     spec = RunSpec(argv=current_argv())
     config_path, table = find_config(config)
     if config_path is not None:
-        apply_config(spec, table, config_path.parent)
+        apply_config(spec, table, config_path.parent, source=str(config_path), explicit=config is not None)
         spec.config_file = str(config_path)
     if model is not None:
         spec.model = model
@@ -53,9 +54,8 @@ def run(
         spec.data = data
     if analysis:
         spec.analyses = list(analysis)
-    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("threads", threads), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir)):
-        if value is not None:
-            setattr(spec, name, value)
+    apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
+                       "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows})
     if report:
         spec.reports = list(report)
     if trust_model_code:
@@ -69,6 +69,7 @@ def run(
     if sample is not None:
         spec.data_options.sample = sample
     apply_set(spec, list(set_ or []))
+    apply_environment(spec)
     code = execute_spec(spec, as_json=as_json)
     raise typer.Exit(code)
 
@@ -78,7 +79,10 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
     from audit.cli.progress import console_progress
     from audit.plugins import get_plugin_manager
     from audit.report import load_view, run_document, write_report
+    from audit.runner import EXIT_ANALYSIS_ERROR, check_report_path
 
+    if default_report:  # the default report folder is an output too: checked before any work
+        check_report_path(str(Path(".audit") / "reports" / "run.html"))
     with console_progress(enabled=not as_json) as (factory, on_analysis):
         outcome = run_audit_spec(spec, factory, on_analysis)
     store = outcome.store
@@ -87,17 +91,21 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
         base = Path(".audit") / "reports" / outcome.run_id
         targets.insert(0, str(base.with_suffix(".html")))
         targets += [str(base.with_suffix("." + fmt)) for fmt in extra_formats]
-    written = []
+    written, unwritten = [], []
     for target in targets:
         try:
             written.append(str(write_report(store, outcome.run_id, target, template_dir=spec.template_dir, plugin_manager=get_plugin_manager())))
         except Exception as error:  # noqa: BLE001 - the findings are stored; say what failed and go on
-            print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}", file=sys.stderr)
+            unwritten.append(target)
+            print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}"
+                  f" (the findings are stored: `audit report {outcome.run_id} --out PATH` writes it again)", file=sys.stderr)
     view = load_view(store, outcome.run_id)
     if as_json:
         print(json.dumps(run_document(view, written), indent=2, default=str))
     else:
-        print_summary(view, written)
+        print_summary(view, written, spec.config_file)
+    if unwritten and outcome.exit_code in (0, 1):
+        return EXIT_ANALYSIS_ERROR  # a report CI or a reviewer expects is missing: not a pass
     return outcome.exit_code
 
 
@@ -107,9 +115,10 @@ def run_audit_spec(spec, factory, on_analysis):
     return run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
 
 
-def print_summary(view, written: list[str]) -> None:
+def print_summary(view, written: list[str], config_file: str | None = None) -> None:
     run = view["run"]
     print(f"Run {run['id']}: {run['model_path']} on {run['data_path']} ({run['data_rows']:,} rows, {run['provider']})")
+    print(f"Config: {config_file or 'none (no --config, audit.toml or [tool.audit] in pyproject.toml)'}")
     for result in view["results"]:
         findings = [f for f in view["findings"] if f["analysis"] == result["analysis"]]
         failed = sum(1 for f in findings if not f["passed"])
@@ -124,6 +133,8 @@ def print_summary(view, written: list[str]) -> None:
     for path in written:
         print(f"Report: {path}")
     verdict = view["verdict"]
+    if run["status"] == "skipped":
+        print("Nothing was assessed: every analysis was skipped (see the reasons above), so the run does not pass.")
     gate = "not gating (--fail-on never)" if run["fail_on"] == "never" else f"{verdict['gating_failures']} at or above {run['fail_on']}"
     print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({gate}); status {run['status']}, exit code {run['exit_code']}")
 
@@ -153,8 +164,10 @@ def demo(
 ):
     """Audit the bundled example models (no network, no training): writes HTML and PDF reports."""
     from audit.cli import current_argv
-    from audit.config import RunSpec
+    from audit.config import RunSpec, apply_flags, database_location
 
+    db = database_location(db)
+    apply_flags(RunSpec(), {"device": device})
     assets = demo_assets()
     codes = []
     documents = []

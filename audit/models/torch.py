@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from pathlib import Path
 
@@ -182,13 +183,7 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
     import torch
 
     if path.suffix == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as error:  # noqa: BLE001 - any failure means an unreadable archive
-            raise AuditError(f"{path}: not a readable torch.export archive ({first_line(error)}); save it with torch.export.save") from None
-        module = program.module()
-        shape = _export_input_shape(program)
-        return TorchModel(module, path=path, format="torch.export", input_shape=shape, options=options)
+        return _load_export_archive(torch, path, options)
 
     if not _is_zip(path):
         raise AuditError(f"{path}: not a PyTorch archive (expected a TorchScript file saved with torch.jit.save, or a .pt2 from torch.export.save)")
@@ -212,6 +207,25 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
     if not isinstance(obj, torch.nn.Module):
         raise AuditError(f"{path}: holds a {type(obj).__name__}, not a torch.nn.Module")
     return TorchModel(obj, path=path, format="torch-pickle", options=options)
+
+
+def _load_export_archive(torch, path: Path, options: LoadOptions) -> TorchModel:
+    """A torch.export archive, checked first so that nothing in it unpickles or runs unless the user trusts it."""
+    from audit.models.pt2_guard import check_export_archive, weights_only_loads
+
+    if options.trust_model_code:
+        guard = contextlib.nullcontext()
+    else:
+        check_export_archive(path)
+        guard = weights_only_loads()
+    try:
+        with guard:
+            program = torch.export.load(str(path))
+        module = program.module()
+    except Exception as error:  # noqa: BLE001 - torch raises AssertionError, RuntimeError, KeyError... for a bad archive
+        raise AuditError(f"{path}: not a readable torch.export archive ({type(error).__name__}: {first_line(error)}); save it with torch.export.save") from None
+    shape = _export_input_shape(program)
+    return TorchModel(module, path=path, format="torch.export", input_shape=shape, options=options)
 
 
 def _export_input_shape(program) -> tuple:

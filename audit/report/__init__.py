@@ -28,10 +28,26 @@ def _row(obj) -> dict[str, Any]:
     return obj.model_dump() if hasattr(obj, "model_dump") else dict(obj)
 
 
+def _not_run(run_id: str, position: int, name: str, run_status: str) -> dict[str, Any]:
+    """A requested analysis the run never reached, shown as such rather than left out."""
+    from audit.store.models import AnalysisResult
+
+    why = {"running": "the run is still going", "interrupted": "the run was interrupted first",
+           "abandoned": "the process running it died first"}[run_status]
+    return _row(AnalysisResult(run_id=run_id, position=position, analysis=name, title=name, status="not run",
+                               reason=f"never ran: {why}"))
+
+
 def load_view(store, run_ref: str) -> dict[str, Any]:
     """Everything a report shows, read from the database (never from live objects)."""
+    from audit.store.liveness import effective_status, never_ran
+
     run = store.resolve_run(run_ref)
-    results = [_row(r) for r in store.results(run.id)]
+    stored = store.results(run.id)
+    results = [_row(r) for r in stored]
+    status = effective_status(run)
+    if status in ("running", "interrupted", "abandoned"):
+        results += [_not_run(run.id, len(results) + i, name, status) for i, name in enumerate(never_ran(run, stored))]
     findings = [_row(f) for f in store.findings(run.id)]
     metrics = [_row(m) for m in store.metrics(run.id)]
     artifacts = store.artifacts(run.id)
@@ -55,7 +71,7 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     # Waivers recorded after the run change its gate: show the status and exit
     # code the gate gives now, and keep what was recorded beside them.
     run_row["recorded_status"], run_row["recorded_exit_code"] = run.status, run.exit_code
-    run_row["status"], run_row["exit_code"] = gated_run_status(run.status, run.exit_code, [r["status"] for r in results], failures)
+    run_row["status"], run_row["exit_code"] = gated_run_status(status, run.exit_code, [r["status"] for r in results], failures)
     return {
         "summary": executive_summary(findings),
         "run": run_row,
@@ -203,6 +219,7 @@ def run_document(view: dict[str, Any], reports: list[str] | None = None) -> dict
         "exit_code": run["exit_code"],
         "model": {"path": run["model_path"], "sha256": run["model_sha256"], "format": run["model_format"], "provider": run["provider"]},
         "data": {"path": run["data_path"], "sha256": run["data_sha256"], "rows": run["data_rows"]},
+        "config_file": (run.get("config") or {}).get("config_file"),
         "analyses": [
             {k: r[k] for k in ("name", "status", "reason", "seconds", "forward_rows", "backward_rows")}
             for r in ({**r, "name": r["analysis"]} for r in view["results"])
@@ -288,6 +305,26 @@ def render_html(view: dict[str, Any], template_dir: str | None = None, plugin_ma
     return env.get_template("report.html").render(view=view, run=view["run"], for_print=for_print, audit_version=audit.__version__)
 
 
+def allowed_resource(url: str, root: Path) -> bool:
+    """Whether the PDF renderer may fetch ``url``: inline data, or a file inside the template folder.
+
+    Reports are self-contained; anything else (the network, a file outside the
+    template folders) is refused rather than fetched. The path is checked as the
+    fetcher will open it, percent-decoded: ``%2e%2e/`` is ``../``.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    if url.startswith("data:"):
+        return True
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return False
+    path = unquote(parts.path)
+    if "\0" in path or "%" in path:  # a doubly-encoded path: no template needs one
+        return False
+    return Path(path).resolve().is_relative_to(root.resolve())
+
+
 def render_pdf(html: str, path: Path) -> None:
     try:
         import weasyprint
@@ -302,9 +339,7 @@ def render_pdf(html: str, path: Path) -> None:
     root = templates_root().resolve()
 
     def allowed(url: str) -> bool:
-        # Reports are self-contained; anything else (the network, a file outside
-        # the template folders) is refused rather than fetched.
-        return url.startswith("data:") or (url.startswith("file://") and Path(url[7:]).resolve().is_relative_to(root))
+        return allowed_resource(url, root)
 
     fetcher_class = getattr(weasyprint, "URLFetcher", None)
     if fetcher_class is not None:  # WeasyPrint >= 68: fetchers are classes

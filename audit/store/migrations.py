@@ -140,6 +140,19 @@ def m002_clean_pass_cost_templates_and_waivers(connection):
 
 
 @migration
+def m003_run_liveness(connection):
+    """Who runs a run (process id, host, last sign of life) and which analyses it meant to run.
+
+    A run left `running` by a process that died is shown as abandoned; the
+    planned analyses let a report of an unfinished run list those that never ran.
+    """
+    connection.execute(text("ALTER TABLE run ADD COLUMN pid INTEGER"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN host VARCHAR"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN heartbeat_at DATETIME"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN planned JSON"))
+
+
+@migration
 def m004_run_frameworks_and_waiver_digest(connection):
     """Store the framework texts each run was judged against; key waivers by the model file's digest.
 

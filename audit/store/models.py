@@ -19,7 +19,7 @@ class Run(SQLModel, table=True):
     id: str = Field(primary_key=True)
     started_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
-    status: str = Field(default="running", index=True)  # running | ok | failed | error | interrupted
+    status: str = Field(default="running", index=True)  # running | ok | failed | error | interrupted | nothing assessed
     exit_code: int | None = None
     model_path: str = Field(index=True)
     model_sha256: str
@@ -42,6 +42,10 @@ class Run(SQLModel, table=True):
     # The compliance frameworks the run was judged against, texts included:
     # [{"id", "title", "plugin", "requirements": {id: text}}]; None for runs before m004.
     frameworks: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    pid: int | None = None  # the process writing the run, on `host`: gone while `running` means abandoned
+    host: str | None = None
+    heartbeat_at: datetime | None = None
+    planned: list[str] | None = Field(default=None, sa_column=Column(JSON))  # the analyses the run meant to run
 
 
 class AnalysisResult(SQLModel, table=True):
