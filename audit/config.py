@@ -15,7 +15,7 @@ TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
     "trust_model_code", "template_dir", "analysis", "threads",
 }
-MODEL_KEYS = {"output", "path", "gradients", "optimize"}
+MODEL_KEYS = {"output", "path", "gradients", "optimize", "tokenizer"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
 FAIL_ON = ("info", "low", "medium", "high", "critical", "never")
 
@@ -31,6 +31,7 @@ class RunSpec:
     model_output: str | None = None
     model_gradients: bool = True
     model_optimize: bool = True
+    model_tokenizer: str | None = None
     data_options: DataOptions = field(default_factory=DataOptions)
     device: str = "auto"
     seed: int = 0
@@ -103,6 +104,8 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path) -> None:
             spec.model_gradients = _boolean("model.gradients", model["gradients"])
         if "optimize" in model:
             spec.model_optimize = _boolean("model.optimize", model["optimize"])
+        if "tokenizer" in model:
+            spec.model_tokenizer = path_of(_string("model.tokenizer", model["tokenizer"]))
     elif model is not None:
         spec.model = path_of(model)
     data = table.get("data")
@@ -163,6 +166,12 @@ def _model_output(value: str) -> str:
     return value
 
 
+def _string(key: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise AuditError(f"{key} must be a path, not {value!r}")
+    return value
+
+
 def _boolean(key: str, value) -> bool:
     if not isinstance(value, bool):
         raise AuditError(f"{key} must be true or false, not {value!r}")
@@ -199,6 +208,8 @@ def apply_set(spec: RunSpec, assignments: list[str], analysis_names: set[str] | 
                 spec.model_gradients = _boolean("model.gradients", value)
             elif key == "optimize":
                 spec.model_optimize = _boolean("model.optimize", value)
+            elif key == "tokenizer":
+                spec.model_tokenizer = _string("model.tokenizer", value)
             else:
                 spec.model_output = _model_output(value)
         elif name == "data":

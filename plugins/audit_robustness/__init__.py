@@ -32,6 +32,11 @@ class Corruptions(audit.Analysis):
         max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
 
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from . import _text
+
+            yield from _text.run(self, ctx)
+            return
         from . import _run_corruptions
 
         yield from _run_corruptions.run(self, ctx)
@@ -87,6 +92,11 @@ class BlackBoxAttack(audit.Analysis):
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
         max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
 
+    def skip_reason(self, ctx):
+        if ctx.data.modality == "text":
+            return "the Square attack perturbs numbers; token ids are never perturbed as numbers (text is probed by robustness.corruptions)"
+        return None
+
     def run(self, ctx):
         from . import _run_blackbox
 
@@ -129,6 +139,11 @@ class OutOfDistribution(audit.Analysis):
         ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")
         synthetic_rows: int = Field(1000, ge=10, description="rows of each synthetic noise set")
         min_auroc: float = Field(0.8, ge=0, le=1, description="AUROC below this fails")
+
+    def skip_reason(self, ctx):
+        if ctx.data.modality == "text":
+            return "synthetic out-of-distribution inputs are numeric noise, which has no meaning for a text model"
+        return None
 
     def run(self, ctx):
         from . import _run_ood
