@@ -232,11 +232,11 @@ class TextModel(Model):
         else:
             max_length, source = DEFAULT_MAX_LENGTH, f"default ({DEFAULT_MAX_LENGTH}): neither the tokenizer nor the model declares one"
         self.max_length, self.max_length_source = int(max_length), source
-        tokenizer.no_padding()
+        self.pad_id = self._pad_id(tokenizer)  # before padding is turned off: its settings name the pad token
+        tokenizer.no_padding()  # batches are padded here, after sorting by length
         tokenizer.enable_truncation(self.max_length)
         self.tokenizer = tokenizer
         self.fixed_length = fixed_length
-        self.pad_id = self._pad_id(tokenizer)
         vocab = tokenizer.get_vocab()
         self.vocab_size = tokenizer.get_vocab_size()
         # The id that stands for "no token here" in occlusion and IG baselines.
