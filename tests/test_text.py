@@ -383,6 +383,32 @@ def test_corruptions_on_a_model_that_ignores_case_and_punctuation_never_flip(tmp
     assert outcome.forward_rows == 9 * len(rows)  # one batched call: 3 corruptions x 3 severities
 
 
+def test_word_attack_breaks_exactly_the_texts_that_rest_on_one_word_and_counts_its_queries(tmp_path):
+    from audit.data import DataOptions, load
+    from audit.runner import execute
+    from audit_robustness import BlackBoxAttack
+    from audit_robustness._text_attack import candidates
+
+    assert candidates("good") == ["ogod", "godo", "god", "tood", "goid", "GOOD"]  # swaps, drops, keyboard, case; spread
+    assert all(c != "good" for c in candidates("good")) and len(candidates("keyboard")) == 6
+    vocab = word_tokenizer(["good", "bad", "day", "it", "was", "a"], tmp_path / "m.tokenizer.json")
+    torch.jit.save(torch.jit.script(CountModel(vocab["good"], 2.0)), str(tmp_path / "m.pt"))
+    # Class 1 rests on one 'good' (any typo in it makes an unknown token: a tie, read as class 0);
+    # two 'good's survive the one edit a four-word text allows; class 0 texts have no 'good' to lose.
+    texts = ["it was a good day", "good good bad day", "it was a bad day", "bad bad bad day"] * 5
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(f"{t},{int('good' in t)}" for t in texts) + "\n")
+    model = load_text_model(tmp_path / "m.pt")
+    data = load(tmp_path / "d.csv", DataOptions(text="text", label="label"))
+    probabilities, logits = model.predict_both(data.x)
+    outcome = execute(BlackBoxAttack(BlackBoxAttack.Options(budget=50)), model, data, seed=0, predictions=probabilities, logits=logits)
+    assert outcome.status == "ok", outcome.reason
+    metric = {r.name: r.value for r in outcome.records if type(r).__name__ == "Metric"}
+    assert metric["clean_accuracy"] == 1.0 and metric["robust_accuracy"] == 0.75 and metric["attack_success_rate"] == 0.25
+    # A broken text: 5 importance queries, then every candidate edit of 'good' in one step.
+    assert metric["median_queries_successful"] == 5 + len(candidates("good"))
+    assert outcome.forward_rows == metric["queries_total"]
+
+
 # -- attributions and ERASER -----------------------------------------------------------
 def test_token_occlusion_and_ig_equal_captum_on_the_demo_twin():
     from captum.attr import FeatureAblation, LayerIntegratedGradients
@@ -463,7 +489,8 @@ def test_audit_run_on_the_text_demo_runs_text_analyses_and_skips_numeric_ones(cl
     for name in ("performance", "bias.group_fairness", "bias.counterfactual", "robustness.corruptions", "robustness.calibration",
                  "attribution.faithfulness", "attribution.agreement"):
         assert status[name] == "ok", (name, document["analyses"])
-    for name in ("robustness.adversarial", "robustness.blackbox_attack", "robustness.ood", "attribution.sanity", "bias.leakage"):
+    assert status["robustness.blackbox_attack"] == "ok"
+    for name in ("robustness.adversarial", "robustness.ood", "attribution.sanity", "bias.leakage"):
         assert status[name] == "skipped", name
     html = (tmp_path / document["reports"][0]).read_text()
     assert "texts truncated at 48 tokens (the tokenizer&#39;s truncation setting)" in html or \

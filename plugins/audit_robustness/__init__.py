@@ -92,12 +92,12 @@ class BlackBoxAttack(audit.Analysis):
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
         max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
 
-    def skip_reason(self, ctx):
-        if ctx.data.modality == "text":
-            return "the Square attack perturbs numbers; token ids are never perturbed as numbers (text is probed by robustness.corruptions)"
-        return None
-
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from . import _text_attack
+
+            yield from _text_attack.run(self, ctx)
+            return
         from . import _run_blackbox
 
         yield from _run_blackbox.run(self, ctx)
