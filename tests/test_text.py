@@ -409,6 +409,46 @@ def test_word_attack_breaks_exactly_the_texts_that_rest_on_one_word_and_counts_i
     assert outcome.forward_rows == metric["queries_total"]
 
 
+class TokenMLP(nn.Module):
+    """Per-token hidden layer, then a masked mean: its hidden states have a token axis."""
+
+    def __init__(self, vocab_size: int, dim: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.token_layer = nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        hidden = torch.tanh(self.token_layer(self.embedding(input_ids)))
+        return self.out((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_hidden_states_of_an_onnx_text_model_are_pooled_over_the_attention_mask(tmp_path):
+    vocab = word_tokenizer(["he", "she", "is", "a", "good", "bad", "nurse"], tmp_path / "m.tokenizer.json")
+    module = TokenMLP(len(vocab)).eval()
+    ids, mask = torch.tensor([[2, 4, 5, 6]] * 2), torch.ones(2, 4, dtype=torch.int64)
+    torch.onnx.export(module, (ids, mask), str(tmp_path / "m.onnx"), input_names=["input_ids", "attention_mask"],
+                      output_names=["logits"], dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
+                      opset_version=17, dynamo=False)
+    model = load_text_model(tmp_path / "m.onnx")
+    assert "activations" in model.capabilities
+    tanh = [layer for layer in model.layers() if "Tanh" in layer]
+    assert len(tanh) == 1
+    texts = ["he is a good nurse", "she is bad", "nurse", "he is a bad bad nurse she is"]
+    got = model.activations(np.array(texts, dtype=object), tanh)[tanh[0]]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tmp_path / "m.tokenizer.json"))
+    with torch.no_grad():
+        for row, text in enumerate(texts):  # one text at a time: no padding, a plain mean over its tokens
+            x = torch.tensor([tokenizer.encode(text).ids])
+            expected = torch.tanh(module.token_layer(module.embedding(x)))[0].mean(0).numpy()
+            np.testing.assert_allclose(got[row], expected, atol=1e-6)
+
+
 # -- attributions and ERASER -----------------------------------------------------------
 def test_token_occlusion_and_ig_equal_captum_on_the_demo_twin():
     from captum.attr import FeatureAblation, LayerIntegratedGradients
@@ -490,7 +530,7 @@ def test_audit_run_on_the_text_demo_runs_text_analyses_and_skips_numeric_ones(cl
                  "attribution.faithfulness", "attribution.agreement"):
         assert status[name] == "ok", (name, document["analyses"])
     assert status["robustness.blackbox_attack"] == "ok"
-    for name in ("robustness.adversarial", "robustness.ood", "attribution.sanity", "bias.leakage"):
+    for name in ("robustness.adversarial", "robustness.ood", "attribution.sanity", "bias.leakage"):  # leakage: TorchScript has no hooks
         assert status[name] == "skipped", name
     html = (tmp_path / document["reports"][0]).read_text()
     assert "texts truncated at 48 tokens (the tokenizer&#39;s truncation setting)" in html or \

@@ -163,12 +163,42 @@ class OnnxTokenRunner:
         preferred = [o for o in outputs if "logit" in o.name.lower() or "prob" in o.name.lower()] or outputs
         self.output_name = preferred[0].name
         self.inputs = [ids_name, *other_inputs]
+        self.proto = proto
+        self._session_options = session_options
+        self._providers = in_use
+        self._layer_session = None
 
-    def __call__(self, ids: np.ndarray, mask: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
+    def _feeds(self, ids, mask, type_ids) -> dict:
         feeds = {self.ids_name: ids}
         for name in self.other_inputs:
             feeds[name] = mask if name == "attention_mask" else type_ids
-        (out,) = self.session.run([self.output_name], feeds)
+        return feeds
+
+    def layers(self) -> list[str]:
+        from audit.models.onnx import _LAYER_OPS
+
+        graph = self.proto.graph
+        final = {o.name for o in graph.output}
+        return [node.output[0] for node in graph.node if node.op_type in _LAYER_OPS and node.output and node.output[0] not in final]
+
+    def run_layers(self, ids, mask, type_ids, layers: list[str]) -> list[np.ndarray]:
+        """The named intermediate values for one padded batch, from a second session that outputs them too."""
+        import onnx
+        import onnxruntime as ort
+
+        if self._layer_session is None or self._layer_session[0] != tuple(layers):
+            proto = onnx.ModelProto()
+            proto.CopyFrom(self.proto)
+            existing = {o.name for o in proto.graph.output}
+            for layer in layers:
+                if layer not in existing:
+                    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer))
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=self._session_options, providers=self._providers)
+            self._layer_session = (tuple(layers), session)
+        return [np.asarray(v, dtype=np.float32) for v in self._layer_session[1].run(list(layers), self._feeds(ids, mask, type_ids))]
+
+    def __call__(self, ids: np.ndarray, mask: np.ndarray, type_ids: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([self.output_name], self._feeds(ids, mask, type_ids))
         return np.asarray(out).reshape(len(ids), -1)
 
     def release_memory(self) -> None:
@@ -204,6 +234,29 @@ class TorchTokenRunner:
 
     def release_memory(self) -> None:
         self.torch_model._release_memory()
+
+    def layers(self) -> list[str]:
+        return self.torch_model.layers() if self.torch_model._supports_hooks() else []
+
+    def run_layers(self, ids, mask, type_ids, layers: list[str]) -> list[np.ndarray]:
+        import torch
+
+        modules = dict(self.module.named_modules())
+        captured: dict[str, np.ndarray] = {}
+        handles = []
+        for layer in layers:
+            def hook(_module, _inputs, output, layer=layer):
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                captured[layer] = out.detach().float().cpu().numpy()
+
+            handles.append(modules[layer].register_forward_hook(hook))
+        try:
+            with torch.inference_mode():
+                self.module(*self.tensors(ids, mask, type_ids))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[layer] for layer in layers]
 
 
 # -- the model ------------------------------------------------------------------------
@@ -264,6 +317,8 @@ class TextModel(Model):
     @property
     def capabilities(self) -> frozenset[str]:
         caps = {"predict", "text"}
+        if self.layers():
+            caps.add("activations")
         if self.embedding_parameter() is not None:
             caps.add("token_gradients")
         return frozenset(caps)
@@ -364,6 +419,43 @@ class TextModel(Model):
 
     def fit_batch_size(self, row_shape: tuple) -> None:
         self.row_shape = tuple(row_shape)
+
+    # -- hidden states ----------------------------------------------------------------
+    def layers(self) -> list[str]:
+        return self.runner.layers()
+
+    def activations(self, x, layers: list[str]) -> dict[str, np.ndarray]:
+        """Hidden states per text, pooled over tokens: a (batch, tokens, ...) value is averaged over the attention mask.
+
+        Texts have different lengths, so a token axis cannot be kept; the
+        pooled state is what the probes of ``bias.leakage`` read.
+        """
+        known = self.layers()
+        missing = [layer for layer in layers if layer not in known]
+        if missing:
+            raise AuditError(f"unknown layer(s) {', '.join(missing)}; layers are: {', '.join(known)}")
+        sequences, _ = self.encode(np.asarray(x, dtype=object).reshape(-1))
+        order = np.argsort([len(s) for s in sequences], kind="stable")
+        parts: dict[str, list] = {layer: [] for layer in layers}
+        for i in range(0, len(order), self.batch_size):
+            index = order[i : i + self.batch_size]
+            ids, mask = self.pad([sequences[j] for j in index])
+            for layer, value in zip(layers, self.runner.run_layers(ids, mask, np.zeros_like(ids), layers)):
+                if value.ndim >= 3 and value.shape[1] == ids.shape[1]:
+                    weights = mask.astype(np.float32).reshape(mask.shape + (1,) * (value.ndim - 2))
+                    value = (value * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+                parts[layer].append((index, value.reshape(len(index), -1)))
+            self.counters.forward_rows += len(index)
+        result = {}
+        for layer, chunks in parts.items():
+            widths = {v.shape[1] for _, v in chunks}
+            if len(widths) != 1:
+                raise AuditError(f"layer {layer}: its size changes with the text length, so it cannot be pooled into one vector per text")
+            out = np.empty((len(sequences), widths.pop()), dtype=np.float32)
+            for index, value in chunks:
+                out[index] = value
+            result[layer] = out
+        return result
 
     # -- Integrated Gradients on the embedding output (torch models) -----------------
     def embedding_parameter(self) -> str | None:
