@@ -449,6 +449,15 @@ def onnx_predictions(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
+def text_onnx_predictions(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
 def compare(first: Path, second: Path, label: str) -> list[str]:
     """Differences between two builds: data bytes, and model outputs on the audit data."""
     print(label)
@@ -465,7 +474,21 @@ def compare(first: Path, second: Path, label: str) -> list[str]:
         outputs = [torch.jit.load(str(folder / "digits.pt"))(x) for folder in (first, second)]
     if not torch.equal(*outputs):
         problems.append("digits.pt: outputs differ")
-    for name in ("credit.onnx", "digits.onnx", "digits.pt"):
+    for name in ("text.csv", "text.tokenizer.json"):
+        if (first / name).read_bytes() != (second / name).read_bytes():
+            problems.append(f"{name}: bytes differ")
+    import csv
+
+    from tokenizers import Tokenizer
+
+    with open(first / "text.csv", newline="", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    ids, mask = encode_texts(Tokenizer.from_file(str(first / "text.tokenizer.json")), texts)
+    for folder_outputs, name in ((lambda f: text_onnx_predictions(f / "text.onnx", ids, mask), "text.onnx"),
+                                 (lambda f: torch.jit.load(str(f / "text.pt"))(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy(), "text.pt")):
+        if not np.array_equal(folder_outputs(first), folder_outputs(second)):
+            problems.append(f"{name}: outputs differ")
+    for name in ("credit.onnx", "digits.onnx", "digits.pt", "text.onnx", "text.pt"):
         same = (first / name).read_bytes() == (second / name).read_bytes()
         print(f"  {name}: {'byte-identical' if same else 'bytes differ (outputs compared above)'}")
     return problems
