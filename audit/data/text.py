@@ -9,8 +9,6 @@ import numpy as np
 
 from audit.errors import AuditError
 
-TEXT_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson")
-
 
 def _read_jsonl(path: Path) -> dict[str, list]:
     columns: dict[str, list] = {}
