@@ -145,6 +145,19 @@ def test_length_batches_pad_little_and_truncate_at_the_max_length(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_an_onnx_model_with_a_fixed_sequence_length_truncates_and_pads_to_it(tmp_path):
+    vocab = word_tokenizer(["good", "bad"], tmp_path / "m.tokenizer.json", max_length=32)
+    ids, mask = torch.ones(2, 4, dtype=torch.int64), torch.ones(2, 4, dtype=torch.int64)
+    torch.onnx.export(CountModel(vocab["good"], 1.0), (ids, mask), str(tmp_path / "m.onnx"), input_names=["input_ids", "attention_mask"],
+                      output_names=["logits"], dynamic_axes={"input_ids": {0: "b"}, "attention_mask": {0: "b"}}, opset_version=17, dynamo=False)
+    model = load_text_model(tmp_path / "m.onnx")
+    assert (model.max_length, model.max_length_source) == (4, "the model's fixed input length")
+    p = model.predict(np.array(["good", "good good good good good", "bad"], dtype=object))
+    # [CLS] + 3 words fit: the long text counts 3 'good' tokens; short ones are padded to 4.
+    np.testing.assert_allclose(p[:, 1], 1 / (1 + np.exp(-np.array([1.0, 3.0, 0.0]))), atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_token_id_model_without_tokenizer_is_refused(cli, tmp_path):
     module = CountModel(5, 1.0)
     torch.jit.save(torch.jit.script(module), str(tmp_path / "ids.pt"))
