@@ -64,7 +64,8 @@ def load_onnx_text(path: Path, options: LoadOptions) -> "TextModel | None":
     import onnx
 
     try:
-        proto = onnx.load(str(path))
+        # Weights kept outside the graph file are not needed to read the inputs; a text model loads them below.
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - the ONNX loader reports unreadable files in its own words
         return None
     initializers = {i.name for i in proto.graph.initializer}
@@ -90,6 +91,8 @@ def load_onnx_text(path: Path, options: LoadOptions) -> "TextModel | None":
     dims = inputs[names.index(ids_name)].type.tensor_type.shape.dim
     if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value > 0:
         fixed = int(dims[1].dim_value)
+    if any(i.data_location == onnx.TensorProto.EXTERNAL for i in proto.graph.initializer):
+        onnx.load_external_data_for_model(proto, str(path.parent))
     runner = OnnxTokenRunner(path, proto, options, ids_name, [n for n in names if n != ids_name])
     return TextModel(runner, read_tokenizer(found), found, path=path, options=options, fixed_length=fixed)
 
