@@ -535,7 +535,8 @@ def test_eraser_on_a_one_token_model_has_the_closed_form(tmp_path):
 def test_audit_run_on_the_text_demo_runs_text_analyses_and_skips_numeric_ones(cli, tmp_path):
     code, out, err = cli("run", DEMO / "text.pt", "--data", DEMO / "text.csv", "--text", "text", "--label", "label",
                          "--attribute", "gender", "--fail-on", "never", "--json", "--set", "attribution.faithfulness.rows=16",
-                         "--set", "attribution.agreement.rows=16", "--sample", "200")
+                         "--set", "attribution.agreement.rows=16", "--set", "robustness.corruptions.severities=[3]",
+                         "--set", "bias.group_fairness.dcov_permutations=19", "--sample", "120")
     assert code == 0, err
     document = json.loads(out)
     status = {a["name"]: a["status"] for a in document["analyses"]}
