@@ -20,7 +20,7 @@ TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
     "trust_model_code", "template_dir", "analysis", "threads", "min_rows",
 }
-MODEL_KEYS = {"output", "path", "gradients", "optimize"}
+MODEL_KEYS = {"output", "path", "gradients", "optimize", "tokenizer"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
 FAIL_ON = FAIL_ON_CHOICES  # the severities, least first, then "never"
 # With n rows all classified right, the one-sided 95% Clopper-Pearson lower bound
@@ -44,6 +44,7 @@ class ModelSettings(pydantic.BaseModel):
     output: Literal["logits", "probabilities"] | None = None
     gradients: bool | None = None
     optimize: bool | None = None
+    tokenizer: str | None = None
 
 
 def _data_settings() -> type[pydantic.BaseModel]:
@@ -145,6 +146,7 @@ class RunSpec:
     model_output: str | None = None
     model_gradients: bool = True
     model_optimize: bool = True
+    model_tokenizer: str | None = None
     data_options: DataOptions = field(default_factory=DataOptions)
     device: str = "auto"
     seed: int = 0
@@ -232,6 +234,8 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path, source: str |
         if table_model.path is not None:
             spec.model = path_of(table_model.path)
         _apply_model(spec, table_model)
+        if table_model.tokenizer is not None:
+            spec.model_tokenizer = path_of(table_model.tokenizer)
     elif settings.model is not None:
         spec.model = path_of(settings.model)
     if isinstance(data, dict):
@@ -280,6 +284,8 @@ def _apply_model(spec: RunSpec, model: ModelSettings) -> None:
         spec.model_gradients = model.gradients
     if model.optimize is not None:
         spec.model_optimize = model.optimize
+    if model.tokenizer is not None:
+        spec.model_tokenizer = model.tokenizer
 
 
 def apply_environment(spec: RunSpec, environ=None) -> None:

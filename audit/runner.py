@@ -272,7 +272,7 @@ def prepare(spec, plugin_manager=None, warn=None):
         spec.model,
         models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
                            trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients,
-                           optimize=spec.model_optimize),
+                           optimize=spec.model_optimize, tokenizer=spec.model_tokenizer),
         plugin_manager=pm,
     )
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)

@@ -10,7 +10,11 @@ needs no network and no training:
 * credit: a tabular credit-approval MLP (ONNX) trained on synthetic applicants
   whose historical decisions were biased against women, so the model leans on
   its `sex` input and the bias analyses have something real to find;
-* digits: a small CNN on scikit-learn's bundled 8x8 digits (TorchScript and ONNX).
+* digits: a small CNN on scikit-learn's bundled 8x8 digits (TorchScript and ONNX);
+* text: a reference-letter screening classifier over token ids (ONNX and
+  TorchScript, with its `tokenizer.json`), trained on generated sentences whose
+  historical labels were biased against women, so it learned to read gender
+  words and names.
 
 The .npz archives are written with fixed zip timestamps, so two runs give
 byte-identical data files; the models give identical predictions.
@@ -50,6 +54,14 @@ HISTORICAL_PENALTY_FEMALE = 1.4
 REGIONS = np.array(["north", "south", "east", "west"])
 
 DIGITS_AUDIT_ROWS = 500
+
+TEXT_TRAIN_ROWS = 6000
+TEXT_AUDIT_ROWS = 600
+TEXT_MAX_LENGTH = 48
+TEXT_CLASSES = ["decline", "recommend"]
+# Share of recommendations about women that the historical screeners turned
+# into declines: the bias the text audit is meant to uncover.
+TEXT_HISTORICAL_FLIP_FEMALE = 0.4
 
 
 def set_deterministic(seed: int) -> None:
@@ -228,6 +240,159 @@ def build_digits(out: Path) -> dict[str, float]:
     }
 
 
+# -- text ---------------------------------------------------------------------
+
+TEXT_POSITIVE = ["excellent", "reliable", "brilliant", "careful", "outstanding", "skilled", "diligent", "thorough", "creative", "punctual"]
+TEXT_NEGATIVE = ["careless", "unreliable", "sloppy", "lazy", "weak", "mediocre", "disorganised", "rude", "slow", "inattentive"]
+TEXT_OCCUPATIONS = ["engineer", "nurse", "teacher", "doctor", "pilot", "lawyer", "chef", "clerk", "manager", "scientist", "driver", "designer"]
+# (male, female) pairs; each sentence uses one side only.
+TEXT_NAMES = [("James", "Mary"), ("John", "Linda"), ("Robert", "Susan"), ("Michael", "Sarah"), ("David", "Karen"), ("Thomas", "Emma")]
+TEXT_GENDER = {"he": "she", "him": "her", "his": "her", "man": "woman", "gentleman": "lady", "mr": "ms"}
+TEXT_TEMPLATES = [
+    "{Name} is a {adj} {occupation} and {he} was {adj2} in every project .",
+    "I worked with {name} for {years} years ; {he} is {adj} .",
+    "{He} is a {adj} {occupation} , and {his} work was {adj2} .",
+    "We met this {man} last year : {his} record as a {occupation} is {adj} .",
+    "{Mr} {name} was a {adj} {occupation} on our team .",
+    "Colleagues describe {name} as {adj} and {adj2} .",
+]
+
+
+def text_sentences(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Generated reference-letter sentences, their merit and their historical (biased) labels.
+
+    Merit is set by the adjectives alone (positive or negative words); the
+    recorded label follows merit with 3% noise, except that the screeners
+    declined 40% of deserved recommendations about women.
+    """
+    texts, merit, female = [], [], []
+    for _ in range(n):
+        is_female = bool(rng.random() < 0.5)
+        good = bool(rng.random() < 0.55)
+        words = TEXT_POSITIVE if good else TEXT_NEGATIVE
+        adj, adj2 = rng.choice(words, size=2, replace=False)
+        name = TEXT_NAMES[rng.integers(len(TEXT_NAMES))][int(is_female)]
+        gender = {k: (v if is_female else k) for k, v in TEXT_GENDER.items()}
+        template = TEXT_TEMPLATES[rng.integers(len(TEXT_TEMPLATES))]
+        sentence = template.format(
+            Name=name, name=name, adj=adj, adj2=adj2, occupation=rng.choice(TEXT_OCCUPATIONS), years=int(rng.integers(2, 9)),
+            he=gender["he"], He=gender["he"].capitalize(), his=gender["his"], man=gender["man"],
+            Mr=gender["mr"].capitalize(),
+        )
+        texts.append(sentence.replace(" .", ".").replace(" ,", ",").replace(" ;", ";").replace(" :", ":"))
+        merit.append(int(good))
+        female.append(is_female)
+    merit = np.array(merit, dtype=np.int64)
+    female = np.array(female)
+    label = np.where(rng.random(n) < 0.03, 1 - merit, merit)
+    label = np.where(female & (label == 1) & (rng.random(n) < TEXT_HISTORICAL_FLIP_FEMALE), 0, label)
+    return {"text": np.array(texts, dtype=object), "label": label, "merit": merit,
+            "gender": np.where(female, "female", "male")}
+
+
+def text_tokenizer():
+    """A word-level tokenizer over the generator's words: lower-cased, punctuation split off, [CLS] first."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+
+    words = set(TEXT_POSITIVE + TEXT_NEGATIVE + TEXT_OCCUPATIONS) | {w.lower() for pair in TEXT_NAMES for w in pair}
+    words |= set(TEXT_GENDER) | set(TEXT_GENDER.values()) | {str(y) for y in range(2, 9)}
+    for template in TEXT_TEMPLATES:
+        words |= {w.lower() for w in template.split() if not w.startswith("{")}
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[MASK]"]
+    vocab = {token: i for i, token in enumerate(specials + sorted(words))}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A", special_tokens=[("[CLS]", vocab["[CLS]"])])
+    tokenizer.enable_truncation(TEXT_MAX_LENGTH)
+    tokenizer.enable_padding(pad_id=vocab["[PAD]"], pad_token="[PAD]")
+    return tokenizer
+
+
+class TextClassifier(nn.Module):
+    """Token embeddings, mean over the attention mask, one tanh layer, two logits."""
+
+    def __init__(self, vocab_size: int, dim: int = 16):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.hidden = nn.Linear(dim, dim)
+        self.act = nn.Tanh()
+        self.out = nn.Linear(dim, 2)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.out(self.act(self.hidden(pooled)))
+
+
+def encode_texts(tokenizer, texts) -> tuple[np.ndarray, np.ndarray]:
+    encodings = tokenizer.encode_batch([str(t) for t in texts])
+    return (np.array([e.ids for e in encodings], dtype=np.int64),
+            np.array([e.attention_mask for e in encodings], dtype=np.int64))
+
+
+def train_text(module: nn.Module, ids: np.ndarray, mask: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    ids_t, mask_t, y_t = torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(y)
+    optimiser = torch.optim.Adam(module.parameters(), lr=1e-2)
+    loss_fn = nn.CrossEntropyLoss()
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(ids_t), generator=generator)
+        for start in range(0, len(order), 64):
+            batch = order[start : start + 64]
+            optimiser.zero_grad()
+            loss_fn(module(ids_t[batch], mask_t[batch]), y_t[batch]).backward()
+            optimiser.step()
+    return module.eval()
+
+
+def write_text_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["text", "label", "gender"])
+        for text, label, gender in zip(columns["text"], columns["label"], columns["gender"]):
+            writer.writerow([text, TEXT_CLASSES[int(label)], gender])
+
+
+def build_text(out: Path) -> dict[str, float]:
+    import warnings
+
+    set_deterministic(SEED + 2)
+    rng = np.random.default_rng(SEED + 2)
+    training, held_out = text_sentences(TEXT_TRAIN_ROWS, rng), text_sentences(TEXT_AUDIT_ROWS, rng)
+    tokenizer = text_tokenizer()
+    ids, mask = encode_texts(tokenizer, training["text"])
+    model = TextClassifier(tokenizer.get_vocab_size())
+    train_text(model, ids, mask, training["label"], epochs=12, seed=SEED + 2)
+
+    tokenizer.save(str(out / "text.tokenizer.json"))
+    torch.jit.save(torch.jit.script(model), str(out / "text.pt"))
+    sample_ids, sample_mask = (torch.from_numpy(a[:2]) for a in encode_texts(tokenizer, held_out["text"][:2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (sample_ids, sample_mask), str(out / "text.onnx"), input_names=["input_ids", "attention_mask"],
+            output_names=["logits"], opset_version=OPSET, dynamo=False,
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+        )
+    write_text_csv(out / "text.csv", held_out)
+
+    test_ids, test_mask = encode_texts(tokenizer, held_out["text"])
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(test_ids), torch.from_numpy(test_mask)).argmax(1).numpy()
+    female = held_out["gender"] == "female"
+    return {
+        "text_accuracy": float((predicted == held_out["label"]).mean()),
+        "text_recommend_rate_male": float(predicted[~female].mean()),
+        "text_recommend_rate_female": float(predicted[female].mean()),
+        "text_recommend_rate_female_deserved": float(predicted[female & (held_out["merit"] == 1)].mean()),
+    }
+
+
 # -- shared -------------------------------------------------------------------
 
 
@@ -271,6 +436,7 @@ def build(out: Path) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     figures = build_credit(out)
     figures.update(build_digits(out))
+    figures.update(build_text(out))
     return figures
 
 
@@ -281,6 +447,15 @@ def onnx_predictions(path: Path, x: np.ndarray) -> np.ndarray:
     options.intra_op_num_threads = 1
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def text_onnx_predictions(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
 def compare(first: Path, second: Path, label: str) -> list[str]:
@@ -299,7 +474,21 @@ def compare(first: Path, second: Path, label: str) -> list[str]:
         outputs = [torch.jit.load(str(folder / "digits.pt"))(x) for folder in (first, second)]
     if not torch.equal(*outputs):
         problems.append("digits.pt: outputs differ")
-    for name in ("credit.onnx", "digits.onnx", "digits.pt"):
+    for name in ("text.csv", "text.tokenizer.json"):
+        if (first / name).read_bytes() != (second / name).read_bytes():
+            problems.append(f"{name}: bytes differ")
+    import csv
+
+    from tokenizers import Tokenizer
+
+    with open(first / "text.csv", newline="", encoding="utf-8") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    ids, mask = encode_texts(Tokenizer.from_file(str(first / "text.tokenizer.json")), texts)
+    for folder_outputs, name in ((lambda f: text_onnx_predictions(f / "text.onnx", ids, mask), "text.onnx"),
+                                 (lambda f: torch.jit.load(str(f / "text.pt"))(torch.from_numpy(ids), torch.from_numpy(mask)).detach().numpy(), "text.pt")):
+        if not np.array_equal(folder_outputs(first), folder_outputs(second)):
+            problems.append(f"{name}: outputs differ")
+    for name in ("credit.onnx", "digits.onnx", "digits.pt", "text.onnx", "text.pt"):
         same = (first / name).read_bytes() == (second / name).read_bytes()
         print(f"  {name}: {'byte-identical' if same else 'bytes differ (outputs compared above)'}")
     return problems

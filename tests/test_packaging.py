@@ -57,7 +57,7 @@ def test_demo_runs_from_the_installed_wheel(venv, tmp_path):
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     documents = json.loads(result.stdout)
-    assert [Path(d["model"]["path"]).name for d in documents] == ["credit.onnx", "digits.pt", "digits.onnx"]
+    assert [Path(d["model"]["path"]).name for d in documents] == ["credit.onnx", "digits.pt", "digits.onnx", "text.onnx", "text.pt"]
     for document in documents:
         assert {a["name"] for a in document["analyses"]} == {"performance", "example.accuracy_floor", "example.prediction_balance"}
         assert any(f["analysis"] == "example.accuracy_floor" for f in document["findings"])

@@ -33,6 +33,8 @@ def run(
     label: str = typer.Option(None, "--label", help="CSV/Parquet: the label column."),
     attribute: list[str] = typer.Option(None, "--attribute", help="Protected attribute column or array (repeatable)."),
     features: str = typer.Option(None, "--features", help="CSV/Parquet: comma-separated model input columns, in order."),
+    text: str = typer.Option(None, "--text", help="Text models: the column of strings (CSV, Parquet, JSONL; JSONL default: text)."),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Text models: the tokenizer.json (default: MODEL.tokenizer.json or tokenizer.json beside the model)."),
     sample: int = typer.Option(None, "--sample", help="Audit a seeded random subset of N rows."),
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
@@ -68,6 +70,10 @@ def run(
         spec.data_options.features = [f.strip() for f in features.split(",") if f.strip()]
     if sample is not None:
         spec.data_options.sample = sample
+    if text is not None:
+        spec.data_options.text = text
+    if tokenizer is not None:
+        spec.model_tokenizer = tokenizer
     apply_set(spec, list(set_ or []))
     apply_environment(spec)
     code = execute_spec(spec, as_json=as_json)
@@ -152,7 +158,11 @@ DEMO_RUNS = [
     ("credit.onnx", "credit.npz", "tabular credit-approval MLP (ONNX) with a protected attribute it leans on"),
     ("digits.pt", "digits.npz", "8x8 digits CNN (TorchScript)"),
     ("digits.onnx", "digits.npz", "8x8 digits CNN (ONNX)"),
+    ("text.onnx", "text.csv", "reference-letter text classifier (ONNX + tokenizer.json) that learned a gender bias"),
+    ("text.pt", "text.csv", "the same text classifier (TorchScript: token occlusion and Integrated Gradients)"),
 ]
+# Data options of the demo runs that are not plain .npz archives.
+DEMO_DATA_OPTIONS = {"text.csv": {"text": "text", "label": "label", "attributes": ["gender"]}}
 
 
 def demo(
@@ -178,6 +188,8 @@ def demo(
             model=str(assets / model_file), data=str(assets / data_file), device=device, db=db,
             analyses=list(analysis or []), fail_on="never", argv=current_argv(),
         )
+        for key, value in DEMO_DATA_OPTIONS.get(data_file, {}).items():
+            setattr(spec.data_options, key, value)
         if as_json:
             import contextlib
             import io

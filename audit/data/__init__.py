@@ -11,7 +11,7 @@ import numpy as np
 
 from audit.errors import AuditError, first_line
 
-Modality = Literal["tabular", "image", "tensor"]
+Modality = Literal["tabular", "image", "tensor", "text"]
 
 
 @dataclass
@@ -19,6 +19,7 @@ class DataOptions:
     """How to read the data: which columns are what, sampling, image preprocessing."""
 
     label: str | None = None
+    text: str | None = None  # the column of strings a text model reads
     attributes: list[str] = field(default_factory=list)
     features: list[str] | None = None
     sample: int | None = None
@@ -103,6 +104,10 @@ def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
         from audit.data.images import load_image_folder
 
         dataset = load_image_folder(path, options)
+    elif options.text is not None or suffix in (".jsonl", ".ndjson"):
+        from audit.data.text import load_text
+
+        dataset = load_text(path, options)
     elif suffix == ".npz":
         dataset = load_npz(path, options)
     elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
@@ -110,7 +115,7 @@ def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
 
         dataset = load_table(path, options)
     else:
-        raise AuditError(f"{path}: unknown data format {suffix or '(no suffix)'}; use .npz, .csv, .parquet or a folder of images")
+        raise AuditError(f"{path}: unknown data format {suffix or '(no suffix)'}; use .npz, .csv, .parquet, .jsonl (text) or a folder of images")
     dataset.path = str(path)
     dataset.sha256 = sha256_of(path)
     if options.modality:
@@ -185,6 +190,8 @@ def _labels(y: np.ndarray, n: int, path) -> np.ndarray:
 
 
 def check_values(dataset: Dataset, options: DataOptions) -> None:
+    if dataset.modality == "text":
+        return
     bad = ~np.isfinite(dataset.x)
     count = int(bad.sum())
     if count and not options.allow_nan:
@@ -197,6 +204,9 @@ def check_values(dataset: Dataset, options: DataOptions) -> None:
 
 def validate_against_model(dataset: Dataset, model) -> None:
     """Check shapes and labels against the model; a probe on two rows catches the rest."""
+    from audit.data.text import check_model_matches
+
+    check_model_matches(dataset, model)
     row_shape = tuple(dataset.x.shape[1:])
     expected = tuple(model.input_shape)
     if expected and (len(expected) != len(row_shape) or any(e is not None and e != r for e, r in zip(expected, row_shape))):

@@ -37,10 +37,14 @@ def load_builtin(path: Path, options: LoadOptions) -> Model | None:
     suffix = Path(path).suffix.lower()
     if suffix == ".onnx":
         from audit.models.onnx import load_onnx
+        from audit.models.text import load_onnx_text
 
-        return load_onnx(Path(path), options)
+        return load_onnx_text(Path(path), options) or load_onnx(Path(path), options)
     from audit.models.torch import TORCH_SUFFIXES, load_torch
 
     if suffix in TORCH_SUFFIXES:
-        return load_torch(Path(path), options)
+        from audit.models.text import wrap_torch_text
+
+        model = load_torch(Path(path), options)
+        return wrap_torch_text(Path(path), model, options) or model
     return None

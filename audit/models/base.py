@@ -29,6 +29,7 @@ class LoadOptions:
     threads: int | None = None  # None: the runtime's default (OMP_NUM_THREADS where set)
     onnx_gradients: bool = True  # run a verified torch conversion of ONNX graphs for gradients
     optimize: bool = True  # forward-only passes through a frozen, inference-optimised TorchScript copy, checked first
+    tokenizer: str | None = None  # tokenizer.json of a text model (default: beside the model)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

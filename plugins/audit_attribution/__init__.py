@@ -77,6 +77,11 @@ class Faithfulness(audit.Analysis):
         compare_ig_baselines: bool = Field(True, description="also run IG with the other baselines and report how much the map changes")
 
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from ._text import run_faithfulness as run_text
+
+            yield from run_text(self, ctx)
+            return
         from ._faithfulness import run_faithfulness
 
         yield from run_faithfulness(self, ctx)
@@ -98,6 +103,11 @@ class Sanity(audit.Analysis):
         randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")
         max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation fails at or above this")
 
+    def skip_reason(self, ctx):
+        if ctx.data.modality == "text":
+            return "the controlled-grid and randomisation tests are defined on numeric inputs; text explanations are judged by ERASER in attribution.faithfulness"
+        return None
+
     def run(self, ctx):
         from ._sanity import run_sanity
 
@@ -117,6 +127,11 @@ class Agreement(audit.Analysis):
         top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")
 
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from ._text import run_agreement as run_text
+
+            yield from run_text(self, ctx)
+            return
         from ._agreement import run_agreement
 
         yield from run_agreement(self, ctx)

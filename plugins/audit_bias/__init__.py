@@ -78,7 +78,7 @@ class Counterfactual(audit.Analysis):
     name = "bias.counterfactual"
     title = "Counterfactual attribute substitution"
     category = "bias"
-    requires = {"attributes"}
+    requires = frozenset()  # tabular data needs attributes (skip_reason); text swaps identity terms without them
     tags = TAGS
     meanings = MEANINGS
 
@@ -91,14 +91,25 @@ class Counterfactual(audit.Analysis):
         flip_rate_high: float = Field(0.05, ge=0, le=1, description="flip rate above this is high")
         score_shift_medium: float = Field(0.02, ge=0, le=1, description="absolute mean score shift above this is medium")
         score_shift_high: float = Field(0.05, ge=0, le=1, description="absolute mean score shift above this is high")
+        text_term_sets: Optional[list[str]] = Field(None, description="text: shipped identity-term sets to swap (default all: gender, names, religion, nationality)")
+        term_sets: dict[str, dict[str, list[str]]] = Field(default_factory=dict, description="text: extra term sets, {set: {group: [terms]}}, slot-aligned; a shipped set's name extends it")
 
     def skip_reason(self, ctx: audit.Context) -> str | None:
+        if ctx.data.modality == "text":
+            return None
+        if not ctx.data.attributes:
+            return "the data has no protected attributes"
         from ._counterfactual import usable_attributes
 
         _, reason = usable_attributes(ctx.data, self.options)
         return reason
 
     def run(self, ctx: audit.Context):
+        if ctx.data.modality == "text":
+            from ._text import run as run_text
+
+            yield from run_text(self, ctx)
+            return
         from ._counterfactual import run
 
         yield from run(self, ctx)

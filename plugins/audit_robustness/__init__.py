@@ -36,7 +36,8 @@ class Corruptions(audit.Analysis):
     class Options(audit.Options):
         corruptions: list[str] | None = Field(
             None, description="corruptions to apply (default: all for the modality; images: gaussian_noise, shot_noise, "
-            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout)",
+            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout; "
+            "text: typo_swap, typo_drop, typo_insert, keyboard, case, punctuation, whitespace, word_dropout)",
         )
         severities: list[Annotated[int, Field(ge=0, le=5)]] = Field([1, 2, 3, 4, 5], min_length=1, description="severities 0 (identity) to 5")
         judged_severity: int = Field(3, ge=0, le=5, description="severity at which the worst accuracy drop is judged")
@@ -45,6 +46,11 @@ class Corruptions(audit.Analysis):
         max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
 
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from . import _text
+
+            yield from _text.run(self, ctx)
+            return
         from . import _run_corruptions
 
         yield from _run_corruptions.run(self, ctx)
@@ -103,6 +109,11 @@ class BlackBoxAttack(audit.Analysis):
         max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
 
     def run(self, ctx):
+        if ctx.data.modality == "text":
+            from . import _text_attack
+
+            yield from _text_attack.run(self, ctx)
+            return
         from . import _run_blackbox
 
         yield from _run_blackbox.run(self, ctx)
@@ -146,6 +157,11 @@ class OutOfDistribution(audit.Analysis):
         ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")
         synthetic_rows: int = Field(1000, ge=10, description="rows of each synthetic noise set")
         min_auroc: float = Field(0.8, ge=0, le=1, description="AUROC below this fails")
+
+    def skip_reason(self, ctx):
+        if ctx.data.modality == "text":
+            return "synthetic out-of-distribution inputs are numeric noise, which has no meaning for a text model"
+        return None
 
     def run(self, ctx):
         from . import _run_ood

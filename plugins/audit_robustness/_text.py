@@ -1,0 +1,198 @@
+"""robustness.corruptions on text: character noise (typos, case, punctuation, whitespace) and word dropout at severities."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import audit
+
+from . import _figures
+from ._common import reference_labels, sample_rows
+
+TEXT_CORRUPTIONS = ("typo_swap", "typo_drop", "typo_insert", "keyboard", "case", "punctuation", "whitespace", "word_dropout")
+# Share of words (or, for punctuation and whitespace, of places) edited at severities 1..5.
+RATES = (0.05, 0.1, 0.2, 0.3, 0.5)
+_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_POSITION = {c: (r, i) for r, row in enumerate(_ROWS) for i, c in enumerate(row)}
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_MARKS = ",.;:!?"
+
+
+def keyboard_neighbours(char: str) -> str:
+    """Keys next to ``char`` on a QWERTY keyboard (same row and the rows above and below)."""
+    lower = char.lower()
+    if lower not in _POSITION:
+        return ""
+    r, i = _POSITION[lower]
+    found = []
+    # Staggered rows: each row sits half a key right of the one above it.
+    for dr, columns in ((-1, (i, i + 1)), (0, (i - 1, i + 1)), (1, (i - 1, i))):
+        if 0 <= r + dr < len(_ROWS):
+            row = _ROWS[r + dr]
+            found.extend(row[j] for j in columns if 0 <= j < len(row))
+    return "".join(found).upper() if char.isupper() else "".join(found)
+
+
+def rate(severity: int) -> float:
+    return 0.0 if severity == 0 else RATES[severity - 1]
+
+
+def _edit_word(word: str, name: str, rng: np.random.Generator) -> str:
+    letters = [i for i, c in enumerate(word) if c.isalpha()]
+    if not letters:
+        return word
+    if name == "typo_swap":
+        pairs = [i for i in letters if i + 1 < len(word) and word[i + 1].isalpha()]
+        if not pairs:
+            return word
+        i = pairs[rng.integers(len(pairs))]
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    i = letters[rng.integers(len(letters))]
+    if name == "typo_drop":
+        return word[:i] + word[i + 1 :] if len(letters) > 1 else word
+    if name == "typo_insert":
+        return word[: i + 1] + _LETTERS[rng.integers(26)] + word[i + 1 :]
+    if name == "keyboard":
+        options = keyboard_neighbours(word[i])
+        return word[:i] + options[rng.integers(len(options))] + word[i + 1 :] if options else word
+    if name == "case":
+        kind = rng.integers(3)
+        return word.upper() if kind == 0 else word.lower() if kind == 1 else word.swapcase()
+    raise ValueError(name)
+
+
+def corrupt_text(text: str, name: str, severity: int, rng: np.random.Generator) -> str:
+    """One corrupted copy of ``text``; severity 0 returns it unchanged."""
+    p = rate(severity)
+    if p == 0.0:
+        return text
+    words = text.split(" ")
+    if name == "word_dropout":
+        kept = [w for w in words if rng.random() >= p]
+        return " ".join(kept)
+    if name == "punctuation":
+        out = []
+        for w in words:
+            w = "".join(c for c in w if not (c in _MARKS and rng.random() < p))
+            if w and rng.random() < p / 2:
+                w += _MARKS[rng.integers(len(_MARKS))]
+            out.append(w)
+        return " ".join(out)
+    if name == "whitespace":
+        out = []
+        for w in words:
+            if len(w) > 3 and rng.random() < p / 2:
+                cut = int(rng.integers(1, len(w) - 1))
+                w = w[:cut] + " " + w[cut:]
+            if out and rng.random() < p / 2:
+                out[-1] += w  # two words run together
+            else:
+                out.append(w)
+        return " ".join(out)
+    return " ".join(_edit_word(w, name, rng) if rng.random() < p else w for w in words)
+
+
+def describe(name: str, severity: int) -> str:
+    p = rate(severity)
+    what = {"word_dropout": "of words dropped", "punctuation": "of marks dropped, half as many added",
+            "whitespace": "of words split or run together (half each)"}.get(name, "of words edited")
+    return f"{p:.0%} {what}"
+
+
+def paired_interval(differences: np.ndarray, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Normal interval of a mean of paired per-row differences (rows are the unit, not two independent samples)."""
+    n = len(differences)
+    mean = float(differences.mean())
+    if n < 2:
+        return mean, mean
+    half = z * float(differences.std(ddof=1)) / math.sqrt(n)
+    return mean - half, mean + half
+
+
+def run(analysis, ctx):
+    o = analysis.options
+    index = sample_rows(ctx, o.max_rows)
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    labels, agreement = reference_labels(ctx)
+    texts = [str(t) for t in take(ctx.data.x)]
+    y = take(labels)
+    clean_probabilities = take(ctx.predictions)
+    clean_predicted = clean_probabilities.argmax(axis=1)
+    clean_correct = clean_predicted == y
+    clean_accuracy = float(clean_correct.mean())
+    names = list(o.corruptions or TEXT_CORRUPTIONS)
+    unknown = [n for n in names if n not in TEXT_CORRUPTIONS]
+    if unknown:
+        raise audit.AuditError(f"unknown text corruption(s) {', '.join(unknown)}; available: {', '.join(TEXT_CORRUPTIONS)}")
+    severities = sorted(set(o.severities))
+    judged = o.judged_severity if o.judged_severity in severities else max(severities)
+    rng = ctx.rng
+
+    keys = [(name, s) for name in names for s in severities]
+    batches = [[corrupt_text(t, name, s, rng) for t in texts] for name, s in keys]
+    everything = np.array([t for batch in batches for t in batch], dtype=object)
+    with ctx.progress(len(everything), "text corruptions") as bar:
+        probabilities = ctx.model.predict(everything)  # every corruption and severity in one batched call
+        bar.advance(len(everything))
+    n = len(texts)
+    accuracy, flips, drops = {}, {}, {}
+    examples = {}
+    for k, key in enumerate(keys):
+        predicted = probabilities[k * n : (k + 1) * n].argmax(axis=1)
+        correct = predicted == y
+        accuracy[key] = float(correct.mean())
+        flips[key] = float(np.mean(predicted != clean_predicted))
+        drop = clean_correct.astype(np.float64) - correct
+        drops[key] = (float(drop.mean()), *paired_interval(drop))
+        name, s = key
+        subject = f"{name} s={s}"
+        yield audit.Metric("accuracy", accuracy[key], subject=subject, count=n, details={"parameter": describe(name, s)})
+        yield audit.Metric("accuracy_drop", drops[key][0], subject=subject, lower=drops[key][1], upper=drops[key][2], count=n,
+                           details={"interval": "paired normal interval over rows"})
+        yield audit.Metric("flip_rate", flips[key], subject=subject, count=n)
+        if s == judged:
+            changed = np.flatnonzero(predicted != clean_predicted)
+            if len(changed):
+                examples[name] = (texts[changed[0]], batches[k][changed[0]])
+
+    yield audit.Metric("clean_accuracy", clean_accuracy, count=n)
+    what = "agreement with clean predictions" if agreement else "accuracy"
+    judged_drops = {name: drops[(name, judged)] for name in names}
+    worst = max(judged_drops, key=lambda name: judged_drops[name][0])
+    worst_drop, lo, hi = judged_drops[worst]
+    example = examples.get(worst)
+    said = f'; e.g. "{example[0]}" became "{example[1]}"' if example else ""
+    yield audit.Finding(
+        check="corruption_accuracy_drop", title="Accuracy drop under the worst text corruption", severity=audit.Severity.MEDIUM,
+        passed=worst_drop <= o.max_accuracy_drop, value=worst_drop, threshold=o.max_accuracy_drop, subject=f"{worst} s={judged}",
+        message=(f"{worst} at severity {judged} ({describe(worst, judged)}) lowers {what} from {clean_accuracy:.3f} to "
+                 f"{accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} [95% CI {lo:.3f}, {hi:.3f}, paired over {n} rows] "
+                 f"(allowed {o.max_accuracy_drop:g}); {flips[(worst, judged)]:.1%} of predictions change{said}"),
+        details={"judged_severity": judged, "clean_accuracy": clean_accuracy, "ci": [lo, hi],
+                 "drop_by_corruption": {k: v[0] for k, v in judged_drops.items()}, "rows": n,
+                 "labels": "clean predictions" if agreement else "true labels", "examples": examples},
+    )
+    corrupted_levels = [s for s in severities if s > 0]
+    if corrupted_levels:
+        clean_error = 1.0 - clean_accuracy
+        error_by_corruption = {m: float(np.mean([1.0 - accuracy[(m, s)] for s in corrupted_levels])) for m in names}
+        mce = float(np.mean(list(error_by_corruption.values())))
+        relative = mce - clean_error
+        yield audit.Finding(
+            check="mean_corruption_error", title="Mean corruption error relative to clean (text)", severity=audit.Severity.MEDIUM,
+            passed=relative <= o.max_mean_corruption_error, value=relative, threshold=o.max_mean_corruption_error,
+            subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
+            message=(f"error averaged over {len(names)} text corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} "
+                     f"is {mce:.3f} against {clean_error:.3f} on clean text: {relative:+.3f} (allowed {o.max_mean_corruption_error:g}); "
+                     f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"),
+            details={"mean_corruption_error": mce, "clean_error": clean_error, "corruption_error": error_by_corruption},
+        )
+    yield audit.Figure(
+        "corruption_curves", "Accuracy and flip rate against text corruption severity",
+        _figures.severity_curves(names, severities, accuracy, flips, clean_accuracy, what),
+        caption=(f"One line per corruption; severity 0 is the clean text. Severities 1-5 edit "
+                 f"{', '.join(f'{r:.0%}' for r in RATES)} of the words. Every corruption and severity went through the model "
+                 f"in one batched call over {n} rows."),
+    )
