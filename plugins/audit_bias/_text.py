@@ -8,9 +8,8 @@ import re
 import numpy as np
 
 import audit
+from audit import stats
 
-from . import _stats
-from ._grading import grade
 from ._text_terms import TERM_SETS
 
 
@@ -150,7 +149,7 @@ def run(analysis, ctx):
         n, n_flips = len(rows), int(flips.sum())
         flip_rate = n_flips / n
         flo, fhi = wilson(n_flips, n)
-        lo, hi = _stats.interval(_stats.bootstrap_mean(shift, ctx.rng, o.n_bootstrap))
+        lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, o.n_bootstrap))
         pair = f"{a}->{b}"
         example = None
         if n_flips or n:
@@ -177,10 +176,9 @@ def _example_text(example) -> str:
 
 def _findings(set_name, results, score_name, o):
     pair, a, b, n, flip_rate, (flo, fhi), _, _, example = max(results, key=lambda r: r[4])
-    severity, passed = grade(flip_rate, o.flip_rate_medium, o.flip_rate_high)
-    yield audit.Finding(
-        check="counterfactual_flip_rate", title="Counterfactual prediction flips (identity terms)", severity=severity,
-        passed=passed, value=flip_rate, threshold=o.flip_rate_medium, subject=set_name,
+    yield audit.Finding.graded(
+        "counterfactual_flip_rate", "Counterfactual prediction flips (identity terms)", flip_rate,
+        medium=o.flip_rate_medium, high=o.flip_rate_high, subject=set_name,
         message=(f"swapping {a} terms for {b} terms ({set_name} set), all other words fixed, changes {flip_rate:.1%} of "
                  f"predictions [95% CI {flo:.1%}, {fhi:.1%}] over {n} texts{_example_text(example)}; "
                  f"above {o.flip_rate_medium:g} is medium, above {o.flip_rate_high:g} high"),
@@ -189,10 +187,9 @@ def _findings(set_name, results, score_name, o):
                  "thresholds": {"medium": o.flip_rate_medium, "high": o.flip_rate_high}},
     )
     pair, a, b, n, _, _, shift, (lo, hi), example = max(results, key=lambda r: abs(r[6]))
-    severity, passed = grade(abs(shift), o.score_shift_medium, o.score_shift_high)
-    yield audit.Finding(
-        check="counterfactual_score_shift", title="Counterfactual score shift (identity terms)", severity=severity,
-        passed=passed, value=shift, threshold=o.score_shift_medium, subject=set_name,
+    yield audit.Finding.graded(
+        "counterfactual_score_shift", "Counterfactual score shift (identity terms)", shift, by=abs(shift),
+        medium=o.score_shift_medium, high=o.score_shift_high, subject=set_name,
         message=(f"swapping {a} terms for {b} terms ({set_name} set) moves the {score_name} by {shift:+.4f} on average "
                  f"[95% CI {lo:+.4f}, {hi:+.4f}] over {n} texts; an absolute shift above {o.score_shift_medium:g} is medium, "
                  f"above {o.score_shift_high:g} high"),

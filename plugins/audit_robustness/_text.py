@@ -9,7 +9,7 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import reference_labels, sample_rows
+from ._common import reference_labels
 
 TEXT_CORRUPTIONS = ("typo_swap", "typo_drop", "typo_insert", "keyboard", "case", "punctuation", "whitespace", "word_dropout")
 # Share of words (or, for punctuation and whitespace, of places) edited at severities 1..5.
@@ -113,7 +113,7 @@ def paired_interval(differences: np.ndarray, z: float = 1.959963984540054) -> tu
 
 def run(analysis, ctx):
     o = analysis.options
-    index = sample_rows(ctx, o.max_rows)
+    index = ctx.sample_rows(o.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
     take = (lambda a: a) if index is None else (lambda a: a[index])
     labels, agreement = reference_labels(ctx)
     texts = [str(t) for t in take(ctx.data.x)]

@@ -16,7 +16,7 @@ import numpy as np
 
 import audit
 
-from ._common import reference_labels, sample_rows
+from ._common import reference_labels
 from ._text import keyboard_neighbours
 
 MAX_EDITED_SHARE = 0.25  # at most a quarter of a text's words change: beyond that the meaning may not survive
@@ -47,7 +47,7 @@ def candidates(word: str, limit: int = 6) -> list[str]:
 def run(analysis, ctx):
     o = analysis.options
     model = ctx.model
-    index = sample_rows(ctx, o.max_rows)
+    index = ctx.sample_rows(o.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
     take = (lambda a: a) if index is None else (lambda a: a[index])
     labels, agreement = reference_labels(ctx)
     texts = [str(t) for t in take(ctx.data.x)]
