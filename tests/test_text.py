@@ -180,7 +180,7 @@ def test_explicit_tokenizer_and_modality_mismatches(cli, tmp_path, assets):
     torch.jit.save(torch.jit.script(CountModel(vocab["good"], 1.0)), str(tmp_path / "m.pt"))
     (tmp_path / "data.csv").write_text("text,label\ngood,1\nbad,0\n")
     code, out, err = cli("run", tmp_path / "m.pt", "--tokenizer", tmp_path / "vocab.json", "--data", tmp_path / "data.csv",
-                         "--text", "text", "--label", "label", "-a", "performance")
+                         "--text", "text", "--label", "label", "-a", "performance", "--min-rows", "2")
     assert code == 0, err
     # A text model on numeric data, and a numeric model on text data: refused, never fed the wrong thing.
     code, _, err = cli("run", tmp_path / "m.pt", "--tokenizer", tmp_path / "vocab.json", "--data", assets.data_npz)
