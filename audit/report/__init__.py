@@ -81,8 +81,12 @@ def load_view(store, run_ref: str, plugin_manager=None) -> dict[str, Any]:
     status_counts = Counter(r["status"] for r in results)
     from audit.report.summary import executive_summary
 
+    from audit.store.seal import records_digest
+
     return {
         "summary": executive_summary(findings),
+        "records_digest": records_digest(store, run),
+        "signoffs": [_row(s) for s in store.signoffs(run.id)],
         "run": _row(run),
         "results": results,
         "sections": sections,
@@ -205,6 +209,8 @@ def run_document(view: dict[str, Any], reports: list[str] | None = None) -> dict
             for f in view["findings"]
         ],
         "reports": list(reports or []),
+        "records_digest": view["records_digest"],
+        "signoffs": [{k: s[k] for k in ("decision", "name", "role", "note", "created_at", "records_digest")} for s in view["signoffs"]],
     }
 
 
@@ -343,4 +349,5 @@ def write_report(store, run_ref: str, path, fmt: str | None = None, template_dir
         from audit.report.markdown import render_markdown
 
         path.write_text(render_markdown(view), encoding="utf-8")
+    store.record_report_file(view["run"]["id"], path, fmt)
     return path
