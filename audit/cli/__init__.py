@@ -10,7 +10,7 @@ from audit.errors import AuditError, Terminated
 
 
 def build_app() -> typer.Typer:
-    from audit.cli import history, inspect, review, running
+    from audit.cli import history, inspect, review, running, signoff
 
     app = typer.Typer(
         name="audit",
@@ -25,6 +25,7 @@ def build_app() -> typer.Typer:
     inspect.register(app)
     history.register(app)
     review.register(app)
+    signoff.register(app)
     from audit.plugins import get_plugin_manager
 
     get_plugin_manager().register_commands(app)

@@ -72,8 +72,12 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     # code the gate gives now, and keep what was recorded beside them.
     run_row["recorded_status"], run_row["recorded_exit_code"] = run.status, run.exit_code
     run_row["status"], run_row["exit_code"] = gated_run_status(status, run.exit_code, [r["status"] for r in results], failures)
+    from audit.store.seal import records_digest
+
     return {
         "summary": executive_summary(findings),
+        "records_digest": records_digest(store, run),
+        "signoffs": [_row(s) for s in store.signoffs(run.id)],
         "run": run_row,
         "results": results,
         "sections": sections,
@@ -231,6 +235,8 @@ def run_document(view: dict[str, Any], reports: list[str] | None = None) -> dict
             for f in view["findings"]
         ],
         "reports": list(reports or []),
+        "records_digest": view["records_digest"],
+        "signoffs": [{k: s[k] for k in ("decision", "name", "role", "note", "created_at", "records_digest")} for s in view["signoffs"]],
     }
 
 
@@ -366,4 +372,6 @@ def write_report(store, run_ref: str, path, fmt: str | None = None, template_dir
     path = Path(path)
     fmt = format_named(fmt or check_report_path(str(path))).name
     view = load_view(store, run_ref)
-    return write_view(view, path, fmt, template_dir, plugin_manager)
+    written = write_view(view, path, fmt, template_dir, plugin_manager)
+    store.record_report_file(view["run"]["id"], written, fmt)
+    return written

@@ -233,6 +233,52 @@ class Store:
         with self.session() as session:
             return list(session.exec(query).all())
 
+    # -- sign-off and report files ---------------------------------------------
+    def signoffs(self, run_id: str):
+        from sqlmodel import select
+
+        from audit.store.models import SignOff
+
+        with self.session() as session:
+            return list(session.exec(select(SignOff).where(SignOff.run_id == run_id).order_by(SignOff.id)).all())
+
+    def add_signoff(self, run, **fields: Any):
+        """Record a decision on a finished run, bound to the digest of its records now."""
+        from audit.store.models import SignOff, utcnow
+        from audit.store.seal import records_digest, signoff_link
+
+        earlier = self.signoffs(run.id)
+        digest = records_digest(self, run)
+        previous = earlier[-1].link if earlier else digest
+        values = {"run_id": run.id, "created_at": utcnow().replace(microsecond=0), "records_digest": digest,
+                  "model_sha256": run.model_sha256, "data_sha256": run.data_sha256, **fields}
+        signoff = SignOff(**values, previous_link=previous, link=signoff_link(previous, values))
+        with self.session() as session:
+            session.add(signoff)
+            session.commit()
+        return signoff
+
+    def record_report_file(self, run_id: str, path, fmt: str):
+        """Remember a written report's hash, so `audit verify FILE` can find its run."""
+        from audit.store.models import ReportFile, Run
+        from audit.store.seal import file_sha256, records_digest
+
+        with self.session() as session:
+            run = session.get(Run, run_id)
+        row = ReportFile(run_id=run_id, path=str(path), format=fmt, sha256=file_sha256(path), records_digest=records_digest(self, run))
+        with self.session() as session:
+            session.add(row)
+            session.commit()
+        return row
+
+    def report_files(self, sha256: str):
+        from sqlmodel import select
+
+        from audit.store.models import ReportFile
+
+        with self.session() as session:
+            return list(session.exec(select(ReportFile).where(ReportFile.sha256 == sha256).order_by(ReportFile.id)).all())
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -165,6 +165,44 @@ def m004_run_frameworks_and_waiver_digest(connection):
         UPDATE waiver SET model_sha256 = COALESCE((SELECT run.model_sha256 FROM run WHERE run.id = waiver.source_run_id), '')
         WHERE model_path != '' AND source_run_id IS NOT NULL"""))
 
+@migration
+def m009_signoffs_and_report_files(connection):
+    """Reviewers' decisions bound to a digest of the run's records; the report files written from each run.
+
+    The tables are frozen here as SQLAlchemy Core definitions (not the live models), so
+    the same migration creates them on SQLite and PostgreSQL alike.
+    """
+    from sqlalchemy import Column, DateTime, ForeignKey, Integer, MetaData, String, Table
+
+    metadata = MetaData()
+    Table("run", metadata, Column("id", String, primary_key=True))
+    signoff = Table(
+        "signoff", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String, ForeignKey("run.id"), nullable=False, index=True),
+        Column("created_at", DateTime, nullable=False),
+        Column("name", String, nullable=False),
+        Column("role", String, nullable=False, default=""),
+        Column("decision", String, nullable=False),
+        Column("note", String, nullable=False, default=""),
+        Column("records_digest", String, nullable=False),
+        Column("model_sha256", String, nullable=False, default=""),
+        Column("data_sha256", String, nullable=False, default=""),
+        Column("previous_link", String, nullable=False),
+        Column("link", String, nullable=False),
+    )
+    report_file = Table(
+        "report_file", metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("run_id", String, ForeignKey("run.id"), nullable=False, index=True),
+        Column("created_at", DateTime, nullable=False),
+        Column("path", String, nullable=False),
+        Column("format", String, nullable=False),
+        Column("sha256", String, nullable=False, index=True),
+        Column("records_digest", String, nullable=False),
+    )
+    signoff.create(connection)
+    report_file.create(connection)
 
 def applied(connection) -> list[str]:
     connection.execute(text("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DATETIME DEFAULT CURRENT_TIMESTAMP)"))

@@ -139,3 +139,36 @@ class Waiver(SQLModel, table=True):
     author: str = ""
     source_run_id: str | None = None
     active: bool = True
+
+
+class SignOff(SQLModel, table=True):
+    """A reviewer's decision on a run, bound to the digest of its records and chained to the decision before."""
+
+    __tablename__ = "signoff"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    name: str
+    role: str = ""
+    decision: str  # approve | reject | conditional
+    note: str = ""
+    records_digest: str
+    model_sha256: str = ""
+    data_sha256: str = ""
+    previous_link: str
+    link: str
+
+
+class ReportFile(SQLModel, table=True):
+    """A report file written from a run: its bytes' hash and the records digest it showed."""
+
+    __tablename__ = "report_file"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    path: str
+    format: str
+    sha256: str = Field(index=True)
+    records_digest: str
