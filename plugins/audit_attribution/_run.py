@@ -10,7 +10,7 @@ import numpy as np
 
 import audit
 
-from . import _figures
+from . import _figures, _treeshap
 from ._core import Layout, ModelScorer, NumpyScorer, TorchScorer, feature_groups
 from ._explainers import (
     GRADIENT_EXPLAINERS,
@@ -84,6 +84,7 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
             explainers.append(name)
     if skipped:
         ctx.note(f"gradient explainers skipped ({', '.join(skipped)}): {reason}")
+    _treeshap.select(ctx, explainers, skipped, "explainers" in o.model_fields_set)
     data_mean = x_all.mean(axis=0)
     if layout.is_image:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)
@@ -390,6 +391,7 @@ def run_sanity(analysis, ctx):
 
 def _grid_test(analysis, ctx, s: Setup):
     o = analysis.options
+    s = _treeshap.without_treeshap(ctx, s, "the DiFull grid wraps the model, and TreeSHAP reads the model's own trees")
     model = ctx.model
     layout = s.layout
     n = len(ctx.data.x)
