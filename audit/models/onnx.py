@@ -251,14 +251,23 @@ class OnnxModel(Model):
             self.gradient_reason = (f"the model is a tree ensemble ({self.tree_summary}), piecewise constant: its input gradients are zero "
                                     "almost everywhere (black-box analyses and TreeSHAP apply)")
             return
-        if self.output_is_map or self.input_dtype.kind != "f":
-            self.gradient_reason = "the graph's input or output is not a float tensor (e.g. a scikit-learn classifier)"
+        if self.input_dtype.kind != "f":
+            self.gradient_reason = "the graph's input is not a float tensor"
             return
+        target = self.output_name
+        if self.output_is_map:
+            from audit.models.onnx_torch import probability_tensor
+
+            # scikit-learn's {class: probability} maps are made by ZipMap from a tensor.
+            target = probability_tensor(self.proto, self.output_name)
+            if target is None:
+                self.gradient_reason = "the probability output is a map that no ZipMap operator makes from a tensor"
+                return
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             self.gradient_reason = "onnxruntime runs on CUDA but torch sees no CUDA device"
             return
         try:
-            module = convert(self.proto, self.input_name, self.output_name).to(self.device)
+            module = convert(self.proto, self.input_name, target).to(self.device)
         except UnsupportedGraph as error:
             self.gradient_reason = f"the graph uses {error}, which the ONNX-to-torch conversion does not cover"
             return
