@@ -74,6 +74,14 @@ def _families(x, y, n_trees=12, depth=4):
     return [(name, model, proto) for (name, model), proto in zip(out, protos)]
 
 
+@pytest.fixture(scope="module")
+def cancer_families(cancer):
+    """Each family fitted once for the module: on all rows (for shap), and small on 300 rows (for `audit run`)."""
+    x, y = cancer
+    return ({name: (model, proto) for name, model, proto in _families(x, y)},
+            {name: proto for name, _, proto in _families(x[:300], y[:300], n_trees=8, depth=3)})
+
+
 def _onnxruntime_probabilities(proto, x):
     import onnxruntime as ort
 
@@ -133,9 +141,9 @@ def _shap_values(model, reference, x):
 
 
 @pytest.mark.parametrize("family", ["random_forest", "gradient_boosting", "xgboost", "lightgbm"])
-def test_treeshap_equals_shap_tree_explainer(cancer, family):
+def test_treeshap_equals_shap_tree_explainer(cancer, cancer_families, family):
     x, y = cancer
-    found = {name: (model, proto) for name, model, proto in _families(x, y)}
+    found = cancer_families[0]
     if family not in found:
         pytest.skip(f"{family} is not installed (test extra)")
     model, proto = found[family]
@@ -240,9 +248,9 @@ def test_onnx_model_names_the_trees_and_explains_them(cancer, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["random_forest", "gradient_boosting", "xgboost", "lightgbm"])
-def test_audit_run_on_tree_models(cli, cancer, tmp_path, family):
+def test_audit_run_on_tree_models(cli, cancer, cancer_families, tmp_path, family):
     x, y = cancer
-    found = {name: proto for name, _, proto in _families(x[:300], y[:300], n_trees=8, depth=3)}
+    found = cancer_families[1]
     if family not in found:
         pytest.skip(f"{family} is not installed (test extra)")
     (tmp_path / "trees.onnx").write_bytes(found[family].SerializeToString())

@@ -22,6 +22,7 @@ row reaches get a weight of 1e-6, the same convention as shap's.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ _TRANSFORMS = ("NONE", "LOGISTIC", "SOFTMAX")
 # Values gathered per block of rows: bounds the memory of one block to tens of MB.
 _BLOCK_VALUES = 1 << 22
 _ZERO_COVER = 1e-6
+# Float32 values in all path tables together (128 MiB); paths past it are computed row by row.
+_TABLE_BUDGET = 1 << 25
 
 
 class UnsupportedTrees(Exception):
@@ -291,28 +294,41 @@ def _shapley_weights(d: int) -> np.ndarray:
     return np.array([factorial(s) * factorial(d - 1 - s) / factorial(d) for s in range(d)])
 
 
-def _path_games(z: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """Shapley values of the product games v(S) = prod_{S} o_j prod_{not S} z_j.
+def _path_games(z: np.ndarray, o: np.ndarray, d_of: np.ndarray | None = None) -> np.ndarray:
+    """Shapley values of the product games v(S) = prod_{S} o_j prod_{not S} z_j, in O(d^2) per game.
 
-    z: (P, d) zero fractions, o: (P, B, d) one fractions (0 or 1); returns (P, B, d),
-    player k's value: (o_k - z_k) * sum_s w(s) [t^s] prod_{j != k} (z_j + o_j t).
+    z: (P, d) zero fractions in [0, 1], o: (P, B, d) one fractions (0 or 1); returns
+    (P, B, d), player k's value: (o_k - z_k) * W(prod_{j != k} (z_j + o_j t)), where
+    W(q) = sum_s w(s) [t^s] q. The full product is built once; a player with o_k = 0
+    contributes a constant factor z_k, so its value is -W(full product); one with
+    o_k = 1 contributes (t + z_k), divided out from the top down (stable for z_k <= 1).
+    With ``d_of`` (P,), path p has d_of[p] players and the rest are neutral (z = 1, o = 0).
     """
     n_paths, n_patterns, d = o.shape
-    weights = _shapley_weights(d)
+    if d_of is None:
+        weights = np.broadcast_to(_shapley_weights(d), (n_paths, 1, d))
+    else:
+        weights = np.zeros((n_paths, 1, d))
+        for players in np.unique(d_of):
+            weights[d_of == players, 0, :players] = _shapley_weights(int(players))
     z = np.broadcast_to(z[:, None, :], o.shape)
+    full = np.zeros((n_paths, n_patterns, d + 1))
+    full[..., 0] = 1.0
+    for j in range(d):
+        # multiply by (z_j + o_j t); the right-hand side is read before it is written
+        full[..., 1 : j + 2] = full[..., 1 : j + 2] * z[..., j : j + 1] + full[..., : j + 1] * o[..., j : j + 1]
+        full[..., 0] *= z[..., j]
+    weighted_full = (full[..., :d] * weights).sum(axis=-1)
     out = np.empty(o.shape)
+    quotient = np.empty((n_paths, n_patterns))
     for k in range(d):
-        poly = np.zeros((n_paths, n_patterns, d))
-        poly[..., 0] = 1.0
-        degree = 0
-        for j in range(d):
-            if j == k:
-                continue
-            # multiply by (z_j + o_j t), highest coefficient first so none is overwritten
-            poly[..., 1 : degree + 2] = poly[..., 1 : degree + 2] * z[..., j : j + 1] + poly[..., : degree + 1] * o[..., j : j + 1]
-            poly[..., 0] *= z[..., j]
-            degree += 1
-        out[..., k] = (o[..., k] - z[..., k]) * (poly @ weights)
+        # Q = full / (t + z_k): q_{d-1} = p_d, q_{i-1} = p_i - z_k q_i; W(Q) accumulated on the way.
+        quotient[:] = full[..., d]
+        weighted = quotient * weights[..., d - 1]
+        for i in range(d - 1, 0, -1):
+            quotient = full[..., i] - z[..., k] * quotient
+            weighted += quotient * weights[..., i - 1]
+        out[..., k] = np.where(o[..., k] > 0, (1.0 - z[..., k]) * weighted, -weighted_full)
     return out
 
 
@@ -329,6 +345,7 @@ class _PathGroup:
     slot_feature: np.ndarray  # (P, d)
     z: np.ndarray  # (P, d)
     table: np.ndarray | None  # (P, d, 2^E) Shapley values per pattern of satisfied nodes, or None: row by row
+    d_of: np.ndarray | None = None  # row by row: each path's own number of features (the group is padded to d)
 
 
 class TreeShap:
@@ -378,6 +395,7 @@ class TreeShap:
             raise UnsupportedTrees("a tree deeper than 62 levels")
         self.expected = trees.base.copy()
         by_length: dict[int, list[_PathGroup]] = {}
+        table_values = 0
         for length, d in sorted(set(zip(length_of_path.tolist(), d_of_path.tolist()))):
             members = np.flatnonzero((length_of_path == length) & (d_of_path == d))
             value = trees.leaf_value[leaves[members]]
@@ -392,15 +410,36 @@ class TreeShap:
             firsts = is_first[members][:, :length]
             slot_feature[np.nonzero(firsts)[0], m_slot[firsts]] = feat[members][:, :length][firsts]
             self.expected += (value * z.prod(axis=1, keepdims=True)).sum(axis=0)
-            table = self._table(z, m_slot, length, d) if 2**length <= self.table_limit else None
             by_length.setdefault(length, []).append(_PathGroup(int(length), int(d), leaves[members], elem_node[members][:, :length],
-                                                               elem_true[members][:, :length], m_slot, slot_feature, z, table))
+                                                               elem_true[members][:, :length], m_slot, slot_feature, z, None))
+        self._by_length = by_length
+        self._groups_by_limit: dict[int, list[_PathGroup]] = {}
+
+    def groups_for(self, n_rows: int) -> list[_PathGroup]:
+        """The path groups for explaining ``n_rows`` rows: a table pays for itself when it has
+        fewer patterns than there are rows, and fits the budget; other paths go row by row."""
+        limit = min(self.table_limit, max(n_rows, 1))
+        limit = 1 << (limit.bit_length() - 1)  # a power of two, so few distinct limits are cached
+        if limit in self._groups_by_limit:
+            return self._groups_by_limit[limit]
+        table_values = 0
+        tabled: dict[int, list[_PathGroup]] = {}
+        row_parts = []
+        for length, parts in sorted(self._by_length.items()):
+            for p in parts:
+                if 2**length <= limit and table_values + len(p.paths) * p.d * 2**length <= _TABLE_BUDGET:
+                    table = self._table(p.z, p.elem_slot, length, p.d)
+                    table_values += table.size
+                    tabled.setdefault(length, []).append(dataclasses.replace(p, table=table))
+                else:
+                    row_parts.append(p)
         # Paths of one length share one set of tensor operations: their tables are
         # padded to the group's most features with slots that hold zeros and go nowhere.
-        self.groups: list[_PathGroup] = []
-        for length, parts in by_length.items():
-            if len(parts) == 1 or parts[0].table is None:
-                self.groups.extend(parts)
+        groups: list[_PathGroup] = []
+        for length, parts in tabled.items():
+            parts = [p for p in parts if p.table is not None]
+            if len(parts) == 1:
+                groups.extend(parts)
                 continue
             d = max(p.d for p in parts)
             table = np.zeros((sum(len(p.paths) for p in parts), d, 2**length), dtype=np.float32)
@@ -412,9 +451,38 @@ class TreeShap:
                 slot_feature[at : at + len(p.paths), : p.d] = p.slot_feature
                 z[at : at + len(p.paths), : p.d] = p.z
                 at += len(p.paths)
-            self.groups.append(_PathGroup(length, d, np.concatenate([p.paths for p in parts]), np.concatenate([p.elem_node for p in parts]),
-                                          np.concatenate([p.elem_true for p in parts]), np.concatenate([p.elem_slot for p in parts]),
-                                          slot_feature, z, table))
+            groups.append(_PathGroup(length, d, np.concatenate([p.paths for p in parts]), np.concatenate([p.elem_node for p in parts]),
+                                     np.concatenate([p.elem_true for p in parts]), np.concatenate([p.elem_slot for p in parts]),
+                                     slot_feature, z, table))
+        if row_parts:
+            groups.append(self._padded(row_parts))
+        self._groups_by_limit = {limit: groups}  # one set kept: tables can be large
+        return groups
+
+    @staticmethod
+    def _padded(parts: list[_PathGroup]) -> _PathGroup:
+        """Paths computed row by row, all in one group: nodes past a path's end always match and feed a
+        slot that is dropped, and slots past its features are neutral factors (z = 1, o = 0)."""
+        length = max(p.length for p in parts)
+        d = max(p.d for p in parts)
+        n_paths = sum(len(p.paths) for p in parts)
+        elem_node = np.full((n_paths, length), -1, dtype=np.int64)
+        elem_true = np.ones((n_paths, length), dtype=bool)
+        elem_slot = np.full((n_paths, length), d, dtype=np.int64)
+        slot_feature = np.full((n_paths, d), -1, dtype=np.int64)
+        z = np.ones((n_paths, d))
+        d_of = np.zeros(n_paths, dtype=np.int64)
+        at = 0
+        for p in parts:
+            rows = slice(at, at + len(p.paths))
+            elem_node[rows, : p.length] = p.elem_node
+            elem_true[rows, : p.length] = p.elem_true
+            elem_slot[rows, : p.length] = p.elem_slot
+            slot_feature[rows, : p.d] = p.slot_feature
+            z[rows, : p.d] = p.z
+            d_of[rows] = p.d
+            at += len(p.paths)
+        return _PathGroup(length, d, np.concatenate([p.paths for p in parts]), elem_node, elem_true, elem_slot, slot_feature, z, None, d_of)
 
     @staticmethod
     def _table(z: np.ndarray, slot: np.ndarray, length: int, d: int) -> np.ndarray:
@@ -448,10 +516,11 @@ class TreeShap:
         n_features = max(x.shape[1], trees.n_features)
         n_outputs = trees.n_outputs
         internal = np.flatnonzero(trees.feature >= 0)
-        per_row = sum(len(g.paths) * (g.d + g.length) for g in self.groups) + 2 * len(internal)
+        groups = self.groups_for(len(x))
+        per_row = sum(len(g.paths) * (g.d + g.length if g.table is not None else 4 * g.d + g.length) for g in groups) + 2 * len(internal)
         step = max(16, 2 * _BLOCK_VALUES // max(per_row, 1))
         phi = np.zeros((len(x), n_features, n_outputs))
-        prepared = [self._torch_group(group, n_features, internal) for group in self.groups]
+        prepared = [self._torch_group(group, n_features, internal) for group in groups]
         feature = torch.as_tensor(trees.feature[internal])
         threshold = torch.as_tensor(trees.threshold[internal].astype(x.dtype))[:, None]
         mode = torch.as_tensor(trees.mode[internal])[:, None]
@@ -461,9 +530,9 @@ class TreeShap:
             values = columns[:, start : start + step][feature]  # (internal nodes, n)
             decisions = _compare(torch, values, threshold, mode, missing)
             # Row i: node i's true branch taken; row I + i: its false branch.
-            branches = torch.cat([decisions, ~decisions])
+            branches = torch.cat([decisions, ~decisions, torch.ones((1, decisions.shape[1]), dtype=torch.bool)])
             out = torch.zeros((n_features * n_outputs, values.shape[1]), dtype=torch.float64)
-            for group, tensors in zip(self.groups, prepared):
+            for group, tensors in zip(groups, prepared):
                 out += self._group_values(torch, group, tensors, branches)
             phi[start : start + values.shape[1]] = out.reshape(n_features, n_outputs, -1).permute(2, 0, 1).numpy()
         return phi
@@ -473,7 +542,9 @@ class TreeShap:
 
         position = np.zeros(len(self.trees.feature), dtype=np.int64)
         position[internal] = np.arange(len(internal))
-        branch_row = position[group.elem_node] + np.where(group.elem_true, 0, len(internal))
+        # Rows of ``branches``: node i's true branch, I + i its false one, 2I always taken (padding).
+        branch_row = np.where(group.elem_node >= 0, position[np.maximum(group.elem_node, 0)] + np.where(group.elem_true, 0, len(internal)),
+                              2 * len(internal))
         n_outputs = self.trees.n_outputs
         leaf_value = self.trees.leaf_value[group.paths]  # (P, K)
         # Sparse (F * K, P * d): value j = (path, slot) goes to (its feature, class c) weighted by the leaf's value.
@@ -504,11 +575,13 @@ class TreeShap:
                 pattern |= branches[tensors["branch_row"][e]].to(pattern.dtype) << e
             values = tensors["table"].gather(2, pattern.long()[:, None, :].expand(n_paths, d, n))  # (P, d, n)
         else:
-            on = torch.ones((n_paths, n, d), dtype=torch.float64)
-            taken = branches[tensors["branch_row"]]  # (E, P, n)
+            on = np.ones((n_paths, n, d + 1))
+            taken = branches[tensors["branch_row"]].numpy()  # (E, P, n)
+            paths = np.arange(n_paths)
             for e in range(group.length):
-                on[torch.arange(n_paths), :, torch.as_tensor(group.elem_slot[:, e])] *= taken[e].double()
-            values = torch.as_tensor(_path_games(group.z, on.numpy())).permute(0, 2, 1)
+                on[paths, :, group.elem_slot[:, e]] *= taken[e]
+            on = on[:, :, :d] * (np.arange(d) < group.d_of[:, None])[:, None, :]
+            values = torch.as_tensor(np.ascontiguousarray(_path_games(group.z, on, group.d_of).transpose(0, 2, 1)))
         return (tensors["scatter"] @ values.reshape(n_paths * d, n)).double()
 
 
