@@ -213,6 +213,25 @@ def test_binary_single_score_negative_class_is_the_negation(cancer):
     assert expected[0] == -expected[1]
 
 
+def test_regressor_forest_equals_shap_and_reads_as_a_binary_score(cancer):
+    from sklearn.ensemble import RandomForestRegressor
+    from skl2onnx import to_onnx
+
+    x, y = cancer
+    forest = RandomForestRegressor(10, max_depth=5, random_state=0).fit(x, y.astype(float))
+    trees = read_trees(find_tree_node(to_onnx(forest, x[:1])))
+    assert trees.op == "TreeEnsembleRegressor" and trees.n_outputs == 1
+    np.testing.assert_allclose(trees.margins(x)[:, 0], forest.predict(x), atol=1e-5)
+    explainer = TreeShap(trees, x[::2])
+    phi = explainer.shap_values(x[:100])
+    theirs, expected = _shap_values(forest, x[::2], x[:100])
+    np.testing.assert_allclose(phi[:, :, 0], theirs, atol=1e-5)
+    np.testing.assert_allclose(explainer.expected, expected, atol=1e-5)
+    # audit reads one output column as the positive class's score: class 0's map is the negation.
+    maps, _ = explained_scores(trees, phi[:2], explainer.expected, np.array([1, 0]))
+    np.testing.assert_allclose(maps, [phi[0, :, 0], -phi[1, :, 0]])
+
+
 def test_trees_behind_preprocessing_are_refused(cancer):
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.pipeline import make_pipeline

@@ -603,12 +603,13 @@ def _compare(torch, values, threshold, mode, missing):
 def explained_scores(trees: TreeEnsemble, phi: np.ndarray, expected: np.ndarray, target: np.ndarray):
     """Attributions (N, F) and expected values (N,) of each row's target class, in the margin space.
 
-    A binary model with one score column explains the positive class's margin;
+    A binary model with one score column (a binary classifier's positive class, or a
+    regressor read as a binary classifier's score) explains the positive class's margin;
     the negative class's margin is its negation, and so are its attributions.
     """
     target = np.asarray(target, dtype=np.int64)
     rows = np.arange(len(phi))
-    if trees.single_score:
+    if trees.single_score or trees.n_outputs == 1:
         sign = np.where(target == 1, 1.0, -1.0)
         return phi[:, :, 0] * sign[:, None], expected[0] * sign
     return phi[rows, :, target], expected[target]
