@@ -12,7 +12,6 @@ from ._sobol import sobol_points
 GRADIENT_EXPLAINERS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad")
 BLACK_BOX_EXPLAINERS = ("occlusion", "sobol", "rise")
 ALL_EXPLAINERS = GRADIENT_EXPLAINERS + BLACK_BOX_EXPLAINERS
-TREE_EXPLAINERS = ("treeshap",)  # models whose trees audit reads (ONNX tree ensembles)
 
 
 @dataclass

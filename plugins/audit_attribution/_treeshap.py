@@ -31,7 +31,7 @@ def treeshap(model, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
     explainer = model.tree_shap()
     phi = explainer.shap_values(x)
     maps, _ = explained_scores(explainer.trees, phi, explainer.expected, targets)
-    return maps.reshape(len(x), *np.shape(x)[1:]) if maps.shape[1] == int(np.prod(np.shape(x)[1:])) else maps
+    return maps.reshape(np.shape(x))
 
 
 def select(ctx, explainers: list[str], skipped: dict[str, str], chosen: bool) -> None:
