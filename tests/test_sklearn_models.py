@@ -122,6 +122,23 @@ def test_one_score_linear_classifier_and_integer_one_hot(tmp_path):
     np.testing.assert_array_equal(onehot.reshape(len(x), 3), np.eye(3)[x[:, 2].astype(int)])
 
 
+def test_linear_regressor_converts(cancer):
+    """skl2onnx writes LinearRegression as an ONNX-ML LinearRegressor; the conversion matches onnxruntime."""
+    import onnxruntime as ort
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LinearRegression
+
+    from audit.models.onnx_torch import convert
+
+    x, y = cancer
+    proto = to_onnx(make_pipeline(StandardScaler(), LinearRegression()).fit(x, y), x[:1])
+    assert any(n.op_type == "LinearRegressor" for n in proto.graph.node)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = convert(proto, proto.graph.input[0].name, proto.graph.output[0].name)(torch.as_tensor(x)).detach().numpy()
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-5)
+
+
 def test_label_branch_is_not_converted(cancer, tmp_path):
     """A plain MLPClassifier computes its label with ArrayFeatureExtractor; only the probability branch is converted."""
     x, y = cancer
