@@ -24,6 +24,7 @@ REQUIREMENTS = {
     "gradients": ("the model's runtime gives no input gradients (use a PyTorch model)", lambda model, data: "gradients" in model.capabilities),
     "activations": ("the model's runtime exposes no intermediate activations", lambda model, data: "activations" in model.capabilities),
     "torch": ("the analysis needs a PyTorch model", lambda model, data: "torch" in model.capabilities),
+    "trees": ("the model is not a tree ensemble audit reads (an ONNX TreeEnsemble graph)", lambda model, data: "trees" in model.capabilities),
     "images": ("the data is not images", lambda model, data: data.modality == "image"),
     "tabular": ("the data is not tabular", lambda model, data: data.modality == "tabular"),
 }

@@ -136,6 +136,7 @@ class OnnxModel(Model):
             self.batch_size = self.fixed_batch
         self._activation_session = None
         self._torch_module = None
+        self._read_trees(proto)
         self._torch_tried = not options.onnx_gradients
         self.gradient_reason = None if options.onnx_gradients else "ONNX gradients turned off (model.gradients = false)"
         if not self._torch_tried and self.input_shape and all(isinstance(d, int) for d in self.input_shape):
@@ -164,9 +165,70 @@ class OnnxModel(Model):
         n_classes = (2 if width == 1 else width) if width else None
         return out.name, False, n_classes, label
 
+    # -- tree ensembles: exact TreeSHAP read from the graph's tree attributes ------------
+    def _read_trees(self, proto) -> None:
+        from audit.models.trees import UnsupportedTrees, find_tree_node, read_trees
+
+        self.trees = None
+        self.tree_op = None
+        self.tree_summary = None
+        self.trees_reason = "the graph has no TreeEnsembleClassifier or TreeEnsembleRegressor operator"
+        self._tree_shap = None
+        self._trees_checked = False
+        tree_nodes = [n.op_type for n in proto.graph.node if n.domain == "ai.onnx.ml" and n.op_type.startswith("TreeEnsemble")]
+        if not tree_nodes:
+            return
+        self.tree_op = tree_nodes[0]
+        self.tree_summary = self.tree_op
+        try:
+            node = find_tree_node(proto)
+            self.trees = read_trees(node)
+            self.tree_summary = self.trees.describe()
+            self.trees_reason = None
+        except UnsupportedTrees as error:
+            self.trees_reason = f"its trees cannot be explained exactly: {error}"
+        except Exception as error:  # noqa: BLE001 - malformed attributes: black-box analyses still run
+            self.trees_reason = f"its tree attributes could not be read ({type(error).__name__}: {first_line(error, 120)})"
+
+    def tree_shap(self, reference: np.ndarray | None = None):
+        """The TreeSHAP explainer of this model's trees, node covers counted on ``reference`` rows.
+
+        The parsed trees are checked once against onnxruntime on the first 256
+        reference rows (post-transform included); with no argument, the explainer
+        last prepared is returned. AuditError when the model has no trees TreeSHAP reads.
+        """
+        from audit.models.trees import TreeShap
+
+        if self.trees is None:
+            raise AuditError(f"no TreeSHAP for this model: {self.trees_reason}")
+        if reference is None:
+            if self._tree_shap is None:
+                raise AuditError("TreeSHAP has no reference rows yet: call tree_shap(reference) first")
+            return self._tree_shap[1]
+        import zlib
+
+        reference = np.ascontiguousarray(reference, dtype=self.input_dtype)
+        key = (reference.shape, zlib.crc32(reference.tobytes()))
+        if self._tree_shap is not None and self._tree_shap[0] == key:
+            return self._tree_shap[1]
+        if not self._trees_checked:
+            sample = reference[:256]
+            expected = self.raw_outputs(sample)
+            got = self.trees.outputs(self.trees.margins(sample))
+            difference = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
+            if not difference <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
+                self.trees = None
+                self.trees_reason = f"the trees read from the graph disagree with onnxruntime (by {difference:.2g}) on the model's output"
+                raise AuditError(f"no TreeSHAP for this model: {self.trees_reason}")
+            self._trees_checked = True
+        self._tree_shap = (key, TreeShap(self.trees, reference))
+        return self._tree_shap[1]
+
     @property
     def capabilities(self) -> frozenset[str]:
         caps = {"predict"}
+        if self.trees is not None:
+            caps.add("trees")
         if self.layers():
             caps.add("activations")
         if self._torch_module is not None:
@@ -185,14 +247,27 @@ class OnnxModel(Model):
         except ImportError:
             self.gradient_reason = "torch is not installed, so ONNX graphs cannot be differentiated"
             return
-        if self.output_is_map or self.input_dtype.kind != "f":
-            self.gradient_reason = "the graph's input or output is not a float tensor (e.g. a scikit-learn classifier)"
+        if self.tree_op is not None:
+            self.gradient_reason = (f"the model is a tree ensemble ({self.tree_summary}), piecewise constant: its input gradients are zero "
+                                    "almost everywhere (black-box analyses and TreeSHAP apply)")
             return
+        if self.input_dtype.kind != "f":
+            self.gradient_reason = "the graph's input is not a float tensor"
+            return
+        target = self.output_name
+        if self.output_is_map:
+            from audit.models.onnx_torch import probability_tensor
+
+            # scikit-learn's {class: probability} maps are made by ZipMap from a tensor.
+            target = probability_tensor(self.proto, self.output_name)
+            if target is None:
+                self.gradient_reason = "the probability output is a map that no ZipMap operator makes from a tensor"
+                return
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             self.gradient_reason = "onnxruntime runs on CUDA but torch sees no CUDA device"
             return
         try:
-            module = convert(self.proto, self.input_name, self.output_name).to(self.device)
+            module = convert(self.proto, self.input_name, target).to(self.device)
         except UnsupportedGraph as error:
             self.gradient_reason = f"the graph uses {error}, which the ONNX-to-torch conversion does not cover"
             return
@@ -225,6 +300,10 @@ class OnnxModel(Model):
     def describe(self):
         info = super().describe()
         info["gradients"] = "torch conversion, checked against onnxruntime" if self._torch_module is not None else self.gradient_reason
+        if self.tree_op is not None:
+            info["trees"] = self.tree_summary
+            info["tree_attributions"] = (f"exact path-dependent TreeSHAP of {self.trees.explained_space()}" if self.trees is not None
+                                         else self.trees_reason)
         return info
 
     def _run(self, session, names, x):

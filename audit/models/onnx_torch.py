@@ -1,7 +1,10 @@
 """Run an ONNX graph as a torch module, so ONNX models get input gradients and stay on the device.
 
 The converter covers the operators classifiers exported from PyTorch, Keras
-and similar tools commonly use. A graph with any other operator is not
+and similar tools commonly use, and the ONNX-ML operators skl2onnx writes for
+linear models, MLPs and preprocessing (Scaler, Normalizer, LinearClassifier,
+ZipMap, OneHotEncoder over integers); only the branch that computes the
+probabilities is converted. A graph with any other operator is not
 converted, and the model keeps black-box access only. A converted graph is
 used only after it has been checked against onnxruntime on a batch.
 """
@@ -164,7 +167,96 @@ def _run_node(t, node, values, attrs):
     if op == "BatchNormalization":
         scale, bias, mean, var = values[1:5]
         return F.batch_norm(x, mean, var, scale, bias, training=False, eps=attrs.get("epsilon", 1e-5))
+    if op == "ArgMax":
+        axis = int(attrs.get("axis", 0))
+        if attrs.get("select_last_index", 0):
+            raise UnsupportedGraph("ArgMax with select_last_index")
+        return t.argmax(x, dim=axis, keepdim=bool(attrs.get("keepdims", 1)))
+    if node.domain == "ai.onnx.ml":
+        return _run_ml_node(t, op, x, attrs)
     raise UnsupportedGraph(f"operator {op}")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _run_ml_node(t, op, x, attrs):
+    """The ONNX-ML operators scikit-learn pipelines use on their probability path (skl2onnx's output)."""
+    if op == "Scaler":
+        offset = t.as_tensor(list(attrs.get("offset", [0.0])), dtype=t.float32, device=x.device)
+        scale = t.as_tensor(list(attrs.get("scale", [1.0])), dtype=t.float32, device=x.device)
+        return (x.float() - offset) * scale
+    if op == "Normalizer":
+        norm = _text(attrs.get("norm", b"MAX"))
+        x = x.float()
+        if norm == "L1":
+            return x / x.abs().sum(dim=1, keepdim=True)
+        if norm == "L2":
+            return x / x.pow(2).sum(dim=1, keepdim=True).sqrt()
+        if norm == "MAX":
+            return x / x.amax(dim=1, keepdim=True)
+        raise UnsupportedGraph(f"Normalizer with norm {norm}")
+    if op in ("LinearClassifier", "LinearRegressor"):
+        intercepts = list(attrs.get("intercepts", []))
+        coefficients = t.as_tensor(list(attrs["coefficients"]), dtype=t.float32, device=x.device)
+        n_scores = len(intercepts) if intercepts else int(attrs.get("targets", 1))
+        weight = coefficients.reshape(n_scores, -1)
+        scores = x.float() @ weight.t()
+        if intercepts:
+            scores = scores + t.as_tensor(intercepts, dtype=t.float32, device=x.device)
+        transform = _text(attrs.get("post_transform", b"NONE"))
+        labels = attrs.get("classlabels_ints") or attrs.get("classlabels_strings") or []
+        if op == "LinearClassifier" and n_scores == 1 and len(labels) == 2:
+            # onnxruntime's binary case: one score for the positive class
+            if transform == "LOGISTIC":
+                positive = t.sigmoid(scores)
+                return t.cat([1 - positive, positive], dim=1)
+            if transform == "NONE":
+                return t.cat([-scores, scores], dim=1)
+            raise UnsupportedGraph(f"a one-score LinearClassifier with post_transform {transform}")
+        if transform == "NONE":
+            return scores
+        if transform == "LOGISTIC":
+            return t.sigmoid(scores)
+        if transform == "SOFTMAX":
+            return t.softmax(scores, dim=1)
+        raise UnsupportedGraph(f"{op} with post_transform {transform}")
+    if op == "ZipMap":
+        # A map per row for the user; the same numbers as the tensor it reads.
+        return x
+    if op == "OneHotEncoder":
+        categories = attrs.get("cats_int64s")
+        if categories is None:
+            raise UnsupportedGraph("OneHotEncoder over strings (its input is not a tensor torch can hold)")
+        categories = t.as_tensor(list(categories), dtype=t.int64, device=x.device)
+        return (x.long().unsqueeze(-1) == categories).float()
+    raise UnsupportedGraph(f"operator ai.onnx.ml.{op}")
+
+
+def probability_tensor(proto, output_name: str) -> str | None:
+    """The tensor a ZipMap output (scikit-learn's list of {class: probability}) is made from, or None."""
+    for node in proto.graph.node:
+        if node.op_type == "ZipMap" and output_name in node.output:
+            return node.input[0]
+    return None
+
+
+def _needed_nodes(graph, output_name: str, known: set[str]):
+    """The nodes the output depends on, in graph order: a label branch (ArgMax, ArrayFeatureExtractor) is left out."""
+    producers = {out: node for node in graph.node for out in node.output}
+    needed, stack, seen = set(), [output_name], set()
+    while stack:
+        name = stack.pop()
+        if name in seen or name in known:
+            continue
+        seen.add(name)
+        node = producers.get(name)
+        if node is None:
+            continue
+        needed.add(id(node))
+        stack.extend(i for i in node.input if i)
+    return [node for node in graph.node if id(node) in needed]
 
 
 def convert(proto, input_name: str, output_name: str):
@@ -176,18 +268,21 @@ def convert(proto, input_name: str, output_name: str):
     graph = proto.graph
     constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
     nodes = []
-    for node in graph.node:
+    # Only what the output depends on is converted: scikit-learn graphs compute
+    # their label on a branch of their own (ArgMax, ArrayFeatureExtractor).
+    for node in _needed_nodes(graph, output_name, {input_name}):
         attrs = _attrs(node)
         if node.op_type == "Constant":
             if "value" not in attrs:
                 raise UnsupportedGraph("Constant without a tensor value")
             constants[node.output[0]] = onnx.numpy_helper.to_array(attrs["value"])
             continue
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx", "ai.onnx.ml"):
             raise UnsupportedGraph(f"operator {node.domain}.{node.op_type}")
         nodes.append((node, attrs))
     # Unsupported operators surface here, before any module is built, not at the first real batch.
-    unknown = sorted({n.op_type for n, _ in nodes} - _SUPPORTED)
+    unknown = sorted({n.op_type if n.domain != "ai.onnx.ml" else f"ai.onnx.ml.{n.op_type}" for n, _ in nodes}
+                     - _SUPPORTED - {f"ai.onnx.ml.{op}" for op in _SUPPORTED_ML})
     if unknown:
         raise UnsupportedGraph(f"operator(s) {', '.join(unknown)}")
 
@@ -209,7 +304,7 @@ def convert(proto, input_name: str, output_name: str):
             for node, attrs in nodes:
                 values = [env[i] if i else None for i in node.input]
                 out = _run_node(torch, node, values, attrs)
-                env[node.output[0]] = out
+                env[node.output[_RESULT_OUTPUT.get(node.op_type, 0)]] = out
             return env[output_name]
 
     return OnnxGraphModule().eval()
@@ -221,5 +316,9 @@ _SUPPORTED = {
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp",
     "Neg", "Softplus", "Gelu", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout",
     "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Clip", "ReduceMean", "Conv", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization",
+    "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "ArgMax",
 }
+# Operators with several outputs whose converted result is not the first: a
+# LinearClassifier's outputs are (label, scores), and only the scores are computed.
+_RESULT_OUTPUT = {"LinearClassifier": 1}
+_SUPPORTED_ML = {"Scaler", "Normalizer", "LinearClassifier", "LinearRegressor", "ZipMap", "OneHotEncoder"}

@@ -30,14 +30,14 @@ MEANINGS = {
     "randomization_rank_correlation": "The explanation barely changes when the model's weights are randomised: it reflects the input, not the model.",
 }
 
-ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
-_ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise"]
+ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
+_ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
 
 
 class ExplainerOptions(audit.Options):
     """Which explainers run, on how many rows, and their settings (shared by the three analyses)."""
 
-    explainers: list[ExplainerName] = Field(default_factory=lambda: list(_ALL), description="explainers to run; gradient ones need a PyTorch model")
+    explainers: list[ExplainerName] = Field(default_factory=lambda: list(_ALL), description="explainers to run; gradient ones need input gradients, treeshap a tree-ensemble ONNX model")
     rows: int = Field(64, ge=2, description="seeded subsample of rows explained (cost grows linearly)")
     removal: Literal["mean", "zeros"] = Field("mean", description="value an occluded, masked or removed feature takes: the data mean or zero")
     score: Literal["probability", "logit"] = Field("probability", description="the predicted class's score the explainers explain")

@@ -229,6 +229,10 @@ def explain(name: str, scorer: Scorer, layout: Layout, inputs: ExplainInputs, se
         return layout.to_units(integrated_gradients(scorer, x, t, inputs.ig_baseline, settings.ig_steps, settings.ig_method))
     if name == "smoothgrad":
         return layout.to_units(smoothgrad(scorer, x, t, settings.smoothgrad_samples, inputs.noise_sd, inputs.generator))
+    if name == "treeshap":
+        from ._treeshap import treeshap
+
+        return layout.to_units(treeshap(scorer.model, x, t))
     base = inputs.removal_baseline
     if name == "occlusion":
         return occlusion(scorer, layout, x, t, base, settings.patch_size or layout.default_patch())

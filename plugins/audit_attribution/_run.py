@@ -11,6 +11,7 @@ import numpy as np
 
 from audit import stats
 
+from . import _treeshap
 from ._core import Layout, feature_groups
 from ._explainers import (
     GRADIENT_EXPLAINERS,
@@ -73,6 +74,7 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
             explainers.append(name)
     if skipped:
         ctx.note(f"gradient explainers skipped ({', '.join(skipped)}): {reason}")
+    _treeshap.select(ctx, explainers, skipped, "explainers" in options.model_fields_set)
     data_mean = x_all.mean(axis=0)
     if layout.is_image:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)

@@ -12,6 +12,7 @@ import audit
 from . import _figures
 from ._core import Layout, ModelScorer, NumpyScorer, TorchScorer
 from ._metrics import spearman_rows
+from . import _treeshap
 from ._run import Setup, _mean, explain_all, setup
 
 
@@ -99,6 +100,7 @@ def run_sanity(analysis, ctx):
 
 def _grid_test(analysis, ctx, s: Setup):
     options = analysis.options
+    s = _treeshap.without_treeshap(ctx, s, "the DiFull grid wraps the model, and TreeSHAP reads the model's own trees")
     model = ctx.model
     layout = s.layout
     n = len(ctx.data.x)
