@@ -395,7 +395,6 @@ class TreeShap:
             raise UnsupportedTrees("a tree deeper than 62 levels")
         self.expected = trees.base.copy()
         by_length: dict[int, list[_PathGroup]] = {}
-        table_values = 0
         for length, d in sorted(set(zip(length_of_path.tolist(), d_of_path.tolist()))):
             members = np.flatnonzero((length_of_path == length) & (d_of_path == d))
             value = trees.leaf_value[leaves[members]]
@@ -422,7 +421,6 @@ class TreeShap:
         limit = 1 << (limit.bit_length() - 1)  # a power of two, so few distinct limits are cached
         if limit in self._groups_by_limit:
             return self._groups_by_limit[limit]
-        table_values = 0
         tabled: dict[int, list[_PathGroup]] = {}
         row_parts = []
         for length, parts in sorted(self._by_length.items()):
