@@ -421,6 +421,7 @@ class TreeShap:
         limit = 1 << (limit.bit_length() - 1)  # a power of two, so few distinct limits are cached
         if limit in self._groups_by_limit:
             return self._groups_by_limit[limit]
+        table_values = 0
         tabled: dict[int, list[_PathGroup]] = {}
         row_parts = []
         for length, parts in sorted(self._by_length.items()):
