@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,13 +17,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A venv that reuses the installed dependencies but holds our wheel and the example plugin."""
+    """A venv that reuses the test run's installed dependencies but holds our wheel and the example plugin."""
     work = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work / "dist"),
                     str(ROOT)], check=True, capture_output=True, text=True)
     (wheel,) = (work / "dist").glob("audit-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(work / "venv")], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
     python = work / "venv" / "bin" / "python"
+    # `--system-site-packages` would reach the base interpreter's packages, not the ones this test run has
+    # (a fresh machine's base Python has none). A path file appends this run's site-packages after the new
+    # venv's own, so its wheel comes first; that folder's own .pth files (an editable install) are not read.
+    new_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    Path(new_site, "zz_test_run_packages.pth").write_text("".join(f"{folder}\n" for folder in ours))
     install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
     subprocess.run([*install, str(wheel)], check=True, capture_output=True, text=True)
     # A non-editable copy, so the plugin is installed exactly as a user's pip would.
