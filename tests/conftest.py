@@ -10,7 +10,7 @@ def isolated(tmp_path, monkeypatch):
     """Keep tests off the user's files and other installed plugins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUDIT_DB", str(tmp_path / "audit.db"))
-    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", os.environ.get("AUDIT_TEST_PLUGINS", "audit"))
+    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", os.environ.get("AUDIT_TEST_PLUGINS", "classifier-audit"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     from audit.plugins import reset_plugin_manager
 

@@ -21,7 +21,7 @@ def venv(tmp_path_factory):
     work = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work / "dist"),
                     str(ROOT)], check=True, capture_output=True, text=True)
-    (wheel,) = (work / "dist").glob("audit-*.whl")
+    (wheel,) = (work / "dist").glob("classifier_audit-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
     python = work / "venv" / "bin" / "python"
     # `--system-site-packages` would reach the base interpreter's packages, not the ones this test run has
@@ -56,7 +56,7 @@ def test_wheel_contents(venv):
 def test_demo_runs_from_the_installed_wheel(venv, tmp_path):
     work, _, python = venv
     env = {k: v for k, v in os.environ.items() if k not in ("AUDIT_DB", "AUDIT_LOAD_PLUGINS", "PYTHONPATH")}
-    env["AUDIT_LOAD_PLUGINS"] = "audit,audit-example"
+    env["AUDIT_LOAD_PLUGINS"] = "classifier-audit,audit-example"
     where = subprocess.run([str(python), "-c", "import audit, audit_bias; print(audit.__file__); print(audit_bias.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(str(work / "venv") in path for path in where), where

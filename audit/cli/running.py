@@ -133,7 +133,7 @@ def demo_assets() -> Path:
     for candidate in (here / "demo_assets", here.parent / "examples" / "demo"):
         if (candidate / "credit.onnx").exists():
             return candidate
-    raise AuditError("the demo models are missing from this installation; reinstall audit")
+    raise AuditError("the demo models are missing from this installation; reinstall classifier-audit")
 
 
 DEMO_RUNS = [

@@ -37,7 +37,7 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise AuditError(f"{path}: reading Parquet needs pyarrow; pip install 'audit[tabular]' or convert to CSV") from None
+        raise AuditError(f"{path}: reading Parquet needs pyarrow; pip install 'classifier-audit[tabular]' or convert to CSV") from None
     try:
         table = pq.read_table(path)
     except Exception as error:  # noqa: BLE001
