@@ -31,7 +31,8 @@ def venv(tmp_path_factory):
                               check=True, capture_output=True, text=True).stdout.strip()
     ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
     Path(new_site, "zz_test_run_packages.pth").write_text("".join(f"{folder}\n" for folder in ours))
-    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    # --ignore-installed: the same version of audit, seen through the path file, must not count as installed here.
+    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed"]
     subprocess.run([*install, str(wheel)], check=True, capture_output=True, text=True)
     # A non-editable copy, so the plugin is installed exactly as a user's pip would.
     shutil.copytree(ROOT / "examples" / "audit-example", work / "audit-example", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import typer
 
+from audit.cli.options import DbOption, JsonOption, ThreadsOption
 from audit.errors import AuditError
 
 
@@ -25,11 +27,11 @@ def run(
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. Default: auto."),
     seed: int = typer.Option(None, "--seed", help="Seed for every random choice. Default: 0."),
     batch_size: int = typer.Option(None, "--batch-size", help="Rows per model call. Default: chosen automatically."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime. Default: $AUDIT_THREADS, else the runtime's own."),
-    db: str = typer.Option(None, "--db", help="Database path or URL. Default: $AUDIT_DB or ./.audit/audit.db."),
+    threads: ThreadsOption = None,
+    db: DbOption = None,
     report: list[str] = typer.Option(None, "--report", "-r", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 if a check at or above this severity fails: info, low, medium, high, critical, never. Default: high."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: JsonOption = False,
     label: str = typer.Option(None, "--label", help="CSV/Parquet: the label column."),
     attribute: list[str] = typer.Option(None, "--attribute", help="Protected attribute column or array (repeatable)."),
     features: str = typer.Option(None, "--features", help="CSV/Parquet: comma-separated model input columns, in order."),
@@ -75,11 +77,34 @@ def run(
 
 def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra_formats: tuple[str, ...] = ()) -> int:
     """Run ``spec``, write its reports, print a summary (or the JSON document); return the exit code."""
-    from audit.cli.progress import console_progress
-    from audit.report import load_view, run_document, write_report
+    exit_code, view, written = audit_and_report(spec, progress=not as_json, default_report=default_report, extra_formats=extra_formats,
+                                                stdout_is_json=as_json)
+    if as_json:
+        from audit.report import run_document
 
-    with console_progress(enabled=not as_json) as (factory, on_analysis):
-        outcome = run_audit_spec(spec, factory, on_analysis)
+        print(json.dumps(run_document(view, written), indent=2, default=str))
+    else:
+        print_summary(view, written)
+    return exit_code
+
+
+def audit_and_report(spec, progress: bool = True, default_report: bool = True, extra_formats: tuple[str, ...] = (),
+                     stdout_is_json: bool = False):
+    """Run ``spec`` and write its reports; return (exit code, the run's view from the store, report paths written).
+
+    With ``stdout_is_json``, whatever a plugin or library prints goes to stderr: stdout carries only the JSON document.
+    """
+    with contextlib.redirect_stdout(sys.stderr) if stdout_is_json else contextlib.nullcontext():
+        return _audit_and_report(spec, progress, default_report, extra_formats)
+
+
+def _audit_and_report(spec, progress, default_report, extra_formats):
+    from audit.cli.progress import console_progress
+    from audit.report import load_view, write_report
+    from audit.runner import run_audit
+
+    with console_progress(enabled=progress) as (factory, on_analysis):
+        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
     store = outcome.store
     targets = list(spec.reports)
     if default_report:
@@ -92,18 +117,7 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
             written.append(str(write_report(store, outcome.run_id, target, template_dir=spec.template_dir)))
         except Exception as error:  # noqa: BLE001 - the findings are stored; say what failed and go on
             print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}", file=sys.stderr)
-    view = load_view(store, outcome.run_id)
-    if as_json:
-        print(json.dumps(run_document(view, written), indent=2, default=str))
-    else:
-        print_summary(view, written)
-    return outcome.exit_code
-
-
-def run_audit_spec(spec, factory, on_analysis):
-    from audit.runner import run_audit
-
-    return run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
+    return outcome.exit_code, load_view(store, outcome.run_id), written
 
 
 def print_summary(view, written: list[str]) -> None:
@@ -145,14 +159,19 @@ DEMO_RUNS = [
 
 def demo(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    db: str = typer.Option(None, "--db", help="Database path or URL. Default: $AUDIT_DB or ./.audit/audit.db."),
+    threads: ThreadsOption = None,
+    db: DbOption = None,
     analysis: list[str] = typer.Option(None, "--analysis", "-a", help="Analysis name or category (repeatable). Default: all."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document per run, as a JSON list."),
+    as_json: JsonOption = False,
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also write a PDF report for each run."),
 ):
-    """Audit the bundled example models (no network, no training): writes HTML and PDF reports."""
+    """Audit the bundled example models (no network, no training): writes HTML and PDF reports.
+
+    With --json, prints one JSON list holding each run's document.
+    """
     from audit.cli import current_argv
     from audit.config import RunSpec
+    from audit.report import run_document
 
     assets = demo_assets()
     codes = []
@@ -161,21 +180,17 @@ def demo(
         if not as_json:
             print(f"== {description}: {model_file}")
         spec = RunSpec(
-            model=str(assets / model_file), data=str(assets / data_file), device=device, db=db,
+            model=str(assets / model_file), data=str(assets / data_file), device=device, db=db, threads=threads,
             analyses=list(analysis or []), fail_on="never", argv=current_argv(),
         )
+        code, view, written = audit_and_report(spec, progress=not as_json, extra_formats=("pdf",) if pdf else (), stdout_is_json=as_json)
+        codes.append(code)
         if as_json:
-            import contextlib
-            import io
-
-            buffer = io.StringIO()
-            with contextlib.redirect_stdout(buffer):
-                codes.append(execute_spec(spec, as_json=True, extra_formats=("pdf",) if pdf else ()))
-            documents.append(json.loads(buffer.getvalue()))
+            documents.append(run_document(view, written))
         else:
-            codes.append(execute_spec(spec, extra_formats=("pdf",) if pdf else ()))
+            print_summary(view, written)
             print()
     if as_json:
-        print(json.dumps(documents, indent=2))
+        print(json.dumps(documents, indent=2, default=str))
     # The demo models have findings on purpose; only a broken analysis fails the demo.
     raise typer.Exit(max(codes) if any(c == 3 for c in codes) else 0)
