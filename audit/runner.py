@@ -278,7 +278,7 @@ def prepare(spec, plugin_manager=None, warn=None):
                            optimize=spec.model_optimize),
         plugin_manager=pm,
     )
-    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
+    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None))
     data_module.validate_against_model(dataset, model)
     return pm, registry, names, instances, model, dataset, db_location
 

@@ -34,7 +34,7 @@ def assets(tmp_path_factory):
     y = mlp.predict(data.x).argmax(1)
     export_onnx(mlp, folder / "mlp.onnx", data.x)
     torch.jit.save(torch.jit.script(mlp.module), str(folder / "mlp.pt"))
-    np.savez(folder / "data.npz", x=data.x, y=y, group=data.attributes["group"])
+    np.savez(folder / "data.npz", x=data.x, y=y, group=data.attributes["group"], attributes=np.array(["group"]))
     cnn = tiny_cnn(channels=1, size=8, n_classes=3, seed=0)
     images = tiny_images(n=48, channels=1, size=8, n_classes=3, seed=2)
     export_onnx(cnn, folder / "cnn.onnx", images.x)

@@ -72,8 +72,8 @@ def run(analysis, ctx):
     binary = n_classes == 2
     rows = np.arange(n_rows)
     # The score followed per row: class 1 for a binary model, else the class the model originally predicted.
-    score_class = np.ones(n_rows, dtype=np.int64) if binary else probs.argmax(axis=1)
-    clean_pred = probs.argmax(axis=1)
+    score_class = np.ones(n_rows, dtype=np.int64) if binary else audit.predicted_classes(probs)
+    clean_pred = audit.predicted_classes(probs)
     skipped = sorted(set(data.attribute_features) - {a for a, _ in usable})
     if skipped and not o.attributes:
         ctx.note(f"not varied (more than {o.max_values} distinct values in the column): {', '.join(skipped)}")
@@ -108,7 +108,7 @@ def run(analysis, ctx):
         k_variant = score_class[variant_rows]
         score[variant_rows, variant_values] = v_probs[np.arange(len(batch)), k_variant]
         odds[variant_rows, variant_values] = log_odds(v_logits, k_variant)
-        pred[variant_rows, variant_values] = v_probs.argmax(axis=1)
+        pred[variant_rows, variant_values] = audit.predicted_classes(v_probs)
 
         any_flip = float((pred != pred[:, :1]).any(axis=1).mean())
         results = []

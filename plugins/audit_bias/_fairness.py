@@ -93,7 +93,7 @@ def run(analysis, ctx):
     o = analysis.options
     probs = np.asarray(ctx.predictions, dtype=np.float64)
     n_rows, n_classes = probs.shape
-    predicted = probs.argmax(axis=1)
+    predicted = audit.predicted_classes(probs)
     y = None if ctx.data.y is None else np.asarray(ctx.data.y, dtype=np.int64)
     class_names = list(ctx.data.class_names or [str(i) for i in range(n_classes)])
     binary = n_classes == 2

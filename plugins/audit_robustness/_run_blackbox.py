@@ -35,7 +35,7 @@ def run(analysis, ctx):
             lower=bounds.lower if o.clip else None, upper=bounds.upper if o.clip else None,
             layout=layout, progress=bar, scale=scale,
         )
-    clean_accuracy = float(np.mean(clean_logits.argmax(axis=1) == y))
+    clean_accuracy = float(np.mean(audit.predicted_classes(clean_logits) == y))
     robust_accuracy = float(np.mean(result.robust))
     subject = f"square linf eps={fmt(eps)}"
     threshold = o.min_robust_accuracy_ratio * clean_accuracy
@@ -93,12 +93,12 @@ def run(analysis, ctx):
     )
     if layout:
         k = min(4, len(x))
-        adversarial_predictions = ctx.model.predict(result.x_adv[:k]).argmax(axis=1)
+        adversarial_predictions = audit.predicted_classes(ctx.model.predict(result.x_adv[:k]))
         yield audit.Figure(
             "square_examples",
             "Examples: clean and Square-attack inputs",
             _figures.image_grid(
-                layout.to_nchw(x[:k]), clean_logits[:k].argmax(axis=1),
+                layout.to_nchw(x[:k]), audit.predicted_classes(clean_logits[:k]),
                 [(f"square {fmt(eps)}", layout.to_nchw(result.x_adv[:k]), adversarial_predictions)],
                 class_names(ctx), y[:k], bounds,
             ),

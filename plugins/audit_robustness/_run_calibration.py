@@ -59,7 +59,7 @@ def run(analysis, ctx):
     y = np.asarray(ctx.data.y, dtype=np.int64)
     n = len(y)
     confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y
+    correct = audit.predicted_classes(probabilities) == y
     edges, bin_accuracy, bin_confidence, bin_count = bin_statistics(confidence, correct, o.bins, o.binning)
     ece = float(np.sum(bin_count / n * np.abs(bin_accuracy - bin_confidence)))
     filled = bin_count > 0

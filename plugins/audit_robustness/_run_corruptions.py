@@ -15,7 +15,7 @@ def run(analysis, ctx):
     o = analysis.options
     take, x, y, agreement = audited_rows(ctx, o.max_rows)
     clean_probabilities = take(ctx.predictions)
-    clean_predicted = clean_probabilities.argmax(axis=1)
+    clean_predicted = audit.predicted_classes(clean_probabilities)
     clean_accuracy = float(np.mean(clean_predicted == y))
     clean_confidence = float(np.mean(clean_probabilities.max(axis=1)))
 
@@ -56,7 +56,7 @@ def run(analysis, ctx):
             for severity in severities:
                 batch = corrupted(name, severity)
                 probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
-                predicted = probabilities.argmax(axis=1)
+                predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)
                 accuracy[key] = float(np.mean(predicted == y))
                 flips[key] = float(np.mean(predicted != clean_predicted))
