@@ -219,3 +219,22 @@ def test_csv_is_read_in_bounded_memory(tmp_path, monkeypatch):
     assert data.x.shape == (rows, columns) and data.attributes["group"][:2].tolist() == ["a", "b"]
     np.testing.assert_allclose(data.x, values, rtol=1e-5)
     assert peak <= 3 * float32_size, (peak, float32_size)
+
+
+def test_csv_blocks_agree_with_csv_module_on_awkward_files(tmp_path, monkeypatch):
+    from audit.data import tabular
+
+    monkeypatch.setattr(tabular, "BLOCK_ROWS", 4)
+    # CRLF endings, a blank line, a blank feature (NaN), then a quoted field holding the delimiter and a line break.
+    text = "a,b,label,note\r\n1,2,0,x\r\n3,4,1,y\r\n\r\n5,,0,z\r\n7,8,1,w\r\n9,10,0,\"p,\nq\"\r\n11,12,1,v\r\n"
+    (tmp_path / "d.csv").write_text(text, newline="")
+    data = load(tmp_path / "d.csv", DataOptions(label="label", features=["a", "b"], allow_nan=True))
+    np.testing.assert_array_equal(data.x, np.array([[1, 2], [3, 4], [5, np.nan], [7, 8], [9, 10], [11, 12]], np.float32))
+    assert data.y.tolist() == [0, 1, 0, 1, 0, 1] and data.ignored_columns == ["note"]
+    with pytest.raises(AuditError, match="NaN"):
+        load(tmp_path / "d.csv", DataOptions(label="label", features=["a", "b"]))
+    (tmp_path / "short.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,10,0\n11,1\n")
+    with pytest.raises(AuditError, match="line 7 has 2 fields, the header has 3"):
+        load(tmp_path / "short.csv", DataOptions(label="label"))
+    (tmp_path / "quoted.csv").write_text('"a","b","label"\n1,2,0\n3,4,1\n')
+    assert load(tmp_path / "quoted.csv", DataOptions(label="label")).x.tolist() == [[1, 2], [3, 4]]
