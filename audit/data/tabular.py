@@ -10,7 +10,7 @@ import numpy as np
 from audit.errors import AuditError, first_line
 
 MISSING = "missing"
-# Rows parsed at a time: the block's cells as Python strings are the only copy of the text held at once.
+# Rows parsed at a time: one block's text is all of the file held in memory at once.
 BLOCK_ROWS = 8192
 
 
@@ -40,7 +40,7 @@ def load_table(path: Path, options, model_features: list[str] | None = None):
     candidates = chosen if chosen is not None else [n for n in names if n != options.label]
     # A text attribute is a grouping column, not a model input, unless the features were named.
     droppable = set() if chosen is not None else set(options.attributes)
-    others = [n for n in dict.fromkeys([*([options.label] if options.label else []), *options.attributes])]
+    others = list(dict.fromkeys([*([options.label] if options.label else []), *options.attributes]))
     if parquet:
         x, features, raw = _read_parquet(path, candidates, others, droppable)
     else:
