@@ -17,7 +17,8 @@ from audit.errors import AuditError
 
 REQUIREMENTS = {
     "labels": ("the data has no labels (y)", lambda model, data: data.y is not None),
-    "attributes": ("the data has no protected attributes", lambda model, data: bool(data.attributes)),
+    "attributes": ("the data has no protected attributes (declare them with --attribute NAME, attributes = [...] under [data], "
+                   "or an `attributes` array in the .npz)", lambda model, data: bool(data.attributes)),
     "gradients": ("the model's runtime gives no input gradients (use a PyTorch model)", lambda model, data: "gradients" in model.capabilities),
     "activations": ("the model's runtime exposes no intermediate activations", lambda model, data: "activations" in model.capabilities),
     "torch": ("the analysis needs a PyTorch model", lambda model, data: "torch" in model.capabilities),

@@ -34,7 +34,7 @@ def test_undeclared_arrays_give_no_parity_findings(cli, assets, tmp_path):
     import json
 
     (analysis,) = json.loads(out)["analyses"]
-    assert analysis["status"] == "skipped" and "attribute" in analysis["reason"]
+    assert analysis["status"] == "skipped" and "declare them with --attribute" in analysis["reason"]
     code, out, err = cli("run", assets.mlp_onnx, "--data", tmp_path / "stray.npz", "-a", "bias.group_fairness", "--json",
                          "--set", "data.attributes_from_arrays=true")
     assert {f["subject"] for f in json.loads(out)["findings"]} >= {"row_id"}
