@@ -1,6 +1,6 @@
 """audit: audit trained classifiers before they ship; this module is the public plugin API."""
 
-from audit.analysis import Analysis, Context, Figure, Finding, Metric, Options, Severity
+from audit.analysis import Analysis, Context, Figure, Finding, Metric, Options, Severity, predicted_classes
 from audit.errors import AuditError
 from audit.hookspecs import hookimpl
 
@@ -16,5 +16,6 @@ __all__ = [
     "Options",
     "Severity",
     "hookimpl",
+    "predicted_classes",
     "__version__",
 ]

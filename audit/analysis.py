@@ -224,8 +224,8 @@ class Context:
 
     @property
     def predicted(self) -> "np.ndarray":
-        """Predicted class per row."""
-        return self.predictions.argmax(axis=1)
+        """Predicted class per row; ties go to the lowest class index (see `predicted_classes`)."""
+        return predicted_classes(self.predictions)
 
     @property
     def n_classes(self) -> int:
@@ -323,6 +323,25 @@ class Analysis:
         raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
 
 
+TIE_TOLERANCE = 1e-5
+
+
+def predicted_classes(scores, tolerance: float = TIE_TOLERANCE):
+    """The predicted class of each row of probabilities (or logits): the lowest class index whose score is
+    within ``tolerance`` of the row's best.
+
+    Plain argmax breaks a tie by rounding noise: a forest scoring a row 0.5/0.5 gives 0.50000006/0.49999997
+    with one thread and the reverse with two, so verdicts would depend on the thread count. The tolerance is
+    scaled by the best score's size when that exceeds 1 (logits).
+    """
+    import numpy as np
+
+    scores = np.asarray(scores)
+    best = scores.max(axis=1, keepdims=True)
+    near = scores >= best - tolerance * np.maximum(1.0, np.abs(best))
+    return near.argmax(axis=1)
+
+
 def option_fields(options_cls: type[Options]) -> list[dict[str, Any]]:
     """Describe an Options class for `audit analyses`: name, type, default, description."""
     fields = []
@@ -359,4 +378,5 @@ __all__ = [
     "Progress",
     "Record",
     "Severity",
+    "predicted_classes",
 ]

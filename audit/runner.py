@@ -20,7 +20,8 @@ from audit.signals import interrupt_reason, signals_deferred, sigterm_as_interru
 
 REQUIREMENTS = {
     "labels": ("the data has no labels (y)", lambda model, data: data.y is not None),
-    "attributes": ("the data has no protected attributes", lambda model, data: bool(data.attributes)),
+    "attributes": ("the data has no protected attributes (declare them with --attribute NAME, attributes = [...] under [data], "
+                   "or an `attributes` array in the .npz)", lambda model, data: bool(data.attributes)),
     "gradients": ("the model's runtime gives no input gradients (use a PyTorch model)", lambda model, data: "gradients" in model.capabilities),
     "activations": ("the model's runtime exposes no intermediate activations", lambda model, data: "activations" in model.capabilities),
     "torch": ("the analysis needs a PyTorch model", lambda model, data: "torch" in model.capabilities),
@@ -276,7 +277,7 @@ def prepare(spec, plugin_manager=None, warn=None):
                            optimize=spec.model_optimize, tokenizer=spec.model_tokenizer),
         plugin_manager=pm,
     )
-    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
+    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None))
     data_module.validate_against_model(dataset, model)
     if len(dataset) < spec.min_rows:
         raise AuditError(

@@ -171,6 +171,7 @@ def build_credit(out: Path) -> dict[str, float]:
         sex=audit_set["sex"],
         age=audit_set["age"],
         region=audit_set["region"].astype("U5"),
+        attributes=np.array(["sex", "age", "region"]),
         feature_names=np.array(CREDIT_FEATURES),
         class_names=np.array(CREDIT_CLASSES),
     )

@@ -10,7 +10,7 @@ def isolated(tmp_path, monkeypatch):
     """Keep tests off the user's files and other installed plugins."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AUDIT_DB", str(tmp_path / "audit.db"))
-    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", os.environ.get("AUDIT_TEST_PLUGINS", "audit"))
+    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", os.environ.get("AUDIT_TEST_PLUGINS", "classifier-audit"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     from audit.plugins import reset_plugin_manager
 
@@ -34,7 +34,7 @@ def assets(tmp_path_factory):
     y = mlp.predict(data.x).argmax(1)
     export_onnx(mlp, folder / "mlp.onnx", data.x)
     torch.jit.save(torch.jit.script(mlp.module), str(folder / "mlp.pt"))
-    np.savez(folder / "data.npz", x=data.x, y=y, group=data.attributes["group"])
+    np.savez(folder / "data.npz", x=data.x, y=y, group=data.attributes["group"], attributes=np.array(["group"]))
     cnn = tiny_cnn(channels=1, size=8, n_classes=3, seed=0)
     images = tiny_images(n=48, channels=1, size=8, n_classes=3, seed=2)
     export_onnx(cnn, folder / "cnn.onnx", images.x)

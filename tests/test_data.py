@@ -12,7 +12,7 @@ def test_npz_attributes_and_feature_links(tmp_path):
     x = rng.normal(size=(30, 3)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(30) % 2, sex=np.arange(30) % 2, region=np.array(["north", "south", "<b>"] * 10),
              feature_names=np.array(["income", "sex", "age"]), class_names=np.array(["no", "yes"]), matrix=np.zeros((30, 2)))
-    data = load(tmp_path / "d.npz")
+    data = load(tmp_path / "d.npz", DataOptions(attributes_from_arrays=True))
     assert sorted(data.attributes) == ["region", "sex"]  # 2-D arrays are not attributes
     assert data.attribute_features == {"sex": 1}
     assert data.class_names == ["no", "yes"] and data.modality == "tabular"

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,14 +17,22 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory):
-    """A venv that reuses the installed dependencies but holds our wheel and the example plugin."""
+    """A venv that reuses the test run's installed dependencies but holds our wheel and the example plugin."""
     work = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work / "dist"),
                     str(ROOT)], check=True, capture_output=True, text=True)
-    (wheel,) = (work / "dist").glob("audit-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(work / "venv")], check=True)
+    (wheel,) = (work / "dist").glob("classifier_audit-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
     python = work / "venv" / "bin" / "python"
-    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index"]
+    # `--system-site-packages` would reach the base interpreter's packages, not the ones this test run has
+    # (a fresh machine's base Python has none). A path file appends this run's site-packages after the new
+    # venv's own, so its wheel comes first; that folder's own .pth files (an editable install) are not read.
+    new_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    Path(new_site, "zz_test_run_packages.pth").write_text("".join(f"{folder}\n" for folder in ours))
+    # --ignore-installed: the same version of audit, seen through the path file, must not count as installed here.
+    install = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", "--ignore-installed"]
     subprocess.run([*install, str(wheel)], check=True, capture_output=True, text=True)
     # A non-editable copy, so the plugin is installed exactly as a user's pip would.
     shutil.copytree(ROOT / "examples" / "audit-example", work / "audit-example", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
@@ -48,7 +57,7 @@ def test_wheel_contents(venv):
 def test_demo_runs_from_the_installed_wheel(venv, tmp_path):
     work, _, python = venv
     env = {k: v for k, v in os.environ.items() if k not in ("AUDIT_DB", "AUDIT_LOAD_PLUGINS", "PYTHONPATH")}
-    env["AUDIT_LOAD_PLUGINS"] = "audit,audit-example"
+    env["AUDIT_LOAD_PLUGINS"] = "classifier-audit,audit-example"
     where = subprocess.run([str(python), "-c", "import audit, audit_bias; print(audit.__file__); print(audit_bias.__file__)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(str(work / "venv") in path for path in where), where

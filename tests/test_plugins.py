@@ -55,7 +55,7 @@ def fake_dists(tmp_path, monkeypatch):
 
 
 def test_broken_entry_point_warns_and_the_rest_works(fake_dists, monkeypatch, cli):
-    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", "audit,audit-broken,audit-thirdparty")
+    monkeypatch.setenv("AUDIT_LOAD_PLUGINS", "classifier-audit,audit-broken,audit-thirdparty")
     code, out, err = cli("plugins", "--json")
     assert code == 0
     warnings = [line for line in err.splitlines() if line.strip()]
@@ -65,7 +65,7 @@ def test_broken_entry_point_warns_and_the_rest_works(fake_dists, monkeypatch, cl
     assert infos["broken"]["error"] == "ImportError: needs a library that is missing"
     assert infos["thirdparty"] == {"name": "thirdparty", "distribution": "audit-thirdparty", "version": "1.2.3",
                                    "hooks": ["register_analyses"], "error": None}
-    assert infos["performance"]["distribution"] == "audit"
+    assert infos["performance"]["distribution"] == "classifier-audit"
     code, out, _ = cli("analyses", "--json")
     analyses = {a["name"]: a for a in json.loads(out)}
     assert analyses["thirdparty.rows"]["plugin"] == "thirdparty"

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import typer
 
+from audit.cli.options import RUN_STATUSES, DbOption, JsonOption
 from audit.errors import AuditError
 
 
@@ -39,15 +40,17 @@ def _since(text: str | None):
 
 def runs(
     model: str = typer.Option(None, "--model", help="Only runs whose model path contains this."),
-    status: str = typer.Option(None, "--status", help="Only runs with this status: ok, failed, error, interrupted, running, abandoned."),
+    status: str = typer.Option(None, "--status", help=f"Only runs with this status: {', '.join(RUN_STATUSES)}."),
     since: str = typer.Option(None, "--since", help="Only runs since a date (2026-11-01) or an age (7d, 12h)."),
     limit: int = typer.Option(50, "--limit", help="At most this many runs, newest first."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ):
     """List past runs, newest first."""
     from audit.store.liveness import effective_status
 
+    if status is not None and status not in RUN_STATUSES:
+        raise AuditError(f"--status {status!r} is not a run status; use one of: {', '.join(RUN_STATUSES)}")
     cutoff = _since(since)
     store = _store(db)
     # `abandoned` is not stored: it is a `running` run whose process is gone.
@@ -70,8 +73,8 @@ def runs(
 
 def show(
     run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or `latest`."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print the run document as JSON."),
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ):
     """Show one run: its analyses and findings."""
     from audit.cli.running import print_summary
@@ -89,7 +92,7 @@ def report(
     out: str = typer.Option(..., "--out", "-o", help="Output file; format from the suffix unless --format."),
     fmt: str = typer.Option(None, "--format", "-f", help="html, pdf, json, junit or markdown."),
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
+    db: DbOption = None,
 ):
     """Re-render the report of a past run from the database."""
     from audit.plugins import get_plugin_manager
@@ -97,6 +100,11 @@ def report(
     from audit.report.formats import check_report_path
 
     if fmt is None:
-        check_report_path(out)
+        try:
+            check_report_path(out)
+        except AuditError as error:
+            # The shared check speaks of `audit run --report`; here the path came from --out.
+            message = str(error)
+            raise AuditError("--out" + message[len("--report"):] if message.startswith("--report") else message) from None
     path = write_report(_store(db), run_id, out, fmt=fmt, template_dir=template_dir, plugin_manager=get_plugin_manager())
     print(f"Report: {path}")

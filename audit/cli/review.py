@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from audit.cli.options import DbOption, JsonOption
 from audit.errors import AuditError
 
 
@@ -21,8 +22,8 @@ def compare(
     run_a: str = typer.Argument(..., help="The earlier run (id, prefix or `latest`)."),
     run_b: str = typer.Argument(..., help="The later run."),
     out: str = typer.Option(None, "--out", "-o", help="Write an HTML diff report here."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
+    as_json: JsonOption = False,
+    db: DbOption = None,
 ):
     """Compare two runs check by check: values, their change, new failures and fixed ones. Exit 1 on new failures."""
     from audit.report.compare import compare_runs, render_compare_html
@@ -59,7 +60,7 @@ def waive(
     analysis: str = typer.Option(None, "--analysis", help="Only for this analysis."),
     author: str = typer.Option(None, "--author", help="Who accepts it. Default: the current user."),
     all_models: bool = typer.Option(False, "--all-models", help="Apply to every model, not only this run's model file (matched by its sha256, wherever it lies)."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
+    db: DbOption = None,
 ):
     """Record an accepted risk: later runs and reports show it, and --fail-on no longer counts it."""
     from audit.store import Store

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import typer
 
+from audit.cli.options import DbOption, JsonOption, ThreadsOption
 from audit.errors import AuditError
 
 
@@ -18,21 +20,21 @@ def register(app: typer.Typer) -> None:
 
 def run(
     model: str = typer.Argument(None, help="Model file: .onnx, TorchScript .pt/.pth, torch.export .pt2.", show_default=False),
-    data: str = typer.Option(None, "--data", "-d", help="Data: .npz (x, y, attributes), .csv, .parquet, or an image folder."),
-    analysis: list[str] = typer.Option(None, "--analysis", "-a", help="Analysis name or category to run (repeatable). Default: all."),
-    set_: list[str] = typer.Option(None, "--set", "-s", help="NAME.KEY=VALUE: an analysis option, or model.output / data.KEY (repeatable)."),
+    data: str = typer.Option(None, "--data", "-d", metavar="PATH", help="Data: .npz (x, y, attributes), .csv, .parquet, or an image folder."),
+    analysis: list[str] = typer.Option(None, "--analysis", "-a", metavar="NAME", help="Analysis name or category to run (repeatable). Default: all."),
+    set_: list[str] = typer.Option(None, "--set", "-s", metavar="NAME.KEY=VALUE", help="NAME.KEY=VALUE: an analysis option, or model.output / data.KEY (repeatable)."),
     config: str = typer.Option(None, "--config", help="Config file (default: ./audit.toml or [tool.audit] in ./pyproject.toml)."),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N. Default: auto."),
     seed: int = typer.Option(None, "--seed", help="Seed for every random choice. Default: 0."),
     batch_size: int = typer.Option(None, "--batch-size", help="Rows per model call. Default: chosen automatically."),
-    threads: int = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime. Default: $AUDIT_THREADS, else the runtime's own."),
-    db: str = typer.Option(None, "--db", help="Database path or URL. Default: $AUDIT_DB or ./.audit/audit.db."),
-    report: list[str] = typer.Option(None, "--report", "-r", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
+    threads: ThreadsOption = None,
+    db: DbOption = None,
+    report: list[str] = typer.Option(None, "--report", "-r", metavar="PATH", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 if a check at or above this severity fails: info, low, medium, high, critical, never. Default: high."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    as_json: JsonOption = False,
     label: str = typer.Option(None, "--label", help="CSV/Parquet: the label column."),
-    attribute: list[str] = typer.Option(None, "--attribute", help="Protected attribute column or array (repeatable)."),
-    features: str = typer.Option(None, "--features", help="CSV/Parquet: comma-separated model input columns, in order."),
+    attribute: list[str] = typer.Option(None, "--attribute", metavar="NAME", help="Protected attribute column or array (repeatable)."),
+    features: str = typer.Option(None, "--features", metavar="A,B,C", help="CSV/Parquet: comma-separated model input columns, in order."),
     text: str = typer.Option(None, "--text", help="Text models: the column of strings (CSV, Parquet, JSONL; JSONL default: text)."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="Text models: the tokenizer.json (default: MODEL.tokenizer.json or tokenizer.json beside the model)."),
     sample: int = typer.Option(None, "--sample", help="Audit a seeded random subset of N rows."),
@@ -82,15 +84,38 @@ def run(
 
 def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra_formats: tuple[str, ...] = ()) -> int:
     """Run ``spec``, write its reports, print a summary (or the JSON document); return the exit code."""
+    exit_code, view, written = audit_and_report(spec, progress=not as_json, default_report=default_report, extra_formats=extra_formats,
+                                                stdout_is_json=as_json)
+    if as_json:
+        from audit.report import run_document
+
+        print(json.dumps(run_document(view, written), indent=2, default=str))
+    else:
+        print_summary(view, written, spec.config_file)
+    return exit_code
+
+
+def audit_and_report(spec, progress: bool = True, default_report: bool = True, extra_formats: tuple[str, ...] = (),
+                     stdout_is_json: bool = False):
+    """Run ``spec`` and write its reports; return (exit code, the run's view from the store, report paths written).
+
+    With ``stdout_is_json``, whatever a plugin or library prints goes to stderr: stdout carries only the JSON document.
+    """
+    with contextlib.redirect_stdout(sys.stderr) if stdout_is_json else contextlib.nullcontext():
+        return _audit_and_report(spec, progress, default_report, extra_formats)
+
+
+def _audit_and_report(spec, progress, default_report, extra_formats):
     from audit.cli.progress import console_progress
     from audit.plugins import get_plugin_manager
-    from audit.report import load_view, run_document, write_report
-    from audit.runner import EXIT_ANALYSIS_ERROR, check_report_path
+    from audit.report import load_view, write_report
+    from audit.report.formats import check_report_path
+    from audit.runner import EXIT_ANALYSIS_ERROR, run_audit
 
     if default_report:  # the default report folder is an output too: checked before any work
         check_report_path(str(Path(".audit") / "reports" / "run.html"))
-    with console_progress(enabled=not as_json) as (factory, on_analysis):
-        outcome = run_audit_spec(spec, factory, on_analysis)
+    with console_progress(enabled=progress) as (factory, on_analysis):
+        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
     store = outcome.store
     targets = list(spec.reports)
     if default_report:
@@ -105,20 +130,10 @@ def execute_spec(spec, as_json: bool = False, default_report: bool = True, extra
             unwritten.append(target)
             print(f"Error: report {target} was not written: {type(error).__name__ + ': ' if not isinstance(error, AuditError) else ''}{error}"
                   f" (the findings are stored: `audit report {outcome.run_id} --out PATH` writes it again)", file=sys.stderr)
-    view = load_view(store, outcome.run_id)
-    if as_json:
-        print(json.dumps(run_document(view, written), indent=2, default=str))
-    else:
-        print_summary(view, written, spec.config_file)
-    if unwritten and outcome.exit_code in (0, 1):
-        return EXIT_ANALYSIS_ERROR  # a report CI or a reviewer expects is missing: not a pass
-    return outcome.exit_code
-
-
-def run_audit_spec(spec, factory, on_analysis):
-    from audit.runner import run_audit
-
-    return run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
+    exit_code = outcome.exit_code
+    if unwritten and exit_code in (0, 1):
+        exit_code = EXIT_ANALYSIS_ERROR  # a report CI or a reviewer expects is missing: not a pass
+    return exit_code, load_view(store, outcome.run_id), written
 
 
 def print_summary(view, written: list[str], config_file: str | None = None) -> None:
@@ -151,7 +166,7 @@ def demo_assets() -> Path:
     for candidate in (here / "demo_assets", here.parent / "examples" / "demo"):
         if (candidate / "credit.onnx").exists():
             return candidate
-    raise AuditError("the demo models are missing from this installation; reinstall audit")
+    raise AuditError("the demo models are missing from this installation; reinstall classifier-audit")
 
 
 DEMO_RUNS = [
@@ -167,14 +182,19 @@ DEMO_DATA_OPTIONS = {"text.csv": {"text": "text", "label": "label", "attributes"
 
 def demo(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    db: str = typer.Option(None, "--db", help="Database path or URL. Default: $AUDIT_DB or ./.audit/audit.db."),
-    analysis: list[str] = typer.Option(None, "--analysis", "-a", help="Analysis name or category (repeatable). Default: all."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document per run, as a JSON list."),
+    threads: ThreadsOption = None,
+    db: DbOption = None,
+    analysis: list[str] = typer.Option(None, "--analysis", "-a", metavar="NAME", help="Analysis name or category (repeatable). Default: all."),
+    as_json: JsonOption = False,
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also write a PDF report for each run."),
 ):
-    """Audit the bundled example models (no network, no training): writes HTML and PDF reports."""
+    """Audit the bundled example models (no network, no training): writes HTML and PDF reports.
+
+    With --json, prints one JSON list holding each run's document.
+    """
     from audit.cli import current_argv
     from audit.config import RunSpec, apply_flags, database_location
+    from audit.report import run_document
 
     db = database_location(db)
     apply_flags(RunSpec(), {"device": device})
@@ -185,23 +205,19 @@ def demo(
         if not as_json:
             print(f"== {description}: {model_file}")
         spec = RunSpec(
-            model=str(assets / model_file), data=str(assets / data_file), device=device, db=db,
+            model=str(assets / model_file), data=str(assets / data_file), device=device, db=db, threads=threads,
             analyses=list(analysis or []), fail_on="never", argv=current_argv(),
         )
         for key, value in DEMO_DATA_OPTIONS.get(data_file, {}).items():
             setattr(spec.data_options, key, value)
+        code, view, written = audit_and_report(spec, progress=not as_json, extra_formats=("pdf",) if pdf else (), stdout_is_json=as_json)
+        codes.append(code)
         if as_json:
-            import contextlib
-            import io
-
-            buffer = io.StringIO()
-            with contextlib.redirect_stdout(buffer):
-                codes.append(execute_spec(spec, as_json=True, extra_formats=("pdf",) if pdf else ()))
-            documents.append(json.loads(buffer.getvalue()))
+            documents.append(run_document(view, written))
         else:
-            codes.append(execute_spec(spec, extra_formats=("pdf",) if pdf else ()))
+            print_summary(view, written)
             print()
     if as_json:
-        print(json.dumps(documents, indent=2))
+        print(json.dumps(documents, indent=2, default=str))
     # The demo models have findings on purpose; only a broken analysis fails the demo.
     raise typer.Exit(max(codes) if any(c == 3 for c in codes) else 0)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from audit.cli.options import DbOption, JsonOption
 from audit.errors import AuditError
 
 
@@ -28,8 +29,8 @@ def sign(
     role: str = typer.Option(..., "--role", help="In what capacity, e.g. 'model risk officer'."),
     decision: Decision = typer.Option(..., "--decision", help="approve, reject or conditional."),
     note: str = typer.Option("", "--note", help="Conditions or reasons; required for reject and conditional."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ):
     """Record a sign-off decision bound to a digest of the run's findings, model and data."""
     from audit.store import Store
@@ -52,8 +53,8 @@ def sign(
 
 def verify(
     report: Path = typer.Argument(..., help="A report file written by `audit run`, `audit demo` or `audit report`."),
-    db: str = typer.Option(None, "--db", help="Database path or URL."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    db: DbOption = None,
+    as_json: JsonOption = False,
 ):
     """Check that a report file was written from a run in the database and that nothing changed since. Exit 1 if not."""
     from audit.store import Store

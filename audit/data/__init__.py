@@ -31,6 +31,11 @@ class DataOptions:
     mean: list[float] | None = None
     std: list[float] | None = None
     grayscale: bool = False
+    # NPZ: every 1-D array of one value per row is a protected attribute (the behaviour before 0.1.0's
+    # release); off, only names from --attribute, config or the archive's own `attributes` array are.
+    attributes_from_arrays: bool = False
+    # NPZ: refuse an archive whose arrays inflate past this, before decompressing anything.
+    max_inflated_mb: int = 1024
 
 
 @dataclass
@@ -50,6 +55,8 @@ class Dataset:
     attribute_features: dict[str, int] = field(default_factory=dict)
     path: str | None = None
     sha256: str | None = None
+    feature_source: str | None = None  # tables: what chose the feature columns
+    ignored_columns: list[str] = field(default_factory=list)  # tables: columns neither feature, label nor attribute
 
     def __len__(self) -> int:
         return len(self.x)
@@ -77,6 +84,9 @@ class Dataset:
             "attributes": sorted(self.attributes),
             "attribute_features": dict(self.attribute_features),
             "class_names": self.class_names,
+            "features": list(self.feature_names) if self.feature_names and self.modality == "tabular" else None,
+            "feature_source": self.feature_source,
+            "ignored_columns": list(self.ignored_columns),
         }
 
 
@@ -93,8 +103,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
-    """Read a data set from ``path`` (NPZ, CSV, Parquet or an image folder)."""
+def load(path, options: DataOptions | None = None, seed: int = 0, model_features: list[str] | None = None) -> Dataset:
+    """Read a data set from ``path`` (NPZ, CSV, Parquet or an image folder).
+
+    ``model_features``: the model's input column names, if it declares them; a table's other columns are ignored.
+    """
     options = options or DataOptions()
     path = Path(path)
     if not path.exists():
@@ -113,7 +126,7 @@ def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
     elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
         from audit.data.tabular import load_table
 
-        dataset = load_table(path, options)
+        dataset = load_table(path, options, model_features=model_features)
     else:
         raise AuditError(f"{path}: unknown data format {suffix or '(no suffix)'}; use .npz, .csv, .parquet, .jsonl (text) or a folder of images")
     dataset.path = str(path)
@@ -136,6 +149,7 @@ def load(path, options: DataOptions | None = None, seed: int = 0) -> Dataset:
 
 
 def load_npz(path: Path, options: DataOptions) -> Dataset:
+    _check_npz_sizes(path, options.max_inflated_mb)
     try:
         archive = np.load(path, allow_pickle=False)
         arrays = {key: archive[key] for key in archive.files}
@@ -146,6 +160,9 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
     x = arrays.pop("x")
     if x.ndim < 2:
         raise AuditError(f"{path}: 'x' has shape {x.shape}; expected (rows, features) or (rows, channels, height, width)")
+    if np.iscomplexobj(x):
+        raise AuditError(f"{path}: 'x' holds complex numbers ({x.dtype}); models take real inputs: save the real part, "
+                         "or the real and imaginary parts as separate features")
     if not np.issubdtype(x.dtype, np.number):
         raise AuditError(f"{path}: 'x' has dtype {x.dtype}; model inputs must be numeric")
     n = len(x)
@@ -154,15 +171,21 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
         y = _labels(np.asarray(y), n, path)
     feature_names = [str(f) for f in arrays.pop("feature_names")] if "feature_names" in arrays else None
     class_names = [str(c) for c in arrays.pop("class_names")] if "class_names" in arrays else None
-    attributes = {}
-    for key, value in arrays.items():
-        if value.ndim == 1 and len(value) == n:
-            attributes[key] = value.astype(str) if value.dtype.kind in "US" else value
+    declared = [str(a) for a in arrays.pop("attributes").reshape(-1)] if "attributes" in arrays else []
+    per_row = {key: value for key, value in arrays.items() if value.ndim == 1 and len(value) == n}
     if options.attributes:
-        unknown = [a for a in options.attributes if a not in attributes]
-        if unknown:
-            raise AuditError(f"{path}: no attribute array {', '.join(unknown)} (attributes found: {', '.join(sorted(attributes)) or 'none'})")
-        attributes = {a: attributes[a] for a in options.attributes}
+        wanted = list(options.attributes)
+    elif declared:
+        wanted = declared
+    elif options.attributes_from_arrays:
+        wanted = list(per_row)
+    else:
+        wanted = []
+    unknown = [a for a in wanted if a not in per_row]
+    if unknown:
+        raise AuditError(f"{path}: no attribute array {', '.join(unknown)} with one value per row "
+                         f"(arrays with one value per row: {', '.join(sorted(per_row)) or 'none'})")
+    attributes = {a: _attribute_values(per_row[a]) for a in wanted}
     modality: Modality = "tabular" if x.ndim == 2 else "image" if x.ndim in (3, 4) else "tensor"
     attribute_features = {}
     if feature_names and modality == "tabular":
@@ -176,6 +199,50 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
         feature_names=feature_names,
         attribute_features=attribute_features,
     )
+
+
+def _attribute_values(values: np.ndarray) -> np.ndarray:
+    """Text attributes as str, a blank value named "missing"; numbers as they are (NaN is a missing number)."""
+    if values.dtype.kind in "USO":
+        text = values.astype(str)
+        return np.where(np.char.strip(text) == "", "missing", text)
+    return values
+
+
+def _check_npz_sizes(path: Path, max_inflated_mb: int) -> None:
+    """Refuse a zip bomb from the sizes the archive declares, before anything is decompressed.
+
+    zipfile stops reading a member at its declared size, and each .npy header's shape must fit in that size,
+    so these checks bound what np.load can allocate.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            inflated = sum(info.file_size for info in members)
+            if inflated > max_inflated_mb * 2**20:
+                raise AuditError(
+                    f"{path}: its arrays inflate to {inflated / 2**20:,.0f} MB from {path.stat().st_size / 2**20:,.1f} MB on disk, "
+                    f"over the {max_inflated_mb:,} MB limit; if the data is really that large, raise it with "
+                    f"--set data.max_inflated_mb={int(inflated / 2**20) + 1}"
+                )
+            for info in members:
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                if dtype.hasobject:
+                    continue  # np.load refuses object arrays itself (allow_pickle=False)
+                if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+                    raise AuditError(f"{path}: array {info.filename} declares shape {shape} of {dtype}, more than the "
+                                     f"{info.file_size:,} bytes the archive holds for it; the file is corrupt or crafted")
+    except AuditError:
+        raise
+    except Exception as error:  # noqa: BLE001 - zip and header errors come in many types
+        raise AuditError(f"{path}: not a readable .npz archive ({first_line(error, 120)})") from None
 
 
 def _labels(y: np.ndarray, n: int, path) -> np.ndarray:

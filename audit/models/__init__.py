@@ -28,8 +28,17 @@ def load(path, options: LoadOptions | None = None, plugin_manager=None) -> Model
     else:
         model = plugin_manager.hook.load_model(path=path, options=options)
     if model is None:
-        raise AuditError(f"{path}: no loader for {path.suffix or 'files without a suffix'}; audit reads .onnx, TorchScript .pt/.pth and torch.export .pt2")
+        raise AuditError(f"{path}: no loader for {path.suffix or 'files without a suffix'}; audit reads .onnx, TorchScript .pt/.pth "
+                         f"and torch.export .pt2{_conversion_hint(path)}")
     return model
+
+
+def _conversion_hint(path: Path) -> str:
+    if path.suffix.lower() in (".joblib", ".pkl", ".pickle", ".sav"):
+        # Unpickling would run code from the file; converting once, where the model was trained, does not.
+        return (". A pickled scikit-learn model: convert it to ONNX with skl2onnx (skl2onnx.to_onnx(model, x[:1]), "
+                "then audit the .onnx), or write a plugin whose load_model hook reads it (docs/plugins.md)")
+    return ""
 
 
 def load_builtin(path: Path, options: LoadOptions) -> Model | None:

@@ -128,6 +128,7 @@ class OnnxModel(Model):
             output=options.output or ("probabilities" if self.output_is_map else None),
             input_dtype=input_dtype,
         )
+        self.feature_names = _feature_names(session, row_shape)
         if self.fixed_batch is not None:
             self.warn(
                 f"{path.name}: the input has a fixed batch size of {self.fixed_batch}; rows are sent "
@@ -355,3 +356,20 @@ class OnnxModel(Model):
 
 def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
     return OnnxModel(path, options)
+
+
+def _feature_names(session, row_shape: tuple) -> list[str] | None:
+    """Input column names from the model's metadata (`feature_names`: a JSON list or comma-separated), if they fit its width."""
+    import json
+
+    text = session.get_modelmeta().custom_metadata_map.get("feature_names")
+    if not text:
+        return None
+    try:
+        names = json.loads(text) if text.lstrip().startswith("[") else text.split(",")
+    except ValueError:
+        return None
+    names = [str(n).strip() for n in names if str(n).strip()]
+    if len(row_shape) != 1 or (row_shape[0] is not None and row_shape[0] != len(names)):
+        return None  # names that do not match a flat input of that width say nothing about which columns to use
+    return names

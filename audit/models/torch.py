@@ -200,6 +200,11 @@ def load_torch(path: Path, options: LoadOptions) -> TorchModel:
         )
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError) as error:
+        # A pickle names the module's class by import path; it must be importable where the audit runs.
+        raise AuditError(f"{path}: the pickled module's class cannot be imported here ({first_line(error)}); put the folder of the "
+                         "code that defines it on PYTHONPATH (a class defined in a script's __main__ must move to a module), "
+                         "or export the model with torch.jit.save or torch.export.save") from None
     except Exception as error:  # noqa: BLE001
         raise AuditError(f"{path}: could not be loaded by PyTorch ({first_line(error)}; as TorchScript: {jit_message})") from None
     if isinstance(obj, dict):

@@ -129,7 +129,7 @@ def substitute(ctx, options, attribute: str, column_index: int) -> Substitution:
     n_rows, n_classes = probs.shape
     rows = np.arange(n_rows)
     # The score followed per row: class 1 for a binary model, else the class the model originally predicted.
-    score_class = np.ones(n_rows, dtype=np.int64) if n_classes == 2 else probs.argmax(axis=1)
+    score_class = np.ones(n_rows, dtype=np.int64) if n_classes == 2 else audit.predicted_classes(probs)
     column = x[:, column_index]
     values, own = np.unique(column, return_inverse=True)
     labels = value_labels(ctx.data, attribute, column, values)
@@ -146,11 +146,11 @@ def substitute(ctx, options, attribute: str, column_index: int) -> Substitution:
     pred = np.empty((n_rows, len(values)), dtype=np.int64)
     score[rows, own] = probs[rows, score_class]
     odds[rows, own] = log_odds(logits, score_class)
-    pred[rows, own] = probs.argmax(axis=1)
+    pred[rows, own] = audit.predicted_classes(probs)
     k_variant = score_class[variant_rows]
     score[variant_rows, variant_values] = v_probs[np.arange(len(batch)), k_variant]
     odds[variant_rows, variant_values] = log_odds(v_logits, k_variant)
-    pred[variant_rows, variant_values] = v_probs.argmax(axis=1)
+    pred[variant_rows, variant_values] = audit.predicted_classes(v_probs)
     return Substitution(attribute, int(column_index), values, labels, reference, score, odds, pred)
 
 

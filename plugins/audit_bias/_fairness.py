@@ -94,7 +94,7 @@ def run(analysis, ctx):
     options = analysis.options
     probs = np.asarray(ctx.predictions, dtype=np.float64)
     n_rows, n_classes = probs.shape
-    predicted = probs.argmax(axis=1)
+    predicted = audit.predicted_classes(probs)
     y = None if ctx.data.y is None else np.asarray(ctx.data.y, dtype=np.int64)
     class_names = ctx.class_names
     binary = n_classes == 2

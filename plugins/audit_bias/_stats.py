@@ -43,6 +43,8 @@ def group_attribute(name: str, values: np.ndarray, max_categories: int, n_bins: 
     values = np.asarray(values)
     if values.ndim != 1:
         values = values.reshape(len(values), -1)[:, 0]
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        return _with_missing_group(name, values, max_categories, n_bins)
     if is_numeric(values):
         numeric = values.astype(np.float64)
         distinct = np.unique(numeric)
@@ -64,6 +66,18 @@ def group_attribute(name: str, values: np.ndarray, max_categories: int, n_bins: 
         return Grouping(name, codes.astype(np.int64), [_label(u) for u in uniques], raw=numeric, parts=(name,))
     uniques, codes = np.unique(values.astype(str), return_inverse=True)
     return Grouping(name, codes.astype(np.int64), [str(u) for u in uniques], raw=None, parts=(name,))
+
+
+def _with_missing_group(name: str, values: np.ndarray, max_categories: int, n_bins: int) -> Grouping:
+    """Rows without a value form one more group, named "missing"; the others are grouped as usual."""
+    missing = np.isnan(values)
+    if missing.all():
+        return Grouping(name, np.zeros(len(values), np.int64), ["missing"], parts=(name,))
+    present = group_attribute(name, values[~missing], max_categories, n_bins)
+    codes = np.full(len(values), present.n_groups, dtype=np.int64)
+    codes[~missing] = present.codes
+    # No raw values: distance covariance has no number for a missing one.
+    return Grouping(name, codes, [*present.names, "missing"], binned=present.binned, raw=None, parts=(name,))
 
 
 def _fmt(x: float) -> str:

@@ -103,8 +103,8 @@ def run(analysis, ctx):
     probs = np.asarray(ctx.predictions, dtype=np.float64)
     n_rows, n_classes = probs.shape
     binary = n_classes == 2
-    score_class = np.ones(n_rows, dtype=np.int64) if binary else probs.argmax(axis=1)
-    clean_pred = probs.argmax(axis=1)
+    score_class = np.ones(n_rows, dtype=np.int64) if binary else audit.predicted_classes(probs)
+    clean_pred = audit.predicted_classes(probs)
     class_names = ctx.data.class_names or [str(i) for i in range(n_classes)]
     score_name = f"P({class_names[1]})" if binary else "probability of the predicted class"
 
@@ -145,7 +145,7 @@ def run(analysis, ctx):
         offset += len(rows)
         k = score_class[rows]
         shift = vp[np.arange(len(rows)), k] - probs[rows, k]
-        flips = vp.argmax(axis=1) != clean_pred[rows]
+        flips = audit.predicted_classes(vp) != clean_pred[rows]
         n, n_flips = len(rows), int(flips.sum())
         flip_rate = n_flips / n
         flo, fhi = wilson(n_flips, n)

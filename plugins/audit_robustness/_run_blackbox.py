@@ -34,7 +34,7 @@ class SquareRun:
 
     @property
     def clean_accuracy(self) -> float:
-        return float(np.mean(self.clean_logits.argmax(axis=1) == self.y))
+        return float(np.mean(audit.predicted_classes(self.clean_logits) == self.y))
 
     @property
     def subject(self) -> str:
@@ -121,12 +121,12 @@ def figures(m: SquareRun, ctx):
     if not m.layout:
         return
     k = min(4, len(m.x))
-    adversarial_predictions = ctx.model.predict(m.result.x_adv[:k]).argmax(axis=1)
+    adversarial_predictions = audit.predicted_classes(ctx.model.predict(m.result.x_adv[:k]))
     yield audit.Figure(
         "square_examples",
         "Examples: clean and Square-attack inputs",
         _figures.image_grid(
-            m.layout.to_nchw(m.x[:k]), m.clean_logits[:k].argmax(axis=1),
+            m.layout.to_nchw(m.x[:k]), audit.predicted_classes(m.clean_logits[:k]),
             [(f"square {fmt(m.eps)}", m.layout.to_nchw(m.result.x_adv[:k]), adversarial_predictions)],
             ctx.class_names, m.y[:k], m.bounds,
         ),

@@ -81,7 +81,7 @@ def measure(ctx, options) -> Calibration:
     y = np.asarray(ctx.data.y, dtype=np.int64)
     n = len(y)
     confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y
+    correct = audit.predicted_classes(probabilities) == y
     edges, bin_accuracy, bin_confidence, bin_count = bin_statistics(confidence, correct, options.bins, options.binning)
     frequencies = np.bincount(y, minlength=probabilities.shape[1]) / n
     coverage, risk, aurc = risk_coverage(confidence, correct)

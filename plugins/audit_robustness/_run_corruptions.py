@@ -76,7 +76,7 @@ def _corrupter(ctx, x, layout, bounds):
 def measure(ctx, options) -> CorruptionTable:
     take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_probabilities = take(ctx.predictions)
-    clean_predicted = clean_probabilities.argmax(axis=1)
+    clean_predicted = audit.predicted_classes(clean_probabilities)
     layout = image_layout(ctx.data)
     names = _corruption_names(ctx, options, layout)
     severities = sorted(set(options.severities))
@@ -94,7 +94,7 @@ def measure(ctx, options) -> CorruptionTable:
             for severity in severities:
                 batch = corrupted(name, severity)
                 probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
-                predicted = probabilities.argmax(axis=1)
+                predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)
                 table.accuracy[key] = float(np.mean(predicted == y))
                 table.flips[key] = float(np.mean(predicted != clean_predicted))

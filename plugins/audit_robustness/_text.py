@@ -119,7 +119,7 @@ def run(analysis, ctx):
     texts = [str(t) for t in take(ctx.data.x)]
     y = take(labels)
     clean_probabilities = take(ctx.predictions)
-    clean_predicted = clean_probabilities.argmax(axis=1)
+    clean_predicted = audit.predicted_classes(clean_probabilities)
     clean_correct = clean_predicted == y
     clean_accuracy = float(clean_correct.mean())
     names = list(o.corruptions or TEXT_CORRUPTIONS)
@@ -140,7 +140,7 @@ def run(analysis, ctx):
     accuracy, flips, drops = {}, {}, {}
     examples = {}
     for k, key in enumerate(keys):
-        predicted = probabilities[k * n : (k + 1) * n].argmax(axis=1)
+        predicted = audit.predicted_classes(probabilities[k * n : (k + 1) * n])
         correct = predicted == y
         accuracy[key] = float(correct.mean())
         flips[key] = float(np.mean(predicted != clean_predicted))

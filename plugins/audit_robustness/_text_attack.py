@@ -53,7 +53,7 @@ def run(analysis, ctx):
     texts = [str(t) for t in take(ctx.data.x)]
     y = take(labels)
     clean = take(ctx.predictions)
-    correct = clean.argmax(axis=1) == y
+    correct = audit.predicted_classes(clean) == y
     n = len(texts)
     words = [t.split(" ") for t in texts]
     queries = np.zeros(n, dtype=np.int64)
@@ -107,7 +107,7 @@ def run(analysis, ctx):
             for (r, position, edit), row in zip(owners, p):
                 queries[r] += 1
                 value = float(row[y[r]])
-                flipped = int(row.argmax()) != y[r]
+                flipped = int(audit.predicted_classes(row[None])[0]) != y[r]
                 if r not in best or (flipped, -value) > (best[r][3], -best[r][0]):
                     best[r] = (value, edit, position, flipped)
             for r, (value, edit, position, flipped) in best.items():
