@@ -536,6 +536,15 @@ class TreeShap:
             phi[start : start + values.shape[1]] = out.reshape(n_features, n_outputs, -1).permute(2, 0, 1).numpy()
         return phi
 
+    def target_maps(self, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Attributions (N, F) of each row's target class, in the space the trees add up in.
+
+        What an explainer needs from the model, so a plugin reaches it through the
+        model's ``tree_shap()`` and never imports this module.
+        """
+        maps, _ = explained_scores(self.trees, self.shap_values(x), self.expected, targets)
+        return maps
+
     def _torch_group(self, group: _PathGroup, n_features: int, internal: np.ndarray) -> dict:
         import torch
 

@@ -26,12 +26,7 @@ def prepare(ctx) -> str:
 
 def treeshap(model, x: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Attributions (R, F) of each row's target class, in the space the graph's trees add up in."""
-    from audit.models.trees import explained_scores
-
-    explainer = model.tree_shap()
-    phi = explainer.shap_values(x)
-    maps, _ = explained_scores(explainer.trees, phi, explainer.expected, targets)
-    return maps.reshape(np.shape(x))
+    return model.tree_shap().target_maps(x, targets).reshape(np.shape(x))
 
 
 def select(ctx, explainers: list[str], skipped: dict[str, str], chosen: bool) -> None:
