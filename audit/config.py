@@ -42,6 +42,8 @@ class RunSpec:
     trust_model_code: bool = False
     template_dir: str | None = None
     config_file: str | None = None
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None
     argv: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

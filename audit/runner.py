@@ -271,16 +271,26 @@ def prepare(spec, plugin_manager=None, warn=None):
     instances = {name: registry[name].cls(build_options(registry[name].cls, spec.options.get(name, {}))) for name in names}
     for report in spec.reports:
         check_report_path(report)
-    model = models.load(
-        spec.model,
-        models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
-                           trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients,
-                           optimize=spec.model_optimize),
-        plugin_manager=pm,
-    )
+    from audit.executor import check_executor
+
+    spec.executor = check_executor(getattr(spec, "executor", "local"), getattr(spec, "ray_address", None))
+    model = models.load(spec.model, model_load_options(spec), plugin_manager=pm)
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed)
     data_module.validate_against_model(dataset, model)
+    if spec.executor == "ray":
+        from audit.executor import init_ray
+
+        init_ray(spec.ray_address)  # a cluster that cannot be reached is bad input: nothing stored yet
     return pm, registry, names, instances, model, dataset, db_location
+
+
+def model_load_options(spec):
+    """How the run loads its model: the same in this process and in every Ray worker."""
+    from audit import models
+
+    return models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
+                              trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients,
+                              optimize=spec.model_optimize)
 
 
 REPORT_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf", ".json": "json", ".xml": "junit", ".md": "markdown"}
@@ -342,13 +352,21 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         store.update_run(run.id, clean_forward_rows=clean.forward_rows, clean_seconds=clean.forward_seconds,
                          model_info=model.describe())
         shared: dict = {}  # one per run: analyses share work through ctx.shared
+        remote = None
+        if spec.executor == "ray":
+            from audit.executor import RayAnalyses
+
+            remote = RayAnalyses(spec, dataset, predictions, logits, {n: instances[n] for n in names}, model_load_options(spec))
         for position, name in enumerate(names):
             analysis = instances[name]
             entry = registry[name]
             interrupted = False
             try:
-                outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
-                                  progress_factory=progress_factory, shared=shared)
+                if remote is not None:
+                    outcome = remote.outcome(name)
+                else:
+                    outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
+                                      progress_factory=progress_factory, shared=shared)
             except RunInterrupted as stop:
                 outcome, interrupted = stop.outcome, True
             except KeyboardInterrupt:

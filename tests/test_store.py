@@ -59,3 +59,95 @@ def test_resolve_run_by_prefix_and_latest(tmp_path):
         store.resolve_run("aaa")
     with pytest.raises(AuditError, match="no run 'zzz'"):
         store.resolve_run("zzz")
+
+
+# -- both engines: every test below runs on SQLite and on a real PostgreSQL server --
+
+
+def test_store_round_trip_on_each_engine(store_url):
+    from datetime import datetime, timezone
+
+    store = Store(store_url)
+    started = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone.utc)
+    store.create_run(id="run000000001", model_path="models/a.onnx", model_sha256="aa", started_at=started,
+                     config={"seed": 3, "nested": {"k": [1, 2]}}, argv=["audit", "run"])
+    store.create_run(id="run000000002", model_path="models/b.onnx", model_sha256="bb")
+    result_id = store.save_result(
+        "run000000001",
+        {"position": 0, "analysis": "x.y", "status": "ok", "options": {"rows": 5}, "seconds": 0.25, "notes": ["n"]},
+        findings=[{"check": "gap", "subject": "group=a", "severity": "high", "passed": False, "value": 0.125,
+                   "threshold": 0.1, "message": "m", "tags": ["t"], "details": {"d": 1.5}},
+                  {"check": "gap", "subject": None, "severity": "low", "passed": True, "value": None}],
+        metrics=[{"name": "acc", "group": "a", "value": 0.5, "lower": 0.25, "upper": 0.75, "count": 10}],
+        artifacts=[{"name": "fig", "mime": "image/png", "content": b"\x89PNG\x00\xff"}],
+    )
+    store.update_run("run000000001", status="failed", exit_code=1, finished_at=started)
+    store.add_waiver(check="gap", reason="accepted", model_path="models/a.onnx")
+
+    again = Store(store_url, create=False)  # a second connection, as `audit show` opens
+    run = again.resolve_run("run000000001")
+    assert run.status == "failed" and run.exit_code == 1
+    assert run.config == {"seed": 3, "nested": {"k": [1, 2]}} and run.argv == ["audit", "run"]
+    assert run.started_at.replace(tzinfo=None) == started.replace(tzinfo=None)
+    assert [r.id for r in again.runs(model="b.onnx")] == ["run000000002"]
+    assert again.resolve_run("latest").id == "run000000002"
+    [result] = again.results("run000000001")
+    assert result.id == result_id and result.options == {"rows": 5} and result.notes == ["n"]
+    findings = again.findings("run000000001")
+    assert [(f.subject, f.passed, f.value, f.details) for f in findings] == [("group=a", False, 0.125, {"d": 1.5}), (None, True, None, {})]
+    [metric] = again.metrics("run000000001")
+    assert (metric.group, metric.lower, metric.upper, metric.count) == ("a", 0.25, 0.75, 10)
+    assert again.artifacts("run000000001")[0].content == b"\x89PNG\x00\xff"
+    [waiver] = again.waivers()
+    assert waiver.active is True and waiver.check == "gap"
+    with pytest.raises(AuditError, match="ambiguous"):
+        again.resolve_run("run")
+    store.close()
+    again.close()
+
+
+def test_migrations_recorded_once_and_in_order_on_each_engine(store_url):
+    from sqlalchemy import text
+
+    Store(store_url).close()
+    store = Store(store_url)  # a second open applies nothing
+    with store.engine.connect() as connection:
+        names = [row[0] for row in connection.execute(text("SELECT name FROM _migrations ORDER BY name"))]
+    assert names == [name for name, _ in MIGRATIONS]
+    assert migrate(store.engine) == []
+    store.close()
+
+
+def test_failed_migration_is_rolled_back_whole_and_the_database_stays_usable(store_url, monkeypatch):
+    from sqlalchemy import inspect, text
+
+    from audit.store import migrations
+
+    Store(store_url).close()
+    attempts = []
+
+    def m999_halfway(connection):
+        connection.execute(text("CREATE TABLE extra (id INTEGER PRIMARY KEY, at DATETIME)"))
+        connection.execute(text("ALTER TABLE run ADD COLUMN extra_note VARCHAR"))
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("disk full")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*MIGRATIONS, ("m999_halfway", m999_halfway)])
+    with pytest.raises(AuditError, match=r"migration m999_halfway failed \(disk full\); it was rolled back"):
+        Store(store_url)
+    from sqlmodel import create_engine
+
+    postgres = store_url.startswith("postgresql://")
+    engine = create_engine("postgresql+psycopg://" + store_url.split("://", 1)[1] if postgres else f"sqlite:///{store_url}")
+    with engine.connect() as connection:
+        assert not inspect(connection).has_table("extra")
+        assert "extra_note" not in {c["name"] for c in inspect(connection).get_columns("run")}
+        assert "m999_halfway" not in {row[0] for row in connection.execute(text("SELECT name FROM _migrations"))}
+    engine.dispose()
+    store = Store(store_url)  # the cause gone, the same migration now applies
+    with store.engine.connect() as connection:
+        assert inspect(connection).has_table("extra")
+    store.create_run(id="after0000001", model_path="m", model_sha256="1")
+    assert store.resolve_run("after").id == "after0000001"
+    store.close()

@@ -36,6 +36,8 @@ def run(
     sample: int = typer.Option(None, "--sample", help="Audit a seeded random subset of N rows."),
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
+    executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
+    ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_set, find_config
@@ -53,7 +55,8 @@ def run(
         spec.data = data
     if analysis:
         spec.analyses = list(analysis)
-    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("threads", threads), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir)):
+    for name, value in (("device", device), ("seed", seed), ("batch_size", batch_size), ("threads", threads), ("db", db), ("fail_on", fail_on), ("template_dir", template_dir),
+                        ("executor", executor), ("ray_address", ray_address)):
         if value is not None:
             setattr(spec, name, value)
     if report:
