@@ -151,3 +151,47 @@ def test_failed_migration_is_rolled_back_whole_and_the_database_stays_usable(sto
     store.create_run(id="after0000001", model_path="m", model_sha256="1")
     assert store.resolve_run("after").id == "after0000001"
     store.close()
+
+
+def test_run_runs_show_report_compare_against_postgresql(postgres_server, assets, cli, monkeypatch, tmp_path):
+    import json
+
+    url = postgres_server.new_database()
+    monkeypatch.setenv("AUDIT_DB", url)
+    ids = []
+    for seed in (1, 2):
+        code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "-a", "bias.group_fairness",
+                             "--seed", seed, "--fail-on", "never", "--json")
+        assert code == 0, err
+        ids.append(json.loads(out)["run_id"])
+    code, out, err = cli("runs")
+    assert code == 0 and all(run_id in out for run_id in ids), err
+    code, out, err = cli("show", ids[0])
+    assert code == 0 and "performance" in out, err
+    code, out, err = cli("report", ids[0], "--out", tmp_path / "r.json")
+    assert code == 0, err
+    document = json.loads((tmp_path / "r.json").read_text())
+    stored = Store(url).findings(ids[0])
+    assert document["run_id"] == ids[0] and len(stored) > 0
+    code, out, err = cli("compare", ids[0], ids[1])
+    assert code in (0, 1), err
+    assert ids[0] in out or ids[0][:8] in out
+
+
+def test_postgresql_url_without_psycopg_is_one_line_error(cli, assets, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real_find_spec(name, *a))
+    for args in (["run", assets.mlp_onnx, "--data", assets.data_npz], ["runs"]):
+        code, out, err = cli(*args, "--db", "postgresql://audit@db.example/audit")
+        assert code == 2, err
+        assert err.strip() == "Error: a postgresql:// database needs psycopg, which is not installed; run: pip install 'audit[postgres]'"
+
+
+def test_unreachable_postgresql_and_unknown_scheme_are_one_line_errors(cli, postgres_server, tmp_path):
+    code, out, err = cli("runs", "--db", f"postgresql://audit:secret@/nodb?host={tmp_path}")
+    assert code == 2 and err.startswith("Error: cannot open the database postgresql://audit:***@/nodb") and "secret" not in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = cli("runs", "--db", "mysql://x@h/db")
+    assert code == 2 and "unsupported database URL" in err
