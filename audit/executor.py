@@ -32,7 +32,7 @@ def init_ray(address: str | None = None) -> None:
         return
     try:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-    except (ConnectionError, ValueError, RuntimeError) as error:
+    except Exception as error:  # noqa: BLE001 - Ray raises plain Exception when its node does not come up
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AuditError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first}") from None
 

@@ -8,9 +8,9 @@ import pytest
 from audit.errors import AuditError
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray with 2 worker slots for the whole test session (Ray starts slowly)."""
+    """One local Ray with 2 worker slots, started once (Ray starts slowly) and stopped after these tests."""
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed; pip install '.[ray]'")
     import ray
