@@ -2,10 +2,44 @@
 
 import importlib.util
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
+import audit
 from audit.errors import AuditError
+
+
+class DiesOnce(audit.Analysis):
+    """Kills its worker process the first time (as an out-of-memory kill would), works the second."""
+
+    name = "test.dies_once"
+    title = "Dies once"
+
+    def run(self, ctx):
+        marker = Path(os.environ["AUDIT_TEST_MARKER"])
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        yield audit.Finding(check="survived", title="survived", severity="low", passed=True, value=float(len(ctx.data)))
+
+
+class DiesAlways(audit.Analysis):
+    name = "test.dies_always"
+    title = "Dies always"
+
+    def run(self, ctx):
+        os._exit(1)
+        yield  # pragma: no cover
+
+
+class Dying:
+    @audit.hookimpl
+    def register_analyses(self, register):
+        register(DiesOnce)
+        register(DiesAlways)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +99,31 @@ def test_unknown_executor_and_missing_ray_are_one_line_errors(cli, assets, monke
     assert code == 2
     assert err.strip() == "Error: --executor ray needs Ray, which is not installed; run: pip install 'audit[ray]'"
     assert "Traceback" not in err
+
+
+def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_that_analysis_error(ray_session, cli, assets, tmp_path, monkeypatch):
+    from audit.plugins import get_plugin_manager
+    from audit.store import Store
+
+    # Workers cannot import this test module: ship the test analyses by value.
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "died"
+    monkeypatch.setenv("AUDIT_TEST_MARKER", str(marker))
+    manager = get_plugin_manager()
+    manager.register(Dying(), name="dying")
+    try:
+        code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "-a", "test.dies_once",
+                             "-a", "test.dies_always", "--executor", "ray", "--json", "--fail-on", "never")
+    finally:
+        manager.unregister(name="dying")
+        ray_session.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert code == 3, err
+    document = json.loads(out)
+    statuses = {a["name"]: (a["status"], a["reason"]) for a in document["analyses"]}
+    assert marker.exists()  # the first attempt really died
+    assert statuses["test.dies_once"] == ("ok", None)
+    assert statuses["performance"][0] == "ok"
+    assert statuses["test.dies_always"][0] == "error"
+    assert "the Ray task failed after its retries" in statuses["test.dies_always"][1]
+    findings = {(f.analysis, f.check): f.value for f in Store().findings(document["run_id"])}
+    assert findings[("test.dies_once", "survived")] == 200.0
