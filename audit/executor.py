@@ -28,6 +28,7 @@ def init_ray(address: str | None = None) -> None:
 
     import ray
 
+    _ray_messages_to_stderr()
     if ray.is_initialized():
         return
     try:
@@ -35,6 +36,27 @@ def init_ray(address: str | None = None) -> None:
     except Exception as error:  # noqa: BLE001 - Ray raises plain Exception when its node does not come up
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AuditError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first}") from None
+
+
+def _ray_messages_to_stderr() -> None:
+    """Ray prints a dead worker's error to the driver's stdout, which would corrupt `--json`: send it to stderr.
+
+    Ray offers no setting for it, so its printing function is wrapped; should a Ray
+    release rename it, nothing breaks here (the executor test checks stdout stays JSON).
+    """
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "audit_to_stderr", False):
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr.audit_to_stderr = True
+    worker.print_to_stdstream = to_stderr
 
 
 # One model per worker process: the tasks of a run that land on the same worker share it.

@@ -18,8 +18,11 @@ class DiesOnce(audit.Analysis):
     name = "test.dies_once"
     title = "Dies once"
 
+    class Options(audit.Options):
+        marker: str = ""
+
     def run(self, ctx):
-        marker = Path(os.environ["AUDIT_TEST_MARKER"])
+        marker = Path(self.options.marker)
         if not marker.exists():
             marker.write_text(str(os.getpid()))
             os._exit(1)
@@ -101,24 +104,24 @@ def test_unknown_executor_and_missing_ray_are_one_line_errors(cli, assets, monke
     assert "Traceback" not in err
 
 
-def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_that_analysis_error(ray_session, cli, assets, tmp_path, monkeypatch):
+def test_a_dead_worker_is_retried_and_one_that_keeps_dying_is_that_analysis_error(ray_session, cli, assets, tmp_path):
     from audit.plugins import get_plugin_manager
     from audit.store import Store
 
     # Workers cannot import this test module: ship the test analyses by value.
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     marker = tmp_path / "died"
-    monkeypatch.setenv("AUDIT_TEST_MARKER", str(marker))
     manager = get_plugin_manager()
     manager.register(Dying(), name="dying")
     try:
         code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "-a", "test.dies_once",
-                             "-a", "test.dies_always", "--executor", "ray", "--json", "--fail-on", "never")
+                             "-a", "test.dies_always", "--set", f"test.dies_once.marker={marker}",
+                             "--executor", "ray", "--json", "--fail-on", "never")
     finally:
         manager.unregister(name="dying")
         ray_session.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     assert code == 3, err
-    document = json.loads(out)
+    document = json.loads(out)  # Ray's messages about the dead workers went to stderr, not into the JSON
     statuses = {a["name"]: (a["status"], a["reason"]) for a in document["analyses"]}
     assert marker.exists()  # the first attempt really died
     assert statuses["test.dies_once"] == ("ok", None)
