@@ -318,7 +318,7 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
     """Run an audit end to end and persist it; bad input raises AuditError before any write."""
     from audit.data import sha256_of
     from audit.report.figures import figure_to_artifact
-    from audit.store import Store
+    from audit.store import Store, hide_passwords
     from pathlib import Path
 
     from audit.allocator import tune_malloc
@@ -338,8 +338,8 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
         data_rows=len(dataset),
         data_info=dataset.describe(),
         seed=int(spec.seed),
-        argv=list(spec.argv),
-        config=_jsonable(spec.as_dict()),
+        argv=[hide_passwords(arg) for arg in spec.argv],
+        config=hide_passwords(_jsonable(spec.as_dict())),
         versions=versions(registry, names),
         fail_on=spec.fail_on,
         template_dir=spec.template_dir,

@@ -195,3 +195,17 @@ def test_unreachable_postgresql_and_unknown_scheme_are_one_line_errors(cli, post
     assert len(err.strip().splitlines()) == 1
     code, out, err = cli("runs", "--db", "mysql://x@h/db")
     assert code == 2 and "unsupported database URL" in err
+
+
+def test_database_password_is_not_stored_with_the_run(postgres_server, assets, cli):
+    import json
+
+    from audit.store import hide_passwords
+
+    assert hide_passwords("postgresql://u:s3cret@h:5/db and sqlite:///x") == "postgresql://u:***@h:5/db and sqlite:///x"
+    url = postgres_server.new_database().replace("postgresql://audit@", "postgresql://audit:s3cret@")  # trust auth ignores it
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--db", url, "--json")
+    assert code == 0, err
+    run = Store(url).resolve_run(json.loads(out)["run_id"])
+    assert "s3cret" not in json.dumps(run.config) + json.dumps(run.argv)
+    assert run.config["db"].startswith("postgresql://audit:***@")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sqlite3
 import time
 import uuid
@@ -33,6 +34,20 @@ def _redacted(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a malformed URL is shown up to its scheme
         return _scheme(url) + "://..."
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.I)
+
+
+def hide_passwords(value):
+    """The password of every database URL in a string (or in the strings of a JSON value) as ***, for what is stored."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {key: hide_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [hide_passwords(item) for item in value]
+    return value
 
 
 def default_location() -> str:
