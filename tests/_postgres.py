@@ -40,8 +40,9 @@ class PostgresServer:
 
     def __init__(self, binaries: Path):
         self.binaries = binaries
-        # Short path: a Unix socket's path must fit in 107 bytes.
-        self.folder = Path(tempfile.mkdtemp(prefix="audit-pg-"))
+        # In /tmp: a Unix socket's path must fit in 107 bytes, and the server's account
+        # must reach the folder (a $TMPDIR under /root would not do).
+        self.folder = Path(tempfile.mkdtemp(prefix="audit-pg-", dir="/tmp" if os.path.isdir("/tmp") else None))
         self.account = pwd.getpwnam("nobody") if os.geteuid() == 0 else None
         if self.account is not None:
             os.chown(self.folder, self.account.pw_uid, self.account.pw_gid)

@@ -88,7 +88,10 @@ def postgres_server():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")
     if importlib.util.find_spec("psycopg") is None:
         pytest.skip("psycopg is not installed; pip install '.[postgres]'")
-    server = PostgresServer(binaries).start()
+    try:
+        server = PostgresServer(binaries).start()
+    except (KeyError, RuntimeError, OSError) as error:  # no `nobody` account, or the server would not start
+        pytest.skip(f"could not start a PostgreSQL server: {error}")
     yield server
     server.stop()
 
