@@ -75,6 +75,8 @@ class Settings(pydantic.BaseModel):
     template_dir: str | None = None
     min_rows: Annotated[int, pydantic.Field(ge=0)] | None = None
     analysis: dict[str, Any] | None = None
+    executor: str | None = None  # checked, with the fix, by runner.check_executor
+    ray_address: str | None = None
 
     @pydantic.field_validator("fail_on")
     @classmethod
@@ -159,6 +161,8 @@ class RunSpec:
     template_dir: str | None = None
     min_rows: int = MIN_ROWS
     config_file: str | None = None
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None
     argv: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

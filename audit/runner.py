@@ -270,13 +270,10 @@ def prepare(spec, plugin_manager=None, warn=None):
     if spec.template_dir is not None and not Path(spec.template_dir).is_dir():
         raise AuditError(f"--template-dir {spec.template_dir} is not a folder; give the folder that holds your report templates")
     check_database_writable(db_location)
-    model = models.load(
-        spec.model,
-        models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
-                           trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients,
-                           optimize=spec.model_optimize, tokenizer=spec.model_tokenizer),
-        plugin_manager=pm,
-    )
+    from audit.executor import check_executor
+
+    spec.executor = check_executor(getattr(spec, "executor", "local"), getattr(spec, "ray_address", None))
+    model = models.load(spec.model, model_load_options(spec), plugin_manager=pm)
     dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None))
     data_module.validate_against_model(dataset, model)
     if len(dataset) < spec.min_rows:
@@ -285,7 +282,20 @@ def prepare(spec, plugin_manager=None, warn=None):
             "score cannot show 90% accuracy with 95% confidence; audit more rows, or pass --min-rows "
             f"{len(dataset)} to accept checks on this few"
         )
+    if spec.executor == "ray":
+        from audit.executor import init_ray
+
+        init_ray(spec.ray_address)  # a cluster that cannot be reached is bad input: nothing stored yet
     return Prepared(pm, registry, names, instances, model, dataset, db_location)
+
+
+def model_load_options(spec):
+    """How the run loads its model: the same in this process and in every Ray worker."""
+    from audit import models
+
+    return models.LoadOptions(device=spec.device, batch_size=spec.batch_size, output=spec.model_output,
+                              trust_model_code=spec.trust_model_code, threads=spec.threads, onnx_gradients=spec.model_gradients,
+                              optimize=spec.model_optimize, tokenizer=spec.model_tokenizer)
 
 
 def check_database_writable(location: str) -> None:
@@ -318,7 +328,6 @@ def check_database_writable(location: str) -> None:
             f"database {path} is corrupted (PRAGMA integrity_check: {problems[0][:120]}); "
             "restore it from a backup, or pass --db with a new file"
         )
-
 
 
 class Prepared(NamedTuple):
@@ -383,6 +392,7 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
                 predictions, logits, clean, frameworks, model_sha256) -> RunOutcome:
     import os
 
+    from audit.store import hide_passwords
     from audit.store.artifacts import figure_to_artifact
     from audit.store.liveness import this_host
 
@@ -398,8 +408,8 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
         data_rows=len(dataset),
         data_info=dataset.describe(),
         seed=int(spec.seed),
-        argv=list(spec.argv),
-        config=_jsonable(spec.as_dict()),
+        argv=[hide_passwords(arg) for arg in spec.argv],
+        config=hide_passwords(_jsonable(spec.as_dict())),
         versions=versions(registry, names),
         fail_on=spec.fail_on,
         template_dir=spec.template_dir,
@@ -414,13 +424,21 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
     status = "running"
     try:
         shared: dict = {}  # one per run: analyses share work through ctx.shared
+        remote = None
+        if spec.executor == "ray":
+            from audit.executor import RayAnalyses
+
+            remote = RayAnalyses(spec, dataset, predictions, logits, {n: instances[n] for n in names}, model_load_options(spec))
         for position, name in enumerate(names):
             analysis = instances[name]
             entry = registry[name]
             stop = None
             try:
-                outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
-                                  progress_factory=progress_factory, shared=shared)
+                if remote is not None:
+                    outcome = remote.outcome(name)
+                else:
+                    outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
+                                      progress_factory=progress_factory, shared=shared)
             except RunInterrupted as interrupted:
                 outcome, stop = interrupted.outcome, interrupted.cause
             except KeyboardInterrupt as interrupted:

@@ -74,3 +74,33 @@ def run_cli(*args, input=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL server for the session, or a skip that says what is missing."""
+    import importlib.util
+
+    from _postgres import PostgresServer, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; apt-get install postgresql")
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("psycopg is not installed; pip install '.[postgres]'")
+    try:
+        server = PostgresServer(binaries)
+    except KeyError:
+        pytest.skip("running as root and there is no `nobody` account to run PostgreSQL as")
+    # A server that fails to start with its binaries present is a failure, not a skip.
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A new, empty database on each engine the store supports."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("postgres_server").new_database()

@@ -41,6 +41,8 @@ def run(
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
     min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
+    executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
+    ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
@@ -59,7 +61,8 @@ def run(
     if analysis:
         spec.analyses = list(analysis)
     apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
-                       "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows})
+                       "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows,
+                       "executor": executor, "ray_address": ray_address})
     if report:
         spec.reports = list(report)
     if trust_model_code:

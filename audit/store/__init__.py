@@ -1,9 +1,12 @@
-"""The findings store: SQLite through SQLModel, WAL mode, one transaction per analysis."""
+"""The findings store: SQLite (WAL mode) or PostgreSQL through SQLModel, one transaction per analysis."""
 
 from __future__ import annotations
 
 import os
+import random
+import re
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,39 @@ from audit.errors import AuditError
 
 DEFAULT_DB = Path(".audit") / "audit.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+# How long a writer waits for another's lock, in SQLite's busy handler and then in
+# our retry loop around each transaction: long enough for a farm of CI jobs.
+BUSY_TIMEOUT_S = 30.0
+WRITE_RETRY_S = 120.0
+
+
+def _scheme(location: str) -> str:
+    return location.split("://", 1)[0].lower()
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is shown up to its scheme
+        return _scheme(url) + "://..."
+
+
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.I)
+
+
+def hide_passwords(value):
+    """The password of every database URL in a string (or in the strings of a JSON value) as ***, for what is stored."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    if isinstance(value, dict):
+        return {key: hide_passwords(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [hide_passwords(item) for item in value]
+    return value
 
 
 def default_location() -> str:
@@ -31,6 +67,13 @@ def check_location(location: str | None) -> str:
     location = location or default_location()
     path = _sqlite_path(location)
     if path is None:
+        scheme = _scheme(location)
+        if scheme not in POSTGRES_SCHEMES:
+            raise AuditError(f"--db {_redacted(location)}: unsupported database URL; give a file path, sqlite:///PATH or postgresql://USER@HOST/DB")
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            raise AuditError("a postgresql:// database needs psycopg, which is not installed; run: pip install 'audit[postgres]'")
         return location
     if path.is_dir():
         raise AuditError(f"database path {path} is a folder; give a file path such as {path / 'audit.db'}")
@@ -40,7 +83,8 @@ def check_location(location: str | None) -> str:
         if header != SQLITE_MAGIC:
             raise AuditError(f"{path} is not a SQLite database; point --db (or AUDIT_DB) at an audit database or a new file")
         try:
-            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            # Another process may hold the lock while it creates the tables: wait for it.
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
             try:
                 tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                 applied = set()
@@ -81,10 +125,13 @@ class Store:
                 raise AuditError(f"no audit database at {path}; run `audit run` first, or pass --db")
             path.parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path}"
+            # The busy handler makes a writer wait for another's lock instead of failing at once.
+            self.engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         else:
-            url = location
-        self.location = str(path) if path is not None else location
-        self.engine = create_engine(url)
+            url = "postgresql+psycopg://" + location.split("://", 1)[1]
+            # Times are stored as UTC without a zone, as SQLite stores them.
+            self.engine = create_engine(url, connect_args={"options": "-c timezone=UTC"}, pool_pre_ping=True)
+        self.location = str(path) if path is not None else _redacted(location)
         if url.startswith("sqlite"):
             @event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_connection, _record):
@@ -94,9 +141,16 @@ class Store:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
+        from sqlalchemy.exc import OperationalError
+
         from audit.store.migrations import migrate
 
-        migrate(self.engine)
+        try:
+            _retrying(lambda: migrate(self.engine))
+        except OperationalError as error:
+            self.engine.dispose()
+            reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else str(error)
+            raise AuditError(f"cannot open the database {self.location}: {reason}") from None
 
     def session(self):
         from sqlmodel import Session
@@ -108,46 +162,60 @@ class Store:
         from audit.store.models import Run
 
         run = Run(id=fields.pop("id", None) or new_run_id(), **fields)
-        with self.session() as session:
-            session.add(run)
-            session.commit()
+
+        def write():
+            with self.session() as session:
+                session.add(run)
+                session.commit()
+
+        _retrying(write)
         return run
 
     def update_run(self, run_id: str, **fields: Any):
         from audit.store.models import Run
 
-        with self.session() as session:
-            run = session.get(Run, run_id)
-            for key, value in fields.items():
-                setattr(run, key, value)
-            session.add(run)
-            session.commit()
-            return run
+        def write():
+            with self.session() as session:
+                run = session.get(Run, run_id)
+                for key, value in fields.items():
+                    setattr(run, key, value)
+                session.add(run)
+                session.commit()
+                return run
+
+        return _retrying(write)
 
     def save_result(self, run_id: str, result: dict[str, Any], findings=(), metrics=(), artifacts=()) -> int:
         """Persist one analysis and everything it yielded, in one transaction."""
         from audit.store.models import AnalysisResult, Artifact, FindingRecord, MetricRecord
 
-        with self.session() as session:
-            row = AnalysisResult(run_id=run_id, **result)
-            session.add(row)
-            session.flush()
-            for position, finding in enumerate(findings):
-                session.add(FindingRecord(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **finding))
-            for position, metric in enumerate(metrics):
-                session.add(MetricRecord(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **metric))
-            for position, artifact in enumerate(artifacts):
-                session.add(Artifact(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **artifact))
-            session.commit()
-            return row.id
+        def write():
+            with self.session() as session:
+                row = AnalysisResult(run_id=run_id, **result)
+                session.add(row)
+                session.flush()
+                for position, finding in enumerate(findings):
+                    session.add(FindingRecord(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **finding))
+                for position, metric in enumerate(metrics):
+                    session.add(MetricRecord(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **metric))
+                for position, artifact in enumerate(artifacts):
+                    session.add(Artifact(run_id=run_id, result_id=row.id, position=position, analysis=row.analysis, **artifact))
+                session.commit()
+                return row.id
+
+        return _retrying(write)
 
     def add_waiver(self, **fields: Any):
         from audit.store.models import Waiver
 
         waiver = Waiver(**fields)
-        with self.session() as session:
-            session.add(waiver)
-            session.commit()
+
+        def write():
+            with self.session() as session:
+                session.add(waiver)
+                session.commit()
+
+        _retrying(write)
         return waiver
 
     # -- reading ----------------------------------------------------------------
@@ -281,6 +349,35 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _transient(error: Exception) -> bool:
+    """A lock or serialization conflict that the same transaction survives when tried again."""
+    original = getattr(error, "orig", error)
+    if getattr(original, "sqlstate", None) in ("40001", "40P01", "55P03"):
+        return True  # PostgreSQL: serialization failure, deadlock, lock not available
+    message = str(original).lower()
+    return isinstance(original, sqlite3.OperationalError) and ("locked" in message or "busy" in message)
+
+
+def _retrying(write, budget_s: float = WRITE_RETRY_S):
+    """Run one whole transaction, again after a lock conflict, with jittered back-off.
+
+    Every write goes through here: a transaction that failed on a lock was rolled
+    back, so running it again cannot store anything twice.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    deadline = time.monotonic() + budget_s
+    delay = 0.02
+    while True:
+        try:
+            return write()
+        except DBAPIError as error:
+            if not _transient(error) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
 
 
 def new_run_id() -> str:

@@ -1,0 +1,143 @@
+"""Where the analyses of one run execute: in this process, or as Ray tasks with this process the only writer."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+from audit.errors import AuditError
+
+EXECUTORS = ("local", "ray")
+
+
+def check_executor(executor: str, ray_address: str | None) -> str:
+    """Refuse an unknown executor, or Ray when it is not installed, before anything runs."""
+    executor = (executor or "local").strip().lower()
+    if executor not in EXECUTORS:
+        raise AuditError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if ray_address and executor != "ray":
+        raise AuditError("--ray ADDRESS is for --executor ray; add --executor ray or drop --ray")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise AuditError("--executor ray needs Ray, which is not installed; run: pip install 'audit[ray]'")
+    return executor
+
+
+def init_ray(address: str | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray; a Ray already started by the caller is reused."""
+    import logging
+
+    import ray
+
+    _ray_messages_to_stderr()
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address or None, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as error:  # noqa: BLE001 - Ray raises plain Exception when its node does not come up
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AuditError(f"cannot start or join Ray{f' at {address}' if address else ''}: {first}") from None
+
+
+def _ray_messages_to_stderr() -> None:
+    """Ray prints a dead worker's error to the driver's stdout, which would corrupt `--json`: send it to stderr.
+
+    Ray offers no setting for it, so its printing function is wrapped; should a Ray
+    release rename it, nothing breaks here (the executor test checks stdout stays JSON).
+    """
+    try:
+        from ray._private import worker
+    except ImportError:
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "audit_to_stderr", False):
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    to_stderr.audit_to_stderr = True
+    worker.print_to_stdstream = to_stderr
+
+
+# One model per worker process: the tasks of a run that land on the same worker share it.
+_worker_models: dict[tuple, Any] = {}
+
+
+def _worker_model(model_path: str, load_options):
+    import os
+
+    from audit import models
+
+    stat = os.stat(model_path)
+    key = (model_path, stat.st_size, stat.st_mtime_ns, repr(load_options))
+    if key not in _worker_models:
+        _worker_models.clear()  # a worker serves one model at a time; keep its memory bounded
+        _worker_models[key] = models.load(model_path, load_options)
+    return _worker_models[key]
+
+
+def _analyse(model_path: str, load_options, dataset, predictions, logits, analysis, seed: int):
+    """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored."""
+    from audit.runner import RunInterrupted, execute
+
+    model = _worker_model(model_path, load_options)
+    try:
+        return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
+    except RunInterrupted as stop:
+        return stop.outcome
+
+
+class RayAnalyses:
+    """The analyses of one run submitted as Ray tasks at once; their outcomes collected in the run's order.
+
+    The driver keeps the clean predictions it computed and ships them with the data
+    through Ray's object store, so every task sees the exact inputs a single-process
+    run would; each analysis seeds itself from the run seed and its name, so where
+    it runs does not change what it finds.
+    """
+
+    def __init__(self, spec, dataset, predictions, logits, analyses: dict[str, Any], load_options):
+        import ray
+
+        init_ray(getattr(spec, "ray_address", None))
+        gpus = 1 if str(spec.device or "").startswith("cuda") else 0
+        # Retries cover a worker process that dies (Ray's system failures); an
+        # analysis that raises is caught inside `execute` and comes back as its error.
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_analyse)
+        data_ref, predictions_ref, logits_ref = ray.put(dataset), ray.put(predictions), ray.put(logits)
+        # An absolute path: a worker's working folder is not the driver's. On a
+        # cluster the model must lie at the same path on every node (a shared file system).
+        from pathlib import Path
+
+        model_path = str(Path(spec.model).resolve())
+        self.refs = {
+            name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed))
+            for name, analysis in analyses.items()
+        }
+
+    def outcome(self, name: str):
+        """The outcome of analysis `name`, waiting for it; Ctrl-C cancels the tasks still running."""
+        import ray
+
+        from audit.runner import AnalysisOutcome, RunInterrupted
+
+        ref = self.refs.pop(name)
+        try:
+            outcome = ray.get(ref)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        except ray.exceptions.RayError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
+        if outcome.status == "interrupted":
+            self.cancel()
+            raise RunInterrupted(outcome)
+        return outcome
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in self.refs.values():
+            ray.cancel(ref, force=True)
+        self.refs.clear()
