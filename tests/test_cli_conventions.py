@@ -29,9 +29,9 @@ def test_demo_threads_reach_the_run_and_the_runner_is_called_directly(cli):
     code, out, err = cli("demo", "--threads", "1", "--analysis", "performance", "--no-pdf", "--json")
     assert code == 0, err
     documents = json.loads(out)
-    assert len(documents) == 3 and len({d["run_id"] for d in documents}) == 3
+    assert len(documents) == 5 and len({d["run_id"] for d in documents}) == 5
     store = Store()
-    assert [store.resolve_run(d["run_id"]).config["threads"] for d in documents] == [1, 1, 1]
+    assert [store.resolve_run(d["run_id"]).config["threads"] for d in documents] == [1] * 5
     code, out, err = cli("demo", "--threads", "0", "--json")
     assert code == 2 and "--threads 0" in err and json.loads(out)["status"] == "rejected"
 
@@ -67,8 +67,8 @@ def test_json_stdout_holds_only_the_document(cli, assets, chatty):
     assert "hello from a plugin" in err
     # The demo builds its list from the runner's results, not by re-reading what it printed.
     code, out, err = cli("demo", "-a", "test.chatty", "--no-pdf", "--json")
-    assert code == 0 and [d["findings"][0]["check"] for d in json.loads(out)] == ["spoke"] * 3
-    assert err.count("hello from a plugin") == 3
+    assert code == 0 and [d["findings"][0]["check"] for d in json.loads(out)] == ["spoke"] * 5
+    assert err.count("hello from a plugin") == 5
 
 
 @pytest.mark.parametrize("args, fragment", [

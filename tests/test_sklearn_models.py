@@ -158,7 +158,7 @@ def test_audit_run_on_sklearn_pipelines(cli, cancer, tmp_path, name):
         from skl2onnx import to_onnx
 
         (tmp_path / "model.onnx").write_bytes(to_onnx(estimator, x[:1]).SerializeToString())
-    np.savez(tmp_path / "data.npz", x=x[300:], y=y[300:], group=(x[300:, 0] > np.median(x[300:, 0])).astype(int))
+    np.savez(tmp_path / "data.npz", x=x[300:], y=y[300:], group=(x[300:, 0] > np.median(x[300:, 0])).astype(int), attributes=np.array(["group"]))
     code, out, err = cli("run", tmp_path / "model.onnx", "--data", tmp_path / "data.npz", "-a", "robustness.adversarial",
                          "-a", "attribution.faithfulness", "-a", "bias.leakage",
                          "--set", "attribution.faithfulness.rows=16", "--set", "attribution.faithfulness.rise_masks=50",

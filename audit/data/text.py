@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 
 def _read_jsonl(path: Path) -> dict[str, list]:
@@ -34,14 +34,44 @@ def _read_jsonl(path: Path) -> dict[str, list]:
     return columns
 
 
-def read_columns(path: Path) -> dict[str, list]:
-    from audit.data.tabular import _read_csv, _read_parquet
+def _read_csv(path: Path) -> dict[str, list]:
+    """Every column as text: a text data set is strings first, and far smaller than a numeric table."""
+    import csv
 
+    from audit.data.tabular import _csv_dialect, _csv_header
+
+    header = _csv_header(path)
+    columns: dict[str, list] = {name: [] for name in header}
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle, delimiter=_csv_dialect(path))
+        next(reader, None)
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise AuditError(f"{path}: line {reader.line_num} has {len(row)} fields where the header has {len(header)}")
+            for name, value in zip(header, row):
+                columns[name].append(value)
+    return columns
+
+
+def _read_parquet(path: Path) -> dict[str, list]:
+    from audit.data.tabular import _arrow_values, _pyarrow
+
+    pq = _pyarrow(path)
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # noqa: BLE001 - any reader failure is a bad file
+        raise AuditError(f"{path}: not a readable Parquet file ({first_line(error, 120)})") from None
+    return {name: list(_arrow_values(table.column(name))) for name in table.column_names}
+
+
+def read_columns(path: Path) -> dict[str, list]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _read_jsonl(path)
     if suffix in (".parquet", ".pq"):
-        return {k: list(v) for k, v in _read_parquet(path).items()}
+        return _read_parquet(path)
     return _read_csv(path)
 
 
