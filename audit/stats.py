@@ -285,6 +285,28 @@ class GapEstimate:
     p_value: float
 
 
+def _pairwise(successes, trials, level: float, what: str):
+    """Non-empty groups' counts, every pair of them, and the per-pair level that keeps the pairs simultaneous."""
+    k = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    keep = np.flatnonzero(n > 0)
+    if keep.size < 2:
+        raise ValueError(f"{what} needs at least two non-empty groups")
+    first, second = np.triu_indices(keep.size, k=1)
+    return k[keep], n[keep], keep, first, second, family_level(level, first.size)
+
+
+def _gap(estimate: float, lower: float, upper: float, level: float, method: str, k, n, keep) -> GapEstimate:
+    rates = k / n
+    pairs = keep.size * (keep.size - 1) // 2
+    return GapEstimate(
+        estimate=estimate, lower=lower, upper=upper, level=level,
+        method=method if pairs == 1 else f"{method}, bonferroni over {pairs} pairs",
+        high_group=int(keep[int(np.argmax(rates))]), low_group=int(keep[int(np.argmin(rates))]),
+        comparisons=pairs, p_value=homogeneity_test(k, n),
+    )
+
+
 def largest_difference(successes, trials, level: float = 0.95) -> GapEstimate:
     """max_i p_i - min_j p_j over groups, with a Bonferroni-simultaneous interval.
 
@@ -294,29 +316,12 @@ def largest_difference(successes, trials, level: float = 0.95) -> GapEstimate:
     With two groups this is Newcombe's interval itself. The p-value tests "all rates
     equal" (chi-square test of homogeneity), the evidence that any gap exists at all.
     """
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
-    keep = np.flatnonzero(n > 0)
-    if keep.size < 2:
-        raise ValueError("a gap needs at least two non-empty groups")
-    rates = k[keep] / n[keep]
-    first, second = np.triu_indices(keep.size, k=1)
-    pairs = first.size
-    pair_level = 1.0 - (1.0 - level) / pairs
-    lower, upper = newcombe_difference(k[keep][first], n[keep][first], k[keep][second], n[keep][second], pair_level)
+    k, n, keep, first, second, pair_level = _pairwise(successes, trials, level, "a gap")
+    lower, upper = newcombe_difference(k[first], n[first], k[second], n[second], pair_level)
     absolute = [absolute_gap_interval(lo, hi) for lo, hi in zip(np.atleast_1d(lower), np.atleast_1d(upper))]
-    high, low = int(np.argmax(rates)), int(np.argmin(rates))
-    return GapEstimate(
-        estimate=float(rates[high] - rates[low]),
-        lower=float(max(a for a, _ in absolute)),
-        upper=float(max(b for _, b in absolute)),
-        level=level,
-        method="newcombe" if pairs == 1 else f"newcombe, bonferroni over {pairs} pairs",
-        high_group=int(keep[high]),
-        low_group=int(keep[low]),
-        comparisons=pairs,
-        p_value=homogeneity_test(k[keep], n[keep]),
-    )
+    rates = k / n
+    return _gap(float(rates.max() - rates.min()), float(max(a for a, _ in absolute)), float(max(b for _, b in absolute)),
+                level, "newcombe", k, n, keep)
 
 
 def smallest_ratio(successes, trials, level: float = 0.95) -> GapEstimate:
@@ -326,29 +331,12 @@ def smallest_ratio(successes, trials, level: float = 0.95) -> GapEstimate:
     intervals at level 1 - alpha/m, folded to min(r, 1/r); the ratio's lower bound is the
     smallest folded lower bound and its upper bound the smallest folded upper bound.
     """
-    k = np.asarray(successes, dtype=float)
-    n = np.asarray(trials, dtype=float)
-    keep = np.flatnonzero(n > 0)
-    if keep.size < 2:
-        raise ValueError("a ratio needs at least two non-empty groups")
-    rates = k[keep] / n[keep]
-    first, second = np.triu_indices(keep.size, k=1)
-    pairs = first.size
-    lower, upper = ratio_log_adjusted(k[keep][first], n[keep][first], k[keep][second], n[keep][second], 1.0 - (1.0 - level) / pairs)
+    k, n, keep, first, second, pair_level = _pairwise(successes, trials, level, "a ratio")
+    lower, upper = ratio_log_adjusted(k[first], n[first], k[second], n[second], pair_level)
     folded = [min_over_max_interval(lo, hi) for lo, hi in zip(np.atleast_1d(lower), np.atleast_1d(upper))]
-    high, low = int(np.argmax(rates)), int(np.argmin(rates))
-    estimate = float(rates[low] / rates[high]) if rates[high] > 0 else 1.0
-    return GapEstimate(
-        estimate=estimate,
-        lower=float(min(a for a, _ in folded)),
-        upper=float(min(b for _, b in folded)),
-        level=level,
-        method="adjusted log" if pairs == 1 else f"adjusted log, bonferroni over {pairs} pairs",
-        high_group=int(keep[high]),
-        low_group=int(keep[low]),
-        comparisons=pairs,
-        p_value=homogeneity_test(k[keep], n[keep]),
-    )
+    rates = k / n
+    estimate = float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
+    return _gap(estimate, float(min(a for a, _ in folded)), float(min(b for _, b in folded)), level, "adjusted log", k, n, keep)
 
 
 def homogeneity_test(successes, trials) -> float:

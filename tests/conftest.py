@@ -104,3 +104,20 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "store.db")
     return request.getfixturevalue("postgres_server").new_database()
+
+
+# Data sets that ship with scikit-learn, for the tests of models built from them.
+@pytest.fixture(scope="module")
+def cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True)
+    return x.astype("float32"), y
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    return x.astype("float32"), y

@@ -10,25 +10,12 @@ pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
 
 import torch  # noqa: E402
-from sklearn.datasets import load_breast_cancer, load_iris  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, Normalizer, StandardScaler  # noqa: E402
 
 from audit.models import LoadOptions, load  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cancer():
-    x, y = load_breast_cancer(return_X_y=True)
-    return x.astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def iris():
-    x, y = load_iris(return_X_y=True)
-    return x.astype(np.float32), y
 
 
 def _export(estimator, x, path, **options):

@@ -9,22 +9,9 @@ import pytest
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
 
-from sklearn.datasets import load_breast_cancer, load_iris  # noqa: E402
 
 from audit.store import Store  # noqa: E402
 from audit.models.trees import TreeShap, _path_games, _shapley_weights, explained_scores, find_tree_node, read_trees  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cancer():
-    x, y = load_breast_cancer(return_X_y=True)
-    return x.astype(np.float32), y
-
-
-@pytest.fixture(scope="module")
-def iris():
-    x, y = load_iris(return_X_y=True)
-    return x.astype(np.float32), y
 
 
 def _skl(model, x):
