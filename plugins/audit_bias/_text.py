@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -97,21 +98,38 @@ class Swapper:
         return self.pattern.sub(replace, text)
 
 
-def run(analysis, ctx):
-    o = analysis.options
-    texts = [str(t) for t in ctx.data.x]
-    probs = np.asarray(ctx.predictions, dtype=np.float64)
-    n_rows, n_classes = probs.shape
-    binary = n_classes == 2
-    score_class = np.ones(n_rows, dtype=np.int64) if binary else audit.predicted_classes(probs)
-    clean_pred = audit.predicted_classes(probs)
-    class_names = ctx.data.class_names or [str(i) for i in range(n_classes)]
-    score_name = f"P({class_names[1]})" if binary else "probability of the predicted class"
+@dataclass
+class PairShift:
+    """How swapping one group's terms for another's (one term set) moved the rows that use the first group's terms."""
 
-    # Every variant of every row for every set and pair, then one batched predict call.
-    plan = []  # (set, source, target, row indices, variant texts)
+    set_name: str
+    source: str
+    target: str
+    rows: int
+    flip_rate: float
+    flip_ci: tuple[float, float]
+    shift: float
+    shift_ci: tuple[float, float]
+    example: dict | None
+
+    @property
+    def pair(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+@dataclass
+class Counterfactuals:
+    """What bias.counterfactual measures on text: one PairShift per term set and ordered pair of its groups."""
+
+    score_name: str
+    pairs: list[PairShift]
+
+
+def _plan(ctx, options, texts) -> list:
+    """(set, source, target, row indices, variant texts) for every set and ordered pair of groups some text uses."""
+    plan = []
     absent = []
-    for set_name, groups in term_sets(o).items():
+    for set_name, groups in term_sets(options).items():
         swapper = Swapper(groups)
         sources = [swapper.source_group(t) for t in texts]
         if not any(sources):
@@ -130,41 +148,78 @@ def run(analysis, ctx):
                     plan.append((set_name, a, b, rows, [swapper.swap(texts[i], a, b) for i in rows]))
     if absent:
         ctx.note(f"no text contains terms of the set(s) {', '.join(absent)}: not assessed")
+    return plan
+
+
+def _pair_shift(ctx, options, texts, probabilities, variant_probabilities, score_class, clean_predicted, planned) -> PairShift:
+    """Score shift and flip rate of one planned swap, with their intervals and the row that moved most."""
+    set_name, a, b, rows, batch = planned
+    k = score_class[rows]
+    shift = variant_probabilities[np.arange(len(rows)), k] - probabilities[rows, k]
+    n_flips = int((audit.predicted_classes(variant_probabilities) != clean_predicted[rows]).sum())
+    lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, options.n_bootstrap))
+    # rows is never empty (the plan skips groups no text uses), so there is always a row that moved most.
+    j = int(np.argmax(np.abs(shift)))
+    example = {"original": texts[rows[j]], "variant": batch[j], "score_before": float(probabilities[rows[j], k[j]]),
+               "score_after": float(variant_probabilities[j, k[j]])}
+    return PairShift(set_name, a, b, len(rows), n_flips / len(rows), wilson(n_flips, len(rows)), float(shift.mean()),
+                     (float(lo), float(hi)), example)
+
+
+def measure(ctx, options) -> Counterfactuals | None:
+    """Swap every set's terms in every text, one batched predict call; None when no text uses any term."""
+    texts = [str(t) for t in ctx.data.x]
+    probabilities = np.asarray(ctx.predictions, dtype=np.float64)
+    n_rows, n_classes = probabilities.shape
+    binary = n_classes == 2
+    # Binary: the positive class's probability; multiclass: that of the class predicted on the original text.
+    score_class = np.ones(n_rows, dtype=np.int64) if binary else audit.predicted_classes(probabilities)
+    clean_predicted = audit.predicted_classes(probabilities)
+    class_names = ctx.data.class_names or [str(i) for i in range(n_classes)]
+    score_name = f"P({class_names[1]})" if binary else "probability of the predicted class"
+    plan = _plan(ctx, options, texts)
     if not plan:
         ctx.note("no identity terms of any term set occur in the texts; nothing to substitute")
-        return
+        return None
     variants = [v for *_, batch in plan for v in batch]
     with ctx.progress(len(variants), "counterfactual term swaps") as progress:
-        v_probs, _ = ctx.model.predict_both(np.array(variants, dtype=object))
+        variant_probabilities, _ = ctx.model.predict_both(np.array(variants, dtype=object))
         progress.advance(len(variants))
-
-    by_set: dict[str, list] = {}
+    pairs = []
     offset = 0
-    for set_name, a, b, rows, batch in plan:
-        vp = v_probs[offset : offset + len(rows)]
+    for planned in plan:
+        rows = planned[3]
+        pairs.append(_pair_shift(ctx, options, texts, probabilities, variant_probabilities[offset : offset + len(rows)],
+                                 score_class, clean_predicted, planned))
         offset += len(rows)
-        k = score_class[rows]
-        shift = vp[np.arange(len(rows)), k] - probs[rows, k]
-        flips = audit.predicted_classes(vp) != clean_pred[rows]
-        n, n_flips = len(rows), int(flips.sum())
-        flip_rate = n_flips / n
-        flo, fhi = wilson(n_flips, n)
-        lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, o.n_bootstrap))
-        pair = f"{a}->{b}"
-        example = None
-        if n_flips or n:
-            j = int(np.argmax(np.abs(shift)))
-            example = {"original": texts[rows[j]], "variant": batch[j], "score_before": float(probs[rows[j], k[j]]),
-                       "score_after": float(vp[j, k[j]])}
-        details = {"term_set": set_name, "source": a, "target": b, "score": score_name, "example": example}
-        yield audit.Metric("counterfactual_score_shift", float(shift.mean()), subject=set_name, group=pair,
-                           lower=float(lo), upper=float(hi), count=n, details=details)
-        yield audit.Metric("counterfactual_flip_rate", flip_rate, subject=set_name, group=pair, lower=flo, upper=fhi,
-                           count=n, details=details)
-        by_set.setdefault(set_name, []).append((pair, a, b, n, flip_rate, (flo, fhi), float(shift.mean()), (float(lo), float(hi)), example))
+    return Counterfactuals(score_name, pairs)
 
+
+def metrics(measured: Counterfactuals):
+    for swap in measured.pairs:
+        details = {"term_set": swap.set_name, "source": swap.source, "target": swap.target, "score": measured.score_name,
+                   "example": swap.example}
+        yield audit.Metric("counterfactual_score_shift", swap.shift, subject=swap.set_name, group=swap.pair,
+                           lower=swap.shift_ci[0], upper=swap.shift_ci[1], count=swap.rows, details=details)
+        yield audit.Metric("counterfactual_flip_rate", swap.flip_rate, subject=swap.set_name, group=swap.pair, lower=swap.flip_ci[0],
+                           upper=swap.flip_ci[1], count=swap.rows, details=details)
+
+
+def findings(measured: Counterfactuals, options):
+    by_set: dict[str, list[PairShift]] = {}
+    for swap in measured.pairs:
+        by_set.setdefault(swap.set_name, []).append(swap)
     for set_name, results in by_set.items():
-        yield from _findings(set_name, results, score_name, o)
+        yield from _findings(set_name, results, measured.score_name, options)
+
+
+def run(analysis, ctx):
+    """Measure, then judge from the measurements."""
+    measured = measure(ctx, analysis.options)
+    if measured is None:
+        return
+    yield from metrics(measured)
+    yield from findings(measured, analysis.options)
 
 
 def _example_text(example) -> str:
@@ -174,25 +229,28 @@ def _example_text(example) -> str:
             f'{example["score_before"]:.2f} to {example["score_after"]:.2f}')
 
 
-def _findings(set_name, results, score_name, o):
-    pair, a, b, n, flip_rate, (flo, fhi), _, _, example = max(results, key=lambda r: r[4])
+def _findings(set_name, results: list[PairShift], score_name, options):
+    worst = max(results, key=lambda r: r.flip_rate)
+    flo, fhi = worst.flip_ci
     yield audit.Finding.graded(
-        "counterfactual_flip_rate", "Counterfactual prediction flips (identity terms)", flip_rate,
-        medium=o.flip_rate_medium, high=o.flip_rate_high, subject=set_name,
-        message=(f"swapping {a} terms for {b} terms ({set_name} set), all other words fixed, changes {flip_rate:.1%} of "
-                 f"predictions [95% CI {flo:.1%}, {fhi:.1%}] over {n} texts{_example_text(example)}; "
-                 f"above {o.flip_rate_medium:g} is medium, above {o.flip_rate_high:g} high"),
-        details={"pair": pair, "ci": [flo, fhi], "rows": n, "per_pair": {r[0]: r[4] for r in results},
-                 "extra_forward_rows": sum(r[3] for r in results),
-                 "thresholds": {"medium": o.flip_rate_medium, "high": o.flip_rate_high}},
+        "counterfactual_flip_rate", "Counterfactual prediction flips (identity terms)", worst.flip_rate,
+        medium=options.flip_rate_medium, high=options.flip_rate_high, subject=set_name,
+        message=(f"swapping {worst.source} terms for {worst.target} terms ({set_name} set), all other words fixed, changes "
+                 f"{worst.flip_rate:.1%} of predictions [95% CI {flo:.1%}, {fhi:.1%}] over {worst.rows} texts"
+                 f"{_example_text(worst.example)}; "
+                 f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
+        details={"pair": worst.pair, "ci": [flo, fhi], "rows": worst.rows, "per_pair": {r.pair: r.flip_rate for r in results},
+                 "extra_forward_rows": sum(r.rows for r in results),
+                 "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
     )
-    pair, a, b, n, _, _, shift, (lo, hi), example = max(results, key=lambda r: abs(r[6]))
+    worst = max(results, key=lambda r: abs(r.shift))
+    lo, hi = worst.shift_ci
     yield audit.Finding.graded(
-        "counterfactual_score_shift", "Counterfactual score shift (identity terms)", shift, by=abs(shift),
-        medium=o.score_shift_medium, high=o.score_shift_high, subject=set_name,
-        message=(f"swapping {a} terms for {b} terms ({set_name} set) moves the {score_name} by {shift:+.4f} on average "
-                 f"[95% CI {lo:+.4f}, {hi:+.4f}] over {n} texts; an absolute shift above {o.score_shift_medium:g} is medium, "
-                 f"above {o.score_shift_high:g} high"),
-        details={"pair": pair, "ci": [lo, hi], "rows": n, "per_pair": {r[0]: r[6] for r in results},
-                 "thresholds": {"medium": o.score_shift_medium, "high": o.score_shift_high}},
+        "counterfactual_score_shift", "Counterfactual score shift (identity terms)", worst.shift, by=abs(worst.shift),
+        medium=options.score_shift_medium, high=options.score_shift_high, subject=set_name,
+        message=(f"swapping {worst.source} terms for {worst.target} terms ({set_name} set) moves the {score_name} by "
+                 f"{worst.shift:+.4f} on average [95% CI {lo:+.4f}, {hi:+.4f}] over {worst.rows} texts; an absolute shift "
+                 f"above {options.score_shift_medium:g} is medium, above {options.score_shift_high:g} high"),
+        details={"pair": worst.pair, "ci": [lo, hi], "rows": worst.rows, "per_pair": {r.pair: r.shift for r in results},
+                 "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
     )

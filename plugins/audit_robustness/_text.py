@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -111,88 +112,143 @@ def paired_interval(differences: np.ndarray, z: float = 1.959963984540054) -> tu
     return mean - half, mean + half
 
 
-def run(analysis, ctx):
-    o = analysis.options
-    index = ctx.sample_rows(o.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
-    take = (lambda a: a) if index is None else (lambda a: a[index])
-    labels, agreement = reference_labels(ctx)
-    texts = [str(t) for t in take(ctx.data.x)]
-    y = take(labels)
-    clean_probabilities = take(ctx.predictions)
-    clean_predicted = audit.predicted_classes(clean_probabilities)
-    clean_correct = clean_predicted == y
-    clean_accuracy = float(clean_correct.mean())
-    names = list(o.corruptions or TEXT_CORRUPTIONS)
+@dataclass
+class TextCorruptionTable:
+    """What robustness.corruptions measures on text: accuracy, flip rate and accuracy drop per (corruption, severity)."""
+
+    n: int
+    names: list[str]
+    severities: list[int]
+    judged: int
+    agreement: bool
+    clean_accuracy: float
+    accuracy: dict = field(default_factory=dict)  # (name, severity) -> accuracy
+    flips: dict = field(default_factory=dict)  # (name, severity) -> share of predictions changed
+    drops: dict = field(default_factory=dict)  # (name, severity) -> (mean drop, lower, upper)
+    examples: dict = field(default_factory=dict)  # name -> (clean text, corrupted text) at the judged severity
+
+    @property
+    def what(self) -> str:
+        return "agreement with clean predictions" if self.agreement else "accuracy"
+
+
+def _corruption_names(options) -> list[str]:
+    names = list(options.corruptions or TEXT_CORRUPTIONS)
     unknown = [n for n in names if n not in TEXT_CORRUPTIONS]
     if unknown:
         raise audit.AuditError(f"unknown text corruption(s) {', '.join(unknown)}; available: {', '.join(TEXT_CORRUPTIONS)}")
-    severities = sorted(set(o.severities))
-    judged = o.judged_severity if o.judged_severity in severities else max(severities)
-    rng = ctx.rng
+    return names
 
-    keys = [(name, s) for name in names for s in severities]
-    batches = [[corrupt_text(t, name, s, rng) for t in texts] for name, s in keys]
+
+def _predict_corrupted(ctx, texts, keys):
+    """Every corrupted copy (draws in key order, then text order) and the model's probabilities on all of them."""
+    batches = [[corrupt_text(t, name, s, ctx.rng) for t in texts] for name, s in keys]
     everything = np.array([t for batch in batches for t in batch], dtype=object)
     with ctx.progress(len(everything), "text corruptions") as bar:
         probabilities = ctx.model.predict(everything)  # every corruption and severity in one batched call
         bar.advance(len(everything))
-    n = len(texts)
-    accuracy, flips, drops = {}, {}, {}
-    examples = {}
+    return batches, probabilities
+
+
+def measure(ctx, options) -> TextCorruptionTable:
+    index = ctx.sample_rows(options.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    labels, agreement = reference_labels(ctx)
+    texts = [str(t) for t in take(ctx.data.x)]
+    y = take(labels)
+    clean_predicted = audit.predicted_classes(take(ctx.predictions))
+    clean_correct = clean_predicted == y
+    names = _corruption_names(options)
+    severities = sorted(set(options.severities))
+    judged = options.judged_severity if options.judged_severity in severities else max(severities)
+    table = TextCorruptionTable(len(texts), names, severities, judged, agreement, float(clean_correct.mean()))
+    keys = [(name, s) for name in names for s in severities]
+    batches, probabilities = _predict_corrupted(ctx, texts, keys)
+    n = table.n
     for k, key in enumerate(keys):
         predicted = audit.predicted_classes(probabilities[k * n : (k + 1) * n])
         correct = predicted == y
-        accuracy[key] = float(correct.mean())
-        flips[key] = float(np.mean(predicted != clean_predicted))
+        table.accuracy[key] = float(correct.mean())
+        table.flips[key] = float(np.mean(predicted != clean_predicted))
         drop = clean_correct.astype(np.float64) - correct
-        drops[key] = (float(drop.mean()), *paired_interval(drop))
+        table.drops[key] = (float(drop.mean()), *paired_interval(drop))
         name, s = key
-        subject = f"{name} s={s}"
-        yield audit.Metric("accuracy", accuracy[key], subject=subject, count=n, details={"parameter": describe(name, s)})
-        yield audit.Metric("accuracy_drop", drops[key][0], subject=subject, lower=drops[key][1], upper=drops[key][2], count=n,
-                           details={"interval": "paired normal interval over rows"})
-        yield audit.Metric("flip_rate", flips[key], subject=subject, count=n)
         if s == judged:
             changed = np.flatnonzero(predicted != clean_predicted)
             if len(changed):
-                examples[name] = (texts[changed[0]], batches[k][changed[0]])
+                table.examples[name] = (texts[changed[0]], batches[k][changed[0]])
+    return table
 
-    yield audit.Metric("clean_accuracy", clean_accuracy, count=n)
-    what = "agreement with clean predictions" if agreement else "accuracy"
-    judged_drops = {name: drops[(name, judged)] for name in names}
+
+def metrics(table: TextCorruptionTable):
+    for (name, s), accuracy in table.accuracy.items():
+        subject = f"{name} s={s}"
+        drop, lower, upper = table.drops[(name, s)]
+        yield audit.Metric("accuracy", accuracy, subject=subject, count=table.n, details={"parameter": describe(name, s)})
+        yield audit.Metric("accuracy_drop", drop, subject=subject, lower=lower, upper=upper, count=table.n,
+                           details={"interval": "paired normal interval over rows"})
+        yield audit.Metric("flip_rate", table.flips[(name, s)], subject=subject, count=table.n)
+    yield audit.Metric("clean_accuracy", table.clean_accuracy, count=table.n)
+
+
+def _worst_drop_finding(table: TextCorruptionTable, options):
+    judged, n = table.judged, table.n
+    judged_drops = {name: table.drops[(name, judged)] for name in table.names}
     worst = max(judged_drops, key=lambda name: judged_drops[name][0])
     worst_drop, lo, hi = judged_drops[worst]
-    example = examples.get(worst)
+    example = table.examples.get(worst)
     said = f'; e.g. "{example[0]}" became "{example[1]}"' if example else ""
-    yield audit.Finding(
+    return audit.Finding(
         check="corruption_accuracy_drop", title="Accuracy drop under the worst text corruption", severity=audit.Severity.MEDIUM,
-        passed=worst_drop <= o.max_accuracy_drop, value=worst_drop, threshold=o.max_accuracy_drop, subject=f"{worst} s={judged}",
-        message=(f"{worst} at severity {judged} ({describe(worst, judged)}) lowers {what} from {clean_accuracy:.3f} to "
-                 f"{accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} [95% CI {lo:.3f}, {hi:.3f}, paired over {n} rows] "
-                 f"(allowed {o.max_accuracy_drop:g}); {flips[(worst, judged)]:.1%} of predictions change{said}"),
-        details={"judged_severity": judged, "clean_accuracy": clean_accuracy, "ci": [lo, hi],
+        passed=worst_drop <= options.max_accuracy_drop, value=worst_drop, threshold=options.max_accuracy_drop,
+        subject=f"{worst} s={judged}",
+        message=(f"{worst} at severity {judged} ({describe(worst, judged)}) lowers {table.what} from {table.clean_accuracy:.3f} to "
+                 f"{table.accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} [95% CI {lo:.3f}, {hi:.3f}, paired over {n} rows] "
+                 f"(allowed {options.max_accuracy_drop:g}); {table.flips[(worst, judged)]:.1%} of predictions change{said}"),
+        details={"judged_severity": judged, "clean_accuracy": table.clean_accuracy, "ci": [lo, hi],
                  "drop_by_corruption": {k: v[0] for k, v in judged_drops.items()}, "rows": n,
-                 "labels": "clean predictions" if agreement else "true labels", "examples": examples},
+                 "labels": "clean predictions" if table.agreement else "true labels", "examples": table.examples},
     )
-    corrupted_levels = [s for s in severities if s > 0]
+
+
+def _mean_corruption_error_finding(table: TextCorruptionTable, options, corrupted_levels: list[int]):
+    names = table.names
+    clean_error = 1.0 - table.clean_accuracy
+    error_by_corruption = {m: float(np.mean([1.0 - table.accuracy[(m, s)] for s in corrupted_levels])) for m in names}
+    mce = float(np.mean(list(error_by_corruption.values())))
+    relative = mce - clean_error
+    return audit.Finding(
+        check="mean_corruption_error", title="Mean corruption error relative to clean (text)", severity=audit.Severity.MEDIUM,
+        passed=relative <= options.max_mean_corruption_error, value=relative, threshold=options.max_mean_corruption_error,
+        subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
+        message=(f"error averaged over {len(names)} text corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} "
+                 f"is {mce:.3f} against {clean_error:.3f} on clean text: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
+                 f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"),
+        details={"mean_corruption_error": mce, "clean_error": clean_error, "corruption_error": error_by_corruption},
+    )
+
+
+def findings(table: TextCorruptionTable, options):
+    yield _worst_drop_finding(table, options)
+    corrupted_levels = [s for s in table.severities if s > 0]
+    # The mean corruption error compares corrupted to clean: with severity 0 alone there is nothing to average.
     if corrupted_levels:
-        clean_error = 1.0 - clean_accuracy
-        error_by_corruption = {m: float(np.mean([1.0 - accuracy[(m, s)] for s in corrupted_levels])) for m in names}
-        mce = float(np.mean(list(error_by_corruption.values())))
-        relative = mce - clean_error
-        yield audit.Finding(
-            check="mean_corruption_error", title="Mean corruption error relative to clean (text)", severity=audit.Severity.MEDIUM,
-            passed=relative <= o.max_mean_corruption_error, value=relative, threshold=o.max_mean_corruption_error,
-            subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
-            message=(f"error averaged over {len(names)} text corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} "
-                     f"is {mce:.3f} against {clean_error:.3f} on clean text: {relative:+.3f} (allowed {o.max_mean_corruption_error:g}); "
-                     f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"),
-            details={"mean_corruption_error": mce, "clean_error": clean_error, "corruption_error": error_by_corruption},
-        )
+        yield _mean_corruption_error_finding(table, options, corrupted_levels)
+
+
+def figures(table: TextCorruptionTable):
     yield audit.Figure(
         "corruption_curves", "Accuracy and flip rate against text corruption severity",
-        _figures.severity_curves(names, severities, accuracy, flips, clean_accuracy, what),
+        _figures.severity_curves(table.names, table.severities, table.accuracy, table.flips, table.clean_accuracy, table.what),
         caption=(f"One line per corruption; severity 0 is the clean text. Severities 1-5 edit "
                  f"{', '.join(f'{r:.0%}' for r in RATES)} of the words. Every corruption and severity went through the model "
-                 f"in one batched call over {n} rows."),
+                 f"in one batched call over {table.n} rows."),
     )
+
+
+def run(analysis, ctx):
+    """Measure, then judge and draw from the measurements."""
+    table = measure(ctx, analysis.options)
+    yield from metrics(table)
+    yield from findings(table, analysis.options)
+    yield from figures(table)

@@ -12,6 +12,8 @@ queries are counted per text.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 import audit
@@ -44,10 +46,123 @@ def candidates(word: str, limit: int = 6) -> list[str]:
     return unique
 
 
-def run(analysis, ctx):
-    o = analysis.options
-    model = ctx.model
-    index = ctx.sample_rows(o.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
+@dataclass
+class _Search:
+    """The attack's state over the sampled texts; rows with an importance order are the ones attacked."""
+
+    words: list[list[str]]  # each text split on spaces, as it was
+    labels: np.ndarray
+    clean: np.ndarray  # clean probabilities
+    queries: np.ndarray  # model rows spent per text
+    broken: np.ndarray  # prediction changed
+    order: dict[int, list[int]] = field(default_factory=dict)  # row -> word positions, most important first
+    current: dict[int, list[str]] = field(default_factory=dict)  # row -> its words with the edits kept so far
+    edited: dict[int, int] = field(default_factory=dict)  # row -> words edited
+    score: dict[int, float] = field(default_factory=dict)  # row -> true class's probability after the edits kept
+
+
+@dataclass
+class TextAttack:
+    """What robustness.blackbox_attack measures on text: which texts the attack changed, at what query cost."""
+
+    texts: list[str]
+    correct: np.ndarray  # clean prediction right (or, without labels, trivially so)
+    broken: np.ndarray
+    queries: np.ndarray
+    current: dict[int, list[str]]  # attacked row -> its words after the attack
+    too_long: int  # correct texts not attacked: ranking their words alone would spend the budget
+    agreement: bool
+
+    @property
+    def n(self) -> int:
+        return len(self.texts)
+
+    @property
+    def n_correct(self) -> int:
+        return int(self.correct.sum())
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.correct.mean())
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float((self.correct & ~self.broken).mean())
+
+    @property
+    def successes(self) -> np.ndarray:
+        return np.flatnonzero(self.broken)
+
+    @property
+    def median_queries(self) -> float:
+        successes = self.successes
+        return float(np.median(self.queries[successes])) if len(successes) else float("nan")
+
+
+def _rank_words(model, search: _Search, correct: np.ndarray, budget: int) -> int:
+    """Order each correct text's words by how much deleting one lowers the true class; returns the texts too long to rank."""
+    words, y = search.words, search.labels
+    owners, positions, variants = [], [], []
+    too_long = 0
+    for r in np.flatnonzero(correct):
+        if len(words[r]) < 2:
+            continue
+        if len(words[r]) >= budget:  # ranking alone would spend the budget
+            too_long += 1
+            continue
+        for i in range(len(words[r])):
+            owners.append(r)
+            positions.append(i)
+            variants.append(" ".join(words[r][:i] + words[r][i + 1 :]))
+    if variants:
+        p = model.predict(np.array(variants, dtype=object))  # all texts' deletions in one call
+        owners_a, positions_a = np.asarray(owners), np.asarray(positions)
+        drop = search.clean[owners_a, y[owners_a]] - p[np.arange(len(p)), y[owners_a]]
+        np.add.at(search.queries, owners_a, 1)
+        for r in np.unique(owners_a):
+            mine = owners_a == r
+            search.order[int(r)] = list(positions_a[mine][np.argsort(-drop[mine], kind="stable")])
+    return too_long
+
+
+def _step_candidates(search: _Search, step: int, budget: int):
+    """Texts (and their (row, position, edit)) trying every edit of each still-attacked text's step-th word."""
+    batch, owners = [], []
+    for r in list(search.order):
+        limit = max(1, int(MAX_EDITED_SHARE * len(search.words[r])))
+        if search.broken[r] or search.edited[r] >= limit or step >= len(search.order[r]):
+            continue
+        position = search.order[r][step]
+        edits = candidates(search.current[r][position])
+        edits = edits[: max(0, budget - int(search.queries[r]))]
+        for edit in edits:
+            trial = list(search.current[r])
+            trial[position] = edit
+            batch.append(" ".join(trial))
+            owners.append((r, position, edit))
+    return batch, owners
+
+
+def _keep_best(search: _Search, owners, probabilities) -> None:
+    """Per text, keep the edit that flips the prediction, else the one that lowers the true class most (if it does)."""
+    y = search.labels
+    best: dict[int, tuple[float, str, int, bool]] = {}
+    for (r, position, edit), row in zip(owners, probabilities):
+        search.queries[r] += 1
+        value = float(row[y[r]])
+        flipped = int(audit.predicted_classes(row[None])[0]) != y[r]
+        if r not in best or (flipped, -value) > (best[r][3], -best[r][0]):
+            best[r] = (value, edit, position, flipped)
+    for r, (value, edit, position, flipped) in best.items():
+        if value < search.score[r] or flipped:
+            search.current[r][position] = edit
+            search.edited[r] += 1
+            search.score[r] = value
+        search.broken[r] = flipped
+
+
+def measure(ctx, options) -> TextAttack:
+    index = ctx.sample_rows(options.max_rows, note="{n} rows in the data; {max_rows} sampled (seeded) to bound the cost (option max_rows)")
     take = (lambda a: a) if index is None else (lambda a: a[index])
     labels, agreement = reference_labels(ctx)
     texts = [str(t) for t in take(ctx.data.x)]
@@ -55,98 +170,63 @@ def run(analysis, ctx):
     clean = take(ctx.predictions)
     correct = audit.predicted_classes(clean) == y
     n = len(texts)
-    words = [t.split(" ") for t in texts]
-    queries = np.zeros(n, dtype=np.int64)
-    broken = np.zeros(n, dtype=bool)
-
-    # Importance: drop each word once, all texts in one call.
-    owners, positions, variants = [], [], []
-    too_long = 0
-    for r in np.flatnonzero(correct):
-        if len(words[r]) < 2:
-            continue
-        if len(words[r]) >= o.budget:  # ranking alone would spend the budget
-            too_long += 1
-            continue
-        for i in range(len(words[r])):
-            owners.append(r)
-            positions.append(i)
-            variants.append(" ".join(words[r][:i] + words[r][i + 1 :]))
-    order: dict[int, list[int]] = {}
-    if variants:
-        p = model.predict(np.array(variants, dtype=object))
-        owners_a, positions_a = np.asarray(owners), np.asarray(positions)
-        drop = clean[owners_a, y[owners_a]] - p[np.arange(len(p)), y[owners_a]]
-        np.add.at(queries, owners_a, 1)
-        for r in np.unique(owners_a):
-            mine = owners_a == r
-            order[int(r)] = list(positions_a[mine][np.argsort(-drop[mine], kind="stable")])
-    current = {r: list(words[r]) for r in order}
-    edited = {r: 0 for r in order}
-    score = {r: float(clean[r, y[r]]) for r in order}
+    search = _Search([t.split(" ") for t in texts], y, clean, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool))
+    too_long = _rank_words(ctx.model, search, correct, options.budget)
+    search.current = {r: list(search.words[r]) for r in search.order}
+    search.edited = {r: 0 for r in search.order}
+    search.score = {r: float(clean[r, y[r]]) for r in search.order}
     with ctx.progress(None, "word-level attack") as bar:
         step = 0
         while True:
-            batch, owners = [], []
-            for r in list(order):
-                limit = max(1, int(MAX_EDITED_SHARE * len(words[r])))
-                if broken[r] or edited[r] >= limit or step >= len(order[r]):
-                    continue
-                position = order[r][step]
-                options = candidates(current[r][position])
-                options = options[: max(0, o.budget - int(queries[r]))]
-                for edit in options:
-                    trial = list(current[r])
-                    trial[position] = edit
-                    batch.append(" ".join(trial))
-                    owners.append((r, position, edit))
+            batch, owners = _step_candidates(search, step, options.budget)
             if not batch:
                 break
-            p = model.predict(np.array(batch, dtype=object))
-            best: dict[int, tuple[float, str, int, bool]] = {}
-            for (r, position, edit), row in zip(owners, p):
-                queries[r] += 1
-                value = float(row[y[r]])
-                flipped = int(audit.predicted_classes(row[None])[0]) != y[r]
-                if r not in best or (flipped, -value) > (best[r][3], -best[r][0]):
-                    best[r] = (value, edit, position, flipped)
-            for r, (value, edit, position, flipped) in best.items():
-                if value < score[r] or flipped:
-                    current[r][position] = edit
-                    edited[r] += 1
-                    score[r] = value
-                broken[r] = flipped
+            _keep_best(search, owners, ctx.model.predict(np.array(batch, dtype=object)))
             step += 1
             bar.advance(1)
+    return TextAttack(texts, correct, search.broken, search.queries, search.current, too_long, agreement)
 
-    n_correct = int(correct.sum())
-    robust = correct & ~broken
-    clean_accuracy = float(correct.mean())
-    robust_accuracy = float(robust.mean())
-    successes = np.flatnonzero(broken)
-    median_queries = float(np.median(queries[successes])) if len(successes) else float("nan")
-    what = "agreement with clean predictions" if agreement else "accuracy"
-    yield audit.Metric("clean_accuracy", clean_accuracy, count=n)
-    yield audit.Metric("robust_accuracy", robust_accuracy, count=n, details={"attack": "greedy word-level character edits"})
-    yield audit.Metric("attack_success_rate", len(successes) / n_correct if n_correct else None, count=n_correct)
-    yield audit.Metric("median_queries_successful", median_queries if len(successes) else None, count=len(successes))
-    yield audit.Metric("queries_total", float(queries.sum()), count=n, unit="forward rows")
+
+def metrics(attack: TextAttack):
+    n, successes = attack.n, attack.successes
+    yield audit.Metric("clean_accuracy", attack.clean_accuracy, count=n)
+    yield audit.Metric("robust_accuracy", attack.robust_accuracy, count=n, details={"attack": "greedy word-level character edits"})
+    yield audit.Metric("attack_success_rate", len(successes) / attack.n_correct if attack.n_correct else None, count=attack.n_correct)
+    yield audit.Metric("median_queries_successful", attack.median_queries if len(successes) else None, count=len(successes))
+    yield audit.Metric("queries_total", float(attack.queries.sum()), count=n, unit="forward rows")
+
+
+def findings(attack: TextAttack, options):
+    clean_accuracy, robust_accuracy, successes = attack.clean_accuracy, attack.robust_accuracy, attack.successes
+    what = "agreement with clean predictions" if attack.agreement else "accuracy"
     ratio = robust_accuracy / clean_accuracy if clean_accuracy > 0 else 1.0
     example = ""
     if len(successes):
         r = int(successes[0])
-        example = f'; e.g. "{texts[r]}" -> "{" ".join(current[r])}"'
+        example = f'; e.g. "{attack.texts[r]}" -> "{" ".join(attack.current[r])}"'
     yield audit.Finding(
         check="robust_accuracy", title="Robust accuracy under a word-level black-box attack", severity=audit.Severity.MEDIUM,
-        passed=ratio >= o.min_robust_accuracy_ratio, value=robust_accuracy, threshold=o.min_robust_accuracy_ratio * clean_accuracy,
+        passed=ratio >= options.min_robust_accuracy_ratio, value=robust_accuracy,
+        threshold=options.min_robust_accuracy_ratio * clean_accuracy,
         message=(f"editing at most {MAX_EDITED_SHARE:.0%} of a text's words with typos (greedy, most important word first, "
-                 f"budget {o.budget} queries a text) lowers {what} from {clean_accuracy:.3f} to {robust_accuracy:.3f} "
-                 f"({ratio:.0%} of clean; at least {o.min_robust_accuracy_ratio:.0%} required); {len(successes)} of "
-                 f"{n_correct} texts changed, median {median_queries:.0f} queries{example}"),
-        details={"queries_total": int(queries.sum()), "rows": n, "budget": o.budget,
+                 f"budget {options.budget} queries a text) lowers {what} from {clean_accuracy:.3f} to {robust_accuracy:.3f} "
+                 f"({ratio:.0%} of clean; at least {options.min_robust_accuracy_ratio:.0%} required); {len(successes)} of "
+                 f"{attack.n_correct} texts changed, median {attack.median_queries:.0f} queries{example}"),
+        details={"queries_total": int(attack.queries.sum()), "rows": attack.n, "budget": options.budget,
                  "edits": "adjacent swap, drop, keyboard neighbour, case", "max_edited_share": MAX_EDITED_SHARE},
     )
-    if too_long:
-        ctx.note(f"{too_long} text(s) have at least as many words as the budget ({o.budget} queries) and were not attacked")
-    if o.epsilon is not None:
+
+
+def notes(ctx, attack: TextAttack, options) -> None:
+    if attack.too_long:
+        ctx.note(f"{attack.too_long} text(s) have at least as many words as the budget ({options.budget} queries) and were not attacked")
+    if options.epsilon is not None:
         ctx.note("epsilon and p_init apply to numeric inputs; the text attack is bounded by the share of edited words")
+
+
+def run(analysis, ctx):
+    """Measure, then judge from the measurements; the notes come last, as they follow the finding."""
+    attack = measure(ctx, analysis.options)
+    yield from metrics(attack)
+    yield from findings(attack, analysis.options)
+    notes(ctx, attack, analysis.options)
