@@ -217,10 +217,6 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path, source: str |
     for key in table:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown("", key, TOP_LEVEL_KEYS)
-
-    def path_of(value):
-        return str((base / value) if not Path(value).is_absolute() and "://" not in str(value) else value)
-
     model, data = table.get("model"), table.get("data")
     flat = {k: v for k, v in table.items() if k not in ("model", "data")}
     for key in ("analyses", "reports"):
@@ -229,51 +225,76 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path, source: str |
     settings = validated(Settings, {**flat, **({"model": model} if not isinstance(model, dict) else {}),
                                     **({"data": data} if not isinstance(data, dict) else {})}, where)
     if isinstance(model, dict):
-        for key in model:
-            if key not in MODEL_KEYS:
-                raise _unknown("model.", key, MODEL_KEYS)
-        if "output" in model:
-            _model_output(model["output"])
-        table_model = validated(ModelSettings, model, where, "model.")
-        if table_model.path is not None:
-            spec.model = path_of(table_model.path)
-        _apply_model(spec, table_model)
-        if table_model.tokenizer is not None:
-            spec.model_tokenizer = path_of(table_model.tokenizer)
+        _apply_model_table(spec, model, base, where)
     elif settings.model is not None:
-        spec.model = path_of(settings.model)
+        spec.model = _config_path(base, settings.model)
     if isinstance(data, dict):
-        for key in data:
-            if key not in DATA_KEYS:
-                raise _unknown("data.", key, DATA_KEYS)
-        table_data = validated(DataSettings, data, where, "data.")
-        for key in data:
-            value = getattr(table_data, key)
-            if key == "path":
-                spec.data = path_of(value)
-            elif key == "attributes_file" and value is not None:
-                spec.data_options.attributes_file = path_of(value)
-            else:
-                setattr(spec.data_options, key, value)
+        _apply_data_table(spec, data, base, where)
     elif settings.data is not None:
-        spec.data = path_of(settings.data)
+        spec.data = _config_path(base, settings.data)
     if settings.trust_model_code and not explicit:
         raise AuditError(
             f"{source or 'the config'} sets trust_model_code, which a config file found in the working directory may not do; "
             "pass --trust-model-code, or name the file with --config if you trust it"
         )
+    _apply_top_level(spec, settings, base)
+    _apply_analysis_options(spec, settings)
+
+
+def _config_path(base: Path, value) -> str:
+    """A path relative to the config's folder; absolute paths and URLs (a database's) as written."""
+    return str((base / value) if not Path(value).is_absolute() and "://" not in str(value) else value)
+
+
+def _apply_model_table(spec: RunSpec, model: dict[str, Any], base: Path, where: str) -> None:
+    """A [model] table."""
+    for key in model:
+        if key not in MODEL_KEYS:
+            raise _unknown("model.", key, MODEL_KEYS)
+    if "output" in model:
+        _model_output(model["output"])
+    table_model = validated(ModelSettings, model, where, "model.")
+    if table_model.path is not None:
+        spec.model = _config_path(base, table_model.path)
+    _apply_model(spec, table_model)
+    if table_model.tokenizer is not None:
+        spec.model_tokenizer = _config_path(base, table_model.tokenizer)
+
+
+def _apply_data_table(spec: RunSpec, data: dict[str, Any], base: Path, where: str) -> None:
+    """A [data] table: its path, and the keys it sets among the data options."""
+    for key in data:
+        if key not in DATA_KEYS:
+            raise _unknown("data.", key, DATA_KEYS)
+    table_data = validated(DataSettings, data, where, "data.")
+    for key in data:
+        value = getattr(table_data, key)
+        if key == "path":
+            spec.data = _config_path(base, value)
+        elif key == "attributes_file" and value is not None:
+            spec.data_options.attributes_file = _config_path(base, value)
+        else:
+            setattr(spec.data_options, key, value)
+
+
+def _apply_top_level(spec: RunSpec, settings: Settings, base: Path) -> None:
+    """The top-level keys other than model, data and [analysis]."""
     for key in ("device", "seed", "batch_size", "threads", "fail_on", "trust_model_code", "min_rows"):
         value = getattr(settings, key)
         if value is not None:
             setattr(spec, key, value)
     if settings.db is not None:
-        spec.db = path_of(settings.db)
+        spec.db = _config_path(base, settings.db)
     if settings.template_dir is not None:
-        spec.template_dir = path_of(settings.template_dir)
+        spec.template_dir = _config_path(base, settings.template_dir)
     if settings.analyses is not None:
         spec.analyses = list(settings.analyses)
     if settings.reports is not None:
-        spec.reports = [path_of(r) for r in settings.reports]
+        spec.reports = [_config_path(base, r) for r in settings.reports]
+
+
+def _apply_analysis_options(spec: RunSpec, settings: Settings) -> None:
+    """[analysis.NAME] tables, TOML's dotted-key nesting undone, merged into each analysis's options."""
     for name, values in (settings.analysis or {}).items():
         if not isinstance(values, dict):
             raise AuditError(f"[analysis.{name}] in the config must be a table of options")

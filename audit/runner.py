@@ -132,8 +132,36 @@ def execute(
 ) -> AnalysisOutcome:
     """Run one analysis isolated: its exception becomes its error, never the run's."""
     cls = type(analysis)
-    reason = unmet_requirement(cls, model, data)
+    unmet = unmet_requirement(cls, model, data)
     ctx = make_context(model, data, seed, cls.name, predictions, logits, progress_factory, shared)
+    not_run = _not_run_outcome(analysis, ctx, unmet)
+    if not_run is not None:
+        return not_run
+    start_counters = model.counters.snapshot()
+    start = time.perf_counter()
+    records = []
+    status, reason, trace, cause = _run_collecting(analysis, ctx, records)
+    used = model.counters.since(start_counters)
+    outcome = AnalysisOutcome(
+        cls.name,
+        status,
+        reason,
+        seconds=time.perf_counter() - start,
+        forward_rows=used.forward_rows,
+        backward_rows=used.backward_rows,
+        records=records,
+        notes=list(ctx.notes),
+        traceback=trace,
+    )
+    if status == "interrupted":
+        raise RunInterrupted(outcome, cause)
+    return outcome
+
+
+def _not_run_outcome(analysis: Analysis, ctx: Context, unmet: str | None) -> AnalysisOutcome | None:
+    """Skipped (a requirement unmet, or the analysis's own skip_reason()), an error if skip_reason() raised, else None."""
+    cls = type(analysis)
+    reason = unmet
     if reason is None:
         try:
             reason = analysis.skip_reason(ctx)
@@ -145,9 +173,15 @@ def execute(
             reason = str(reason)
     if reason is not None:
         return AnalysisOutcome(cls.name, "skipped", reason)
-    start_counters = model.counters.snapshot()
-    start = time.perf_counter()
-    records = []
+    return None
+
+
+def _run_collecting(analysis: Analysis, ctx: Context, records: list):
+    """Run the analysis, appending its checked records to `records` as they come (an interruption keeps those so far).
+
+    Returns (status, reason, traceback, cause): cause is the KeyboardInterrupt when interrupted, else None.
+    """
+    cls = type(analysis)
     status, reason, trace, cause = "ok", None, None, None
     try:
         for record in iter_records(analysis.run(ctx)):
@@ -168,21 +202,7 @@ def execute(
         status, reason, trace = "error", f"run() called sys.exit({error.code!r})", traceback.format_exc()
     except BaseException as error:  # noqa: BLE001 - one analysis failing never loses the others, whatever it raises
         status, reason, trace = "error", f"{type(error).__name__}: {error}", traceback.format_exc()
-    used = model.counters.since(start_counters)
-    outcome = AnalysisOutcome(
-        cls.name,
-        status,
-        reason,
-        seconds=time.perf_counter() - start,
-        forward_rows=used.forward_rows,
-        backward_rows=used.backward_rows,
-        records=records,
-        notes=list(ctx.notes),
-        traceback=trace,
-    )
-    if status == "interrupted":
-        raise RunInterrupted(outcome, cause)
-    return outcome
+    return status, reason, trace, cause
 
 
 class RunInterrupted(Exception):
@@ -390,13 +410,47 @@ def check_outputs(model_path, x, predictions, logits) -> None:
 
 def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
                 predictions, logits, clean, frameworks, model_sha256) -> RunOutcome:
+    from audit.store.artifacts import figure_to_artifact
+
+    run = _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256)
+    status = "running"
+    try:
+        shared: dict = {}  # one per run: analyses share work through ctx.shared
+        remote = None
+        if spec.executor == "ray":
+            from audit.executor import RayAnalyses
+
+            remote = RayAnalyses(spec, dataset, predictions, logits, {n: instances[n] for n in names}, model_load_options(spec))
+        for position, name in enumerate(names):
+            analysis = instances[name]
+            outcome, stop = _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions, logits,
+                                              progress_factory, shared)
+            with signals_deferred():
+                _persist(store, run.id, position, registry[name], analysis, outcome, figure_to_artifact)
+                store.update_run(run.id, heartbeat_at=_now())
+            if on_analysis is not None:
+                on_analysis(outcome)
+            if stop is not None:
+                raise stop
+        status, exit_code = _gate(spec, store, run.id, model_sha256)
+    except KeyboardInterrupt as stop:
+        status, exit_code = "interrupted", EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    except BaseException:
+        store.update_run(run.id, status="error", exit_code=EXIT_ANALYSIS_ERROR, finished_at=_now(), model_info=model.describe())
+        raise
+    with signals_deferred():
+        store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
+    return RunOutcome(run.id, status, exit_code, store)
+
+
+def _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256):
+    """The stored run, before any analysis: its inputs, versions, planned analyses and the clean pass's cost."""
     import os
 
     from audit.store import hide_passwords
-    from audit.store.artifacts import figure_to_artifact
     from audit.store.liveness import this_host
 
-    run = store.create_run(
+    return store.create_run(
         model_path=str(spec.model),
         model_sha256=model_sha256,
         model_format=model.format,
@@ -421,46 +475,29 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
         clean_forward_rows=clean.forward_rows,
         clean_seconds=clean.forward_seconds,
     )
-    status = "running"
-    try:
-        shared: dict = {}  # one per run: analyses share work through ctx.shared
-        remote = None
-        if spec.executor == "ray":
-            from audit.executor import RayAnalyses
 
-            remote = RayAnalyses(spec, dataset, predictions, logits, {n: instances[n] for n in names}, model_load_options(spec))
-        for position, name in enumerate(names):
-            analysis = instances[name]
-            entry = registry[name]
-            stop = None
-            try:
-                if remote is not None:
-                    outcome = remote.outcome(name)
-                else:
-                    outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
-                                      progress_factory=progress_factory, shared=shared)
-            except RunInterrupted as interrupted:
-                outcome, stop = interrupted.outcome, interrupted.cause
-            except KeyboardInterrupt as interrupted:
-                outcome, stop = AnalysisOutcome(name, "interrupted", interrupt_reason(interrupted)), interrupted
-            with signals_deferred():
-                _persist(store, run.id, position, entry, analysis, outcome, figure_to_artifact)
-                store.update_run(run.id, heartbeat_at=_now())
-            if on_analysis is not None:
-                on_analysis(outcome)
-            if stop is not None:
-                raise stop
-        waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
-        failures = counted_failures(store.findings(run.id), spec.fail_on, waivers)
-        status, exit_code = gate_status([r.status for r in store.results(run.id)], failures)
-    except KeyboardInterrupt as stop:
-        status, exit_code = "interrupted", EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-    except BaseException:
-        store.update_run(run.id, status="error", exit_code=EXIT_ANALYSIS_ERROR, finished_at=_now(), model_info=model.describe())
-        raise
-    with signals_deferred():
-        store.update_run(run.id, status=status, exit_code=exit_code, finished_at=_now(), model_info=model.describe())
-    return RunOutcome(run.id, status, exit_code, store)
+
+def _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions, logits, progress_factory, shared):
+    """One analysis's outcome, here or from the Ray executor, and the interruption to re-raise once it is stored (or None)."""
+    stop = None
+    try:
+        if remote is not None:
+            outcome = remote.outcome(name)
+        else:
+            outcome = execute(analysis, model, dataset, seed=int(spec.seed), predictions=predictions, logits=logits,
+                              progress_factory=progress_factory, shared=shared)
+    except RunInterrupted as interrupted:
+        outcome, stop = interrupted.outcome, interrupted.cause
+    except KeyboardInterrupt as interrupted:
+        outcome, stop = AnalysisOutcome(name, "interrupted", interrupt_reason(interrupted)), interrupted
+    return outcome, stop
+
+
+def _gate(spec, store, run_id, model_sha256) -> tuple[str, int]:
+    """The finished run's status and exit code: its results, and its findings less the model's waivers against --fail-on."""
+    waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
+    failures = counted_failures(store.findings(run_id), spec.fail_on, waivers)
+    return gate_status([r.status for r in store.results(run_id)], failures)
 
 
 def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome, figure_to_artifact) -> None:

@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+# Long on purpose: a Typer command declares its options as parameters; the body only merges them into the RunSpec and runs it.
 def run(
     model: str = typer.Argument(None, help="Model file: .onnx, TorchScript .pt/.pth, torch.export .pt2.", show_default=False),
     data: str = typer.Option(None, "--data", "-d", metavar="PATH", help="Data: .npz (x, y, attributes), .csv, .parquet, or an image folder."),

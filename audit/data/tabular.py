@@ -91,34 +91,75 @@ def _read_csv(path: Path, header: list[str], candidates: list[str], others: list
     a block it rejects (blanks, text, a short row) is read again with csv.reader for the exact error. From the
     first quote on, csv.reader reads the rest, since a quoted field may hold the delimiter or span lines.
     """
-    import itertools
+    reader = _CsvBlocks(path, header, candidates, others, droppable)
+    reader.read()
+    return reader.assemble()
 
-    delimiter = _csv_dialect(path)
-    feature_index = [header.index(n) for n in candidates]
-    other_index = {n: header.index(n) for n in others}
-    blocks: list[np.ndarray | None] = []
-    other_blocks: dict[str, list[np.ndarray]] = {n: [] for n in others}
-    dropped: set[str] = set()
 
-    def add_cells(rows: list[list[str]]) -> None:
+class _CsvBlocks:
+    """The blocks of one CSV file read so far: float32 features, and compact text for the label and attributes."""
+
+    def __init__(self, path: Path, header: list[str], candidates: list[str], others: list[str], droppable: set[str]):
+        self.path = path
+        self.header = header
+        self.candidates = candidates
+        self.droppable = droppable
+        self.delimiter = _csv_dialect(path)
+        self.feature_index = [header.index(n) for n in candidates]
+        self.other_index = {n: header.index(n) for n in others}
+        self.blocks: list[np.ndarray | None] = []
+        self.other_blocks: dict[str, list[np.ndarray]] = {n: [] for n in others}
+        self.dropped: set[str] = set()
+
+    def read(self) -> None:
+        """Numpy's parser for each unquoted block, csv.reader from the first quote on (see _read_csv)."""
+        import itertools
+
+        path, delimiter = self.path, self.delimiter
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                first = next(handle)
+                consumed = 1
+                quoted = '"' in first
+                while not quoted:
+                    lines = [line for line in itertools.islice(handle, BLOCK_ROWS)]
+                    if not lines:
+                        break
+                    if any('"' in line for line in lines):
+                        quoted = True
+                        self.add_rows(csv.reader(itertools.chain(lines, handle), delimiter=delimiter), consumed + 1)
+                        break
+                    kept = [line for line in lines if line.strip("\r\n")]
+                    if kept and not self.add_lines(kept):
+                        self.add_rows(csv.reader(lines, delimiter=delimiter), consumed + 1)
+                    consumed += len(lines)
+                else:  # only when the header itself was quoted: the loop above never ran
+                    self.add_rows(csv.reader(handle, delimiter=delimiter), consumed + 1)
+        except UnicodeDecodeError:
+            raise AuditError(f"{path}: not a UTF-8 text CSV file") from None
+
+    def add_cells(self, rows: list[list[str]]) -> None:
         cells = np.array(rows, dtype=str)
-        blocks.append(_feature_block(path, cells[:, feature_index], candidates, droppable, dropped))
-        for name, index in other_index.items():
-            other_blocks[name].append(_compact(cells[:, index]))
+        self.blocks.append(_feature_block(self.path, cells[:, self.feature_index], self.candidates, self.droppable, self.dropped))
+        for name, index in self.other_index.items():
+            self.other_blocks[name].append(_compact(cells[:, index]))
 
-    def add_lines(lines: list[str]) -> bool:
-        active = [j for j, name in enumerate(candidates) if name not in dropped]
-        if any(line.count(delimiter) != len(header) - 1 for line in lines):
+    def add_lines(self, lines: list[str]) -> bool:
+        """Parse unquoted lines with numpy; False (nothing added) when numpy cannot, for csv.reader to explain why."""
+        candidates, delimiter, feature_index = self.candidates, self.delimiter, self.feature_index
+        active = [j for j, name in enumerate(candidates) if name not in self.dropped]
+        if any(line.count(delimiter) != len(self.header) - 1 for line in lines):
             return False
         try:
             values = np.loadtxt(lines, delimiter=delimiter, dtype=np.float32, usecols=[feature_index[j] for j in active],
                                 ndmin=2, comments=None)
         except ValueError:
             # A text attribute among the automatic features: drop it here and parse the block again.
-            text = [candidates[j] for j in active if candidates[j] in droppable and not _all_numbers(lines, delimiter, feature_index[j])]
+            text = [candidates[j] for j in active
+                    if candidates[j] in self.droppable and not _all_numbers(lines, delimiter, feature_index[j])]
             if text:
-                dropped.update(text)
-                return add_lines(lines)
+                self.dropped.update(text)
+                return self.add_lines(lines)
             return False
         if len(values) != len(lines):
             return False
@@ -126,61 +167,46 @@ def _read_csv(path: Path, header: list[str], candidates: list[str], others: list
             block = np.full((len(values), len(candidates)), np.nan, dtype=np.float32)
             block[:, active] = values
             values = block
-        blocks.append(values)
-        if other_index:
-            texts = np.loadtxt(lines, delimiter=delimiter, dtype=str, usecols=list(other_index.values()), ndmin=2, comments=None)
-            for k, name in enumerate(other_index):
-                other_blocks[name].append(_compact(texts[:, k]))
+        self.blocks.append(values)
+        if self.other_index:
+            texts = np.loadtxt(lines, delimiter=delimiter, dtype=str, usecols=list(self.other_index.values()), ndmin=2,
+                               comments=None)
+            for k, name in enumerate(self.other_index):
+                self.other_blocks[name].append(_compact(texts[:, k]))
         return True
 
-    def add_rows(reader, first_line: int) -> None:
+    def add_rows(self, reader, first_line: int) -> None:
+        """Rows from csv.reader, in blocks of BLOCK_ROWS; a row of the wrong width is an error naming its line."""
+        header = self.header
         rows, line_number = [], first_line - 1
         for row in reader:
             line_number = first_line + reader.line_num - 1
             if not row:
                 continue
             if len(row) != len(header):
-                raise AuditError(f"{path}: line {line_number} has {len(row)} fields, the header has {len(header)}")
+                raise AuditError(f"{self.path}: line {line_number} has {len(row)} fields, the header has {len(header)}")
             rows.append(row)
             if len(rows) == BLOCK_ROWS:
-                add_cells(rows)
+                self.add_cells(rows)
                 rows = []
         if rows:
-            add_cells(rows)
+            self.add_cells(rows)
 
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            first = next(handle)
-            consumed = 1
-            quoted = '"' in first
-            while not quoted:
-                lines = [line for line in itertools.islice(handle, BLOCK_ROWS)]
-                if not lines:
-                    break
-                if any('"' in line for line in lines):
-                    quoted = True
-                    add_rows(csv.reader(itertools.chain(lines, handle), delimiter=delimiter), consumed + 1)
-                    break
-                kept = [line for line in lines if line.strip("\r\n")]
-                if kept and not add_lines(kept):
-                    add_rows(csv.reader(lines, delimiter=delimiter), consumed + 1)
-                consumed += len(lines)
-            else:  # only when the header itself was quoted: the loop above never ran
-                add_rows(csv.reader(handle, delimiter=delimiter), consumed + 1)
-    except UnicodeDecodeError:
-        raise AuditError(f"{path}: not a UTF-8 text CSV file") from None
-    if not blocks:
-        raise AuditError(f"{path}: the data set has no rows")
-    keep = [i for i, name in enumerate(candidates) if name not in dropped]
-    rows_total = sum(len(block) for block in blocks)
-    x = np.empty((rows_total, len(keep)), dtype=np.float32)
-    start = 0
-    for i in range(len(blocks)):
-        block, blocks[i] = blocks[i], None  # free each block once copied: the result and the blocks never both peak
-        x[start:start + len(block)] = block[:, keep]
-        start += len(block)
-    raw = {name: np.concatenate(parts) for name, parts in other_blocks.items()}
-    return x, [candidates[i] for i in keep], raw
+    def assemble(self):
+        """The feature matrix, its column names (less the dropped text columns) and the other columns' values."""
+        blocks, candidates = self.blocks, self.candidates
+        if not blocks:
+            raise AuditError(f"{self.path}: the data set has no rows")
+        keep = [i for i, name in enumerate(candidates) if name not in self.dropped]
+        rows_total = sum(len(block) for block in blocks)
+        x = np.empty((rows_total, len(keep)), dtype=np.float32)
+        start = 0
+        for i in range(len(blocks)):
+            block, blocks[i] = blocks[i], None  # free each block once copied: the result and the blocks never both peak
+            x[start:start + len(block)] = block[:, keep]
+            start += len(block)
+        raw = {name: np.concatenate(parts) for name, parts in self.other_blocks.items()}
+        return x, [candidates[i] for i in keep], raw
 
 
 def _all_numbers(lines: list[str], delimiter: str, index: int) -> bool:

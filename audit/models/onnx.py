@@ -59,45 +59,78 @@ def _gpu_present() -> bool:
     return True
 
 
+def _load_checked(path: Path):
+    """The model's graph, refused unless the ONNX checker accepts it."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as error:  # noqa: BLE001 - protobuf and checker raise many types
+        raise AuditError(f"{path}: not a valid ONNX model ({first_line(error)}); re-export it with torch.onnx.export or skl2onnx") from None
+    return proto
+
+
+def _start_session(path: Path, proto, device: str, options: LoadOptions):
+    """An InferenceSession on the device asked for, its SessionOptions, its providers in use, and the CUDA device index (None on the CPU).
+
+    With --device auto a session that did not get CUDA runs on the CPU; with a CUDA device named, that is an error.
+    """
+    import onnxruntime as ort
+
+    providers, cuda_index = _providers_for(device)
+    session_options = ort.SessionOptions()
+    session_options.log_severity_level = 3  # CUDA fall-back chatter is reported by us, once
+    threads = options.threads or threads_from_env("AUDIT_THREADS", "OMP_NUM_THREADS")
+    if threads:
+        session_options.intra_op_num_threads = threads
+        session_options.inter_op_num_threads = 1
+    # onnxruntime logs a CUDA fall-back at error level; we check the providers
+    # in use below and report the outcome ourselves, in one line.
+    ort.set_default_logger_severity(4)
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options, providers=providers)
+    except Exception as error:  # noqa: BLE001
+        raise AuditError(f"{path}: onnxruntime could not load the model ({first_line(error)})") from None
+    finally:
+        ort.set_default_logger_severity(2)
+    in_use = session.get_providers()
+    if cuda_index is not None and "CUDAExecutionProvider" not in in_use:
+        if device != "auto":
+            raise AuditError(
+                f"--device {device}: onnxruntime could not start CUDA here (missing CUDA/cuDNN libraries or no GPU); use --device cpu or auto"
+            )
+        cuda_index = None
+    return session, session_options, in_use, cuda_index
+
+
+def _read_input(path: Path, session):
+    """The one input tensor's name and dtype, its fixed batch size (None when dynamic), and one row's shape (None per unknown axis)."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        names = ", ".join(i.name for i in inputs)
+        raise AuditError(f"{path}: the model has {len(inputs)} inputs ({names}); audit supports models with one input tensor")
+    input_name = inputs[0].name
+    input_dtype = _ONNX_DTYPES.get(inputs[0].type)
+    if input_dtype is None:
+        raise AuditError(f"{path}: input {input_name!r} has type {inputs[0].type}; audit supports float and integer tensors")
+    dims = list(inputs[0].shape)
+    batch_dim = dims[0] if dims else None
+    fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+    row_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in dims[1:])
+    return input_name, input_dtype, fixed_batch, row_shape
+
+
 class OnnxModel(Model):
     """An ONNX graph in an onnxruntime InferenceSession."""
 
     format = "onnx"
 
     def __init__(self, path: Path, options: LoadOptions):
-        import onnx
-        import onnxruntime as ort
-
         device = parse_device(options.device)
-        try:
-            proto = onnx.load(str(path))
-            onnx.checker.check_model(proto)
-        except Exception as error:  # noqa: BLE001 - protobuf and checker raise many types
-            raise AuditError(f"{path}: not a valid ONNX model ({first_line(error)}); re-export it with torch.onnx.export or skl2onnx") from None
+        proto = _load_checked(path)
         self.proto = proto
-        providers, cuda_index = _providers_for(device)
-        session_options = ort.SessionOptions()
-        session_options.log_severity_level = 3  # CUDA fall-back chatter is reported by us, once
-        threads = options.threads or threads_from_env("AUDIT_THREADS", "OMP_NUM_THREADS")
-        if threads:
-            session_options.intra_op_num_threads = threads
-            session_options.inter_op_num_threads = 1
-        # onnxruntime logs a CUDA fall-back at error level; we check the providers
-        # in use below and report the outcome ourselves, in one line.
-        ort.set_default_logger_severity(4)
-        try:
-            session = ort.InferenceSession(proto.SerializeToString(), sess_options=session_options, providers=providers)
-        except Exception as error:  # noqa: BLE001
-            raise AuditError(f"{path}: onnxruntime could not load the model ({first_line(error)})") from None
-        finally:
-            ort.set_default_logger_severity(2)
-        in_use = session.get_providers()
-        if cuda_index is not None and "CUDAExecutionProvider" not in in_use:
-            if device != "auto":
-                raise AuditError(
-                    f"--device {device}: onnxruntime could not start CUDA here (missing CUDA/cuDNN libraries or no GPU); use --device cpu or auto"
-                )
-            cuda_index = None
+        session, session_options, in_use, cuda_index = _start_session(path, proto, device, options)
         self.session = session
         self._session_options = session_options
         self._providers = in_use
@@ -105,19 +138,7 @@ class OnnxModel(Model):
         self.cuda_index = cuda_index
         resolved = f"cuda:{cuda_index}" if cuda_index is not None else "cpu"
 
-        inputs = session.get_inputs()
-        if len(inputs) != 1:
-            names = ", ".join(i.name for i in inputs)
-            raise AuditError(f"{path}: the model has {len(inputs)} inputs ({names}); audit supports models with one input tensor")
-        self.input_name = inputs[0].name
-        input_dtype = _ONNX_DTYPES.get(inputs[0].type)
-        if input_dtype is None:
-            raise AuditError(f"{path}: input {self.input_name!r} has type {inputs[0].type}; audit supports float and integer tensors")
-        dims = list(inputs[0].shape)
-        batch_dim = dims[0] if dims else None
-        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-        row_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in dims[1:])
-
+        self.input_name, input_dtype, self.fixed_batch, row_shape = _read_input(path, session)
         self.output_name, self.output_is_map, n_classes, self.label_output = self._pick_output(session)
         super().__init__(
             path=path,

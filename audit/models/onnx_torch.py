@@ -73,6 +73,7 @@ def _axes(node_inputs, values, attrs):
     return None
 
 
+# Long on purpose: one flat dispatch over ONNX operator types, a few lines per operator; split, it would only scatter the table.
 def _run_node(t, node, values, attrs):
     F = t.nn.functional
     op = node.op_type

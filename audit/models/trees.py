@@ -191,8 +191,8 @@ def find_tree_node(proto):
     return node
 
 
-def read_trees(node) -> TreeEnsemble:
-    """Flat arrays of a TreeEnsembleClassifier / TreeEnsembleRegressor node's attributes."""
+def _node_attributes(node) -> dict:
+    """A node's attributes by name, tensors as numpy arrays."""
     import onnx
     import onnx.numpy_helper
 
@@ -202,61 +202,92 @@ def read_trees(node) -> TreeEnsemble:
         if isinstance(value, onnx.TensorProto):
             value = onnx.numpy_helper.to_array(value)
         attrs[a.name] = value
+    return attrs
 
-    def get(name, default=None):
-        if f"{name}_as_tensor" in attrs:
-            return np.asarray(attrs[f"{name}_as_tensor"], dtype=np.float64)
-        return attrs.get(name, default)
 
-    classifier = node.op_type == "TreeEnsembleClassifier"
-    prefix = "class" if classifier else "target"
-    post = attrs.get("post_transform", b"NONE")
-    post = post.decode() if isinstance(post, bytes) else str(post)
-    if post not in _TRANSFORMS:
-        raise UnsupportedTrees(f"post_transform {post} (TreeSHAP handles NONE, LOGISTIC and SOFTMAX)")
+def _float_attribute(attrs: dict, name: str, default=None):
+    # Newer opsets may store the attribute as a double tensor `<name>_as_tensor` instead.
+    if f"{name}_as_tensor" in attrs:
+        return np.asarray(attrs[f"{name}_as_tensor"], dtype=np.float64)
+    return attrs.get(name, default)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _NodePositions:
+    """Where each (tree id, node id) pair sits in the node arrays."""
+
+    def __init__(self, tree_ids: np.ndarray, node_ids: np.ndarray):
+        self.width = int(node_ids.max()) + 1
+        keys = tree_ids * self.width + node_ids
+        self.order = np.argsort(keys, kind="stable")
+        self.sorted_keys = keys[self.order]
+        if len(np.unique(self.sorted_keys)) != len(keys):
+            raise UnsupportedTrees("a (tree, node) pair appears twice")
+
+    def of(self, trees, ids) -> np.ndarray:
+        wanted = np.asarray(trees, dtype=np.int64) * self.width + np.asarray(ids, dtype=np.int64)
+        position = np.searchsorted(self.sorted_keys, wanted)
+        position = np.minimum(position, len(self.sorted_keys) - 1)
+        if not (self.sorted_keys[position] == wanted).all():
+            raise UnsupportedTrees("a child or leaf weight names a node that does not exist")
+        return self.order[position]
+
+
+@dataclass
+class _NodeArrays:
+    tree_ids: np.ndarray
+    modes: np.ndarray
+    feature: np.ndarray
+    true_child: np.ndarray
+    false_child: np.ndarray
+    missing_true: np.ndarray
+    threshold: np.ndarray
+    positions: _NodePositions
+
+
+def _read_nodes(attrs: dict) -> _NodeArrays:
+    """The per-node arrays, children as positions in them rather than node ids."""
     tree_ids = np.asarray(attrs["nodes_treeids"], dtype=np.int64)
     node_ids = np.asarray(attrs["nodes_nodeids"], dtype=np.int64)
     modes_raw = attrs["nodes_modes"]
     modes = np.array([_MODES.get(m.decode() if isinstance(m, bytes) else m, -1) for m in modes_raw], dtype=np.int64)
     if (modes < 0).any():
         raise UnsupportedTrees("a node mode outside BRANCH_* and LEAF")
-    width = int(node_ids.max()) + 1
-    keys = tree_ids * width + node_ids
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    if len(np.unique(sorted_keys)) != len(keys):
-        raise UnsupportedTrees("a (tree, node) pair appears twice")
-
-    def lookup(trees, ids):
-        wanted = np.asarray(trees, dtype=np.int64) * width + np.asarray(ids, dtype=np.int64)
-        position = np.searchsorted(sorted_keys, wanted)
-        position = np.minimum(position, len(sorted_keys) - 1)
-        if not (sorted_keys[position] == wanted).all():
-            raise UnsupportedTrees("a child or leaf weight names a node that does not exist")
-        return order[position]
-
+    positions = _NodePositions(tree_ids, node_ids)
+    n_nodes = len(tree_ids)
     leaf = modes == 6
     feature = np.where(leaf, -1, np.asarray(attrs["nodes_featureids"], dtype=np.int64))
-    true_child = np.full(len(keys), -1, dtype=np.int64)
-    false_child = np.full(len(keys), -1, dtype=np.int64)
+    true_child = np.full(n_nodes, -1, dtype=np.int64)
+    false_child = np.full(n_nodes, -1, dtype=np.int64)
     branch = np.flatnonzero(~leaf)
-    true_child[branch] = lookup(tree_ids[branch], np.asarray(attrs["nodes_truenodeids"], dtype=np.int64)[branch])
-    false_child[branch] = lookup(tree_ids[branch], np.asarray(attrs["nodes_falsenodeids"], dtype=np.int64)[branch])
-    missing = np.asarray(attrs.get("nodes_missing_value_tracks_true") or np.zeros(len(keys)), dtype=bool)
-    threshold = np.asarray(get("nodes_values"), dtype=np.float64)
+    true_child[branch] = positions.of(tree_ids[branch], np.asarray(attrs["nodes_truenodeids"], dtype=np.int64)[branch])
+    false_child[branch] = positions.of(tree_ids[branch], np.asarray(attrs["nodes_falsenodeids"], dtype=np.int64)[branch])
+    missing = np.asarray(attrs.get("nodes_missing_value_tracks_true") or np.zeros(n_nodes), dtype=bool)
+    threshold = np.asarray(_float_attribute(attrs, "nodes_values"), dtype=np.float64)
+    return _NodeArrays(tree_ids, modes, feature, true_child, false_child, missing, threshold, positions)
 
+
+def _output_count(attrs: dict, classifier: bool) -> tuple[int, str | None]:
+    """The number of classes or targets, and a regressor's aggregate over trees (None for a classifier)."""
     if classifier:
         labels = attrs.get("classlabels_int64s") or attrs.get("classlabels_strings") or []
-        n_classes = len(labels)
-    else:
-        n_classes = int(attrs.get("n_targets", 1))
-        aggregate = attrs.get("aggregate_function", b"SUM")
-        aggregate = aggregate.decode() if isinstance(aggregate, bytes) else str(aggregate)
-        if aggregate not in ("SUM", "AVERAGE"):
-            raise UnsupportedTrees(f"aggregate_function {aggregate}: a {aggregate.lower()} over trees has no additive attribution")
+        return len(labels), None
+    n_classes = int(attrs.get("n_targets", 1))
+    aggregate = _text(attrs.get("aggregate_function", b"SUM"))
+    if aggregate not in ("SUM", "AVERAGE"):
+        raise UnsupportedTrees(f"aggregate_function {aggregate}: a {aggregate.lower()} over trees has no additive attribution")
+    return n_classes, aggregate
+
+
+def _leaf_values(attrs: dict, nodes: _NodeArrays, classifier: bool, n_classes: int) -> tuple[np.ndarray, bool]:
+    """Each node's output values (zero off the leaves), and whether a binary classifier scores one column only."""
+    prefix = "class" if classifier else "target"
     weight_ids = np.asarray(attrs[f"{prefix}_ids"], dtype=np.int64)
-    weights = np.asarray(get(f"{prefix}_weights"), dtype=np.float64)
-    weight_nodes = lookup(attrs[f"{prefix}_treeids"], attrs[f"{prefix}_nodeids"])
+    weights = np.asarray(_float_attribute(attrs, f"{prefix}_weights"), dtype=np.float64)
+    weight_nodes = nodes.positions.of(attrs[f"{prefix}_treeids"], attrs[f"{prefix}_nodeids"])
     # onnxruntime's binary case: two labels but weights for one score column,
     # which holds the positive class's score.
     single_score = classifier and n_classes == 2 and len(np.unique(weight_ids)) == 1
@@ -265,22 +296,41 @@ def read_trees(node) -> TreeEnsemble:
         weight_ids = np.zeros_like(weight_ids)
     if weight_ids.max(initial=0) >= n_outputs:
         raise UnsupportedTrees("a leaf weight for a class or target the node does not declare")
-    leaf_value = np.zeros((len(keys), n_outputs))
+    leaf_value = np.zeros((len(nodes.tree_ids), n_outputs))
     np.add.at(leaf_value, (weight_nodes, weight_ids), weights)
-    n_trees = len(np.unique(tree_ids))
-    if not classifier and aggregate == "AVERAGE":
-        leaf_value /= n_trees
-    base = get("base_values")
+    return leaf_value, single_score
+
+
+def _base_values(attrs: dict, n_outputs: int, single_score: bool) -> np.ndarray:
+    base = _float_attribute(attrs, "base_values")
     base = np.zeros(n_outputs) if base is None or len(base) == 0 else np.asarray(base, dtype=np.float64)
     if len(base) != n_outputs:
         if single_score and len(base) == 2:
             base = base[1:]
         else:
             raise UnsupportedTrees(f"{len(base)} base values for {n_outputs} scores")
+    return base
+
+
+def read_trees(node) -> TreeEnsemble:
+    """Flat arrays of a TreeEnsembleClassifier / TreeEnsembleRegressor node's attributes."""
+    attrs = _node_attributes(node)
+    classifier = node.op_type == "TreeEnsembleClassifier"
+    post = _text(attrs.get("post_transform", b"NONE"))
+    if post not in _TRANSFORMS:
+        raise UnsupportedTrees(f"post_transform {post} (TreeSHAP handles NONE, LOGISTIC and SOFTMAX)")
+    nodes = _read_nodes(attrs)
+    n_classes, aggregate = _output_count(attrs, classifier)
+    leaf_value, single_score = _leaf_values(attrs, nodes, classifier, n_classes)
+    n_trees = len(np.unique(nodes.tree_ids))
+    if aggregate == "AVERAGE":
+        leaf_value /= n_trees
+    base = _base_values(attrs, leaf_value.shape[1], single_score)
     ensemble = TreeEnsemble(
-        op=node.op_type, n_trees=n_trees, n_features=int(feature.max(initial=-1)) + 1, feature=feature, threshold=threshold,
-        mode=modes, true_child=true_child, false_child=false_child, missing_true=missing, leaf_value=leaf_value, base=base,
-        post_transform=post, n_classes=n_classes, single_score=bool(single_score),
+        op=node.op_type, n_trees=n_trees, n_features=int(nodes.feature.max(initial=-1)) + 1, feature=nodes.feature,
+        threshold=nodes.threshold, mode=nodes.modes, true_child=nodes.true_child, false_child=nodes.false_child,
+        missing_true=nodes.missing_true, leaf_value=leaf_value, base=base, post_transform=post, n_classes=n_classes,
+        single_score=bool(single_score),
     )
     ensemble._structure()
     return ensemble
