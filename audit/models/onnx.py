@@ -19,6 +19,26 @@ _ONNX_DTYPES = {
 # Node types whose outputs are worth probing as "layers".
 _LAYER_OPS = {"Gemm", "MatMul", "Relu", "Conv", "Tanh", "Sigmoid", "Gelu", "LeakyRelu", "Flatten", "GlobalAveragePool", "MaxPool", "AveragePool", "Add", "Elu", "Softplus"}
 
+def hidden_layers(proto) -> list[str]:
+    """Outputs of the graph's layer-like nodes that are not already graph outputs: what activations can read."""
+    graph = proto.graph
+    final = {o.name for o in graph.output}
+    return [node.output[0] for node in graph.node if node.op_type in _LAYER_OPS and node.output and node.output[0] not in final]
+
+
+def session_with_outputs(proto, layers: list[str], session_options, providers):
+    """A second session on a copy of the graph that also outputs the named intermediate values."""
+    import onnx
+    import onnxruntime as ort
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    existing = {o.name for o in copy.graph.output}
+    for layer in layers:
+        if layer not in existing:
+            copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer))
+    return ort.InferenceSession(copy.SerializeToString(), sess_options=session_options, providers=providers)
+
 
 def _providers_for(device: str):
     import onnxruntime as ort
@@ -345,26 +365,15 @@ class OnnxModel(Model):
         return out.reshape(len(x), -1)
 
     def layers(self) -> list[str]:
-        graph = self.proto.graph
-        final = {o.name for o in graph.output}
-        return [node.output[0] for node in graph.node if node.op_type in _LAYER_OPS and node.output and node.output[0] not in final]
+        return hidden_layers(self.proto)
 
     def activations(self, x: np.ndarray, layers: list[str]) -> dict[str, np.ndarray]:
         """Run a second session whose graph also outputs the named intermediate values."""
-        import onnx
-        import onnxruntime as ort
-
         known = self.layers()
         missing = [layer for layer in layers if layer not in known]
         if missing:
             raise AuditError(f"unknown layer(s) {', '.join(missing)}; layers are: {', '.join(known)}")
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
-        existing = {o.name for o in proto.graph.output}
-        for layer in layers:
-            if layer not in existing:
-                proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer))
-        session = ort.InferenceSession(proto.SerializeToString(), sess_options=self._session_options, providers=self._providers)
+        session = session_with_outputs(self.proto, layers, self._session_options, self._providers)
         results: dict[str, list] = {layer: [] for layer in layers}
         for i in range(0, len(x), self.batch_size):
             chunk = np.ascontiguousarray(x[i : i + self.batch_size], dtype=self.input_dtype)

@@ -178,25 +178,16 @@ class OnnxTokenRunner:
         return feeds
 
     def layers(self) -> list[str]:
-        from audit.models.onnx import _LAYER_OPS
+        from audit.models.onnx import hidden_layers
 
-        graph = self.proto.graph
-        final = {o.name for o in graph.output}
-        return [node.output[0] for node in graph.node if node.op_type in _LAYER_OPS and node.output and node.output[0] not in final]
+        return hidden_layers(self.proto)
 
     def run_layers(self, ids, mask, type_ids, layers: list[str]) -> list[np.ndarray]:
         """The named intermediate values for one padded batch, from a second session that outputs them too."""
-        import onnx
-        import onnxruntime as ort
+        from audit.models.onnx import session_with_outputs
 
         if self._layer_session is None or self._layer_session[0] != tuple(layers):
-            proto = onnx.ModelProto()
-            proto.CopyFrom(self.proto)
-            existing = {o.name for o in proto.graph.output}
-            for layer in layers:
-                if layer not in existing:
-                    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(layer))
-            session = ort.InferenceSession(proto.SerializeToString(), sess_options=self._session_options, providers=self._providers)
+            session = session_with_outputs(self.proto, layers, self._session_options, self._providers)
             self._layer_session = (tuple(layers), session)
         return [np.asarray(v, dtype=np.float32) for v in self._layer_session[1].run(list(layers), self._feeds(ids, mask, type_ids))]
 
