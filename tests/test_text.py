@@ -41,20 +41,21 @@ class CountModel(nn.Module):
         return torch.stack([torch.zeros_like(count), self.c * count], dim=1)
 
 
-class DemoTwin(nn.Module):
-    """The demo text classifier's architecture, as a plain module (the torch twin Captum explains)."""
+def _make_demo():
+    """examples/make_demo.py, which defines the demo text classifier's architecture (loaded as a file: it is a script)."""
+    import importlib.util
 
-    def __init__(self, vocab_size: int, dim: int = 16):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, dim)
-        self.hidden = nn.Linear(dim, dim)
-        self.act = nn.Tanh()
-        self.out = nn.Linear(dim, 2)
+    import os
 
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).to(torch.float32)
-        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.out(self.act(self.hidden(pooled)))
+    spec = importlib.util.spec_from_file_location("make_demo", DEMO.parent / "make_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    environment = dict(os.environ)
+    try:
+        spec.loader.exec_module(module)
+    finally:  # the script pins thread variables for its own runs; the test session keeps its own
+        os.environ.clear()
+        os.environ.update(environment)
+    return module
 
 
 def load_text_model(path, **options):
@@ -66,7 +67,8 @@ def load_text_model(path, **options):
 def demo_twin():
     scripted = torch.jit.load(str(DEMO / "text.pt"))
     state = scripted.state_dict()
-    twin = DemoTwin(state["embedding.weight"].shape[0])
+    # The torch twin Captum explains: the demo's own architecture with the shipped weights.
+    twin = _make_demo().TextClassifier(state["embedding.weight"].shape[0])
     twin.load_state_dict(state)
     return twin.eval()
 

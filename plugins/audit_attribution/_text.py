@@ -15,20 +15,10 @@ import numpy as np
 
 import audit
 
+from ._explainers import integration_nodes
+
 TEXT_EXPLAINERS = ("occlusion", "integrated_gradients")
 ERASER_FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5)
-
-
-def quadrature(steps: int, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points in [0, 1] and weights of the path integral (as the numeric explainers use)."""
-    if method == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        return 0.5 * (nodes + 1.0), 0.5 * weights
-    if method == "riemann_midpoint":
-        return (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
-    weights = np.full(steps, 1.0 / (steps - 1))
-    weights[[0, -1]] *= 0.5
-    return np.linspace(0.0, 1.0, steps), weights
 
 
 def paired_interval(differences: np.ndarray, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -77,7 +67,7 @@ def integrated_gradients(model, sequences, special, targets, steps: int = 32, me
                          score: str = "probability") -> list[np.ndarray]:
     """IG per token on the embedding output, from the baseline token's embedding (special tokens kept), summed over dims."""
     baselines = [np.where(is_special, ids, model.baseline_id) for ids, is_special in zip(sequences, special)]
-    alphas, weights = quadrature(steps, method)
+    alphas, weights = integration_nodes(steps, method)
     return model.embedding_gradients(list(sequences), baselines, targets, alphas, weights, score=score)
 
 
