@@ -466,6 +466,7 @@ def _create_run(spec, store, registry, names, model, dataset, clean, frameworks,
         config=hide_passwords(_jsonable(spec.as_dict())),
         versions=versions(registry, names),
         fail_on=spec.fail_on,
+        fail_on_inconclusive=bool(spec.fail_on_inconclusive),
         template_dir=spec.template_dir,
         frameworks=frameworks,
         pid=os.getpid(),
@@ -496,7 +497,7 @@ def _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions,
 def _gate(spec, store, run_id, model_sha256) -> tuple[str, int]:
     """The finished run's status and exit code: its results, and its findings less the model's waivers against --fail-on."""
     waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
-    failures = counted_failures(store.findings(run_id), spec.fail_on, waivers)
+    failures = counted_failures(store.findings(run_id), spec.fail_on, waivers, inconclusive_fails=bool(spec.fail_on_inconclusive))
     return gate_status([r.status for r in store.results(run_id)], failures)
 
 
@@ -510,6 +511,8 @@ def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome,
                 "severity": record.severity.value, "passed": record.passed, "value": _finite(record.value),
                 "threshold": _finite(record.threshold), "message": record.message,
                 "tags": sorted(record.tags), "details": _jsonable(record.details),
+                "verdict": record.verdict, "lower": _finite(record.lower), "upper": _finite(record.upper),
+                "level": _finite(record.level), "method": record.method, "rows": record.rows,
             })
         elif isinstance(record, Metric):
             metrics.append({

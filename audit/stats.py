@@ -12,7 +12,8 @@ import math
 import warnings
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -24,7 +25,9 @@ __all__ = [
     "newcombe_difference", "ratio_log_adjusted", "absolute_gap_interval", "min_over_max_interval",
     "largest_difference", "smallest_ratio", "homogeneity_test", "chi_square_sf", "auroc_interval",
     "paired_mean_difference", "t_quantile", "holm", "benjamini_hochberg", "adjust", "family_level",
-    "percentile_interval_with_error", "verdict",
+    "percentile_interval_with_error", "verdict", "rows_to_decide",
+    # Families of checks: verdicts with the error rate controlled across them.
+    "CORRECTIONS", "FamilyMember", "FamilyDecision", "decide_family",
 ]
 
 Verdict = Literal["passed", "failed", "inconclusive"]
@@ -590,6 +593,146 @@ def verdict(lower: float, upper: float, threshold: float, higher_is_better: bool
     if lower > threshold:
         return "failed"
     return "inconclusive"
+
+
+def rows_to_decide(estimate, lower, upper, threshold, rows) -> int | None:
+    """About how many rows would settle an inconclusive check, if the estimate held.
+
+    Interval half-widths shrink as 1/sqrt(rows): the rows at which the half-width on
+    the threshold's side equals the estimate's distance from the threshold. None when
+    the estimate sits on the threshold (no sample size settles it) or rows are unknown.
+    """
+    if rows is None or rows <= 0 or estimate is None or lower is None or upper is None:
+        return None
+    distance = abs(float(estimate) - float(threshold))
+    half_width = (float(estimate) - float(lower)) if estimate >= threshold else (float(upper) - float(estimate))
+    if distance <= 1e-12 or not math.isfinite(half_width) or half_width <= 0:
+        return None
+    return int(math.ceil(rows * (half_width / distance) ** 2))
+
+
+# --- families of checks ------------------------------------------------------------------
+
+CORRECTIONS = ("holm", "bh", "bonferroni", "none")
+
+
+@dataclass
+class FamilyMember:
+    """One check of a family: its interval at any level, its limit, and which side is good."""
+
+    key: Any
+    interval: Callable[[float], tuple[float, float]]
+    threshold: float
+    higher_is_better: bool
+    enough_rows: bool = True
+
+
+@dataclass(frozen=True)
+class FamilyDecision:
+    """A check's verdict within its family, and the interval (at ``level``) that shows it."""
+
+    verdict: Verdict
+    lower: float
+    upper: float
+    level: float
+    comparisons: int
+    correction: str
+    p_fail: float
+    p_pass: float
+
+
+def _side_p_value(member: FamilyMember, bad_side: bool) -> float:
+    """Smallest alpha at which the (1 - alpha) interval lies wholly on one side of the threshold.
+
+    Intervals narrow as the level drops, so this inverts the interval into a test of
+    "the figure is on the other side": on the bad side it is the evidence of failure,
+    on the good side the evidence of passing. 1.0 when no level shows it.
+    """
+    def shows(alpha: float) -> bool:
+        lower, upper = member.interval(1.0 - alpha)
+        if not (np.isfinite(lower) and np.isfinite(upper)):
+            return False
+        wanted = "failed" if bad_side else "passed"
+        return verdict(lower, upper, member.threshold, member.higher_is_better) == wanted
+
+    if not member.enough_rows or not shows(0.999):
+        return 1.0
+    low, high = 1e-12, 0.999  # shows(high) holds; find where it starts to
+    if shows(low):
+        return low
+    for _ in range(40):
+        middle = math.sqrt(low * high)
+        if shows(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _rejected_at(p_values: np.ndarray, alpha: float, correction: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which hypotheses a correction rejects, and the per-check alpha each was (or would be) tested at."""
+    m = p_values.size
+    if m == 0:
+        return np.zeros(0, bool), np.zeros(0)
+    if correction == "none":
+        tested = np.full(m, alpha)
+        return p_values <= tested, tested
+    if correction == "bonferroni":
+        tested = np.full(m, alpha / m)
+        return p_values <= tested, tested
+    order = np.argsort(p_values, kind="mergesort")
+    rejected = np.zeros(m, bool)
+    tested = np.full(m, alpha / m)
+    if correction == "holm":
+        for rank, index in enumerate(order):
+            tested[index] = alpha / (m - rank)
+            if p_values[index] > tested[index]:
+                break
+            rejected[index] = True
+        return rejected, tested
+    if correction == "bh":
+        thresholds = alpha * (np.arange(1, m + 1)) / m
+        passing = np.flatnonzero(p_values[order] <= thresholds)
+        if passing.size:
+            k = int(passing.max()) + 1
+            rejected[order[:k]] = True
+            tested[order[:k]] = alpha * k / m
+        return rejected, tested
+    raise ValueError(f"unknown multiplicity correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+
+
+def decide_family(members: list[FamilyMember], level: float = 0.95, correction: str = "holm") -> list[FamilyDecision]:
+    """Verdicts for a family of checks that test the same kind of hypothesis, with the error rate controlled.
+
+    Each check's interval is inverted into two one-sided p-values: evidence that the
+    figure is on the bad side of its threshold (failure) and on the good side (pass).
+    Each set is corrected over the family (Holm controls the family-wise error rate,
+    Benjamini-Hochberg the false discovery rate, Bonferroni the simplest bound), so at
+    most about ``1 - level`` of null families fail anything. A check that neither
+    fails nor passes is inconclusive. The interval returned is the one at the level
+    the check was tested at, so the shown interval and the verdict always agree; an
+    inconclusive check shows its Bonferroni (most conservative) interval.
+    """
+    if correction not in CORRECTIONS:
+        raise ValueError(f"unknown multiplicity correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
+    alpha = 1.0 - level
+    m = len(members)
+    p_fail = np.array([_side_p_value(member, bad_side=True) for member in members])
+    p_pass = np.array([_side_p_value(member, bad_side=False) for member in members])
+    failed, fail_alpha = _rejected_at(p_fail, alpha, correction)
+    passed, pass_alpha = _rejected_at(p_pass, alpha, correction)
+    decisions = []
+    for i, member in enumerate(members):
+        if failed[i]:
+            outcome, tested = "failed", fail_alpha[i]
+        elif passed[i]:
+            outcome, tested = "passed", pass_alpha[i]
+        else:
+            outcome, tested = "inconclusive", alpha / m if correction != "none" else alpha
+        lower, upper = member.interval(1.0 - tested)
+        decisions.append(FamilyDecision(outcome, float(lower), float(upper), float(1.0 - tested), m, correction,
+                                        float(p_fail[i]), float(p_pass[i])))
+    return decisions
 
 
 def _unwrap(value):

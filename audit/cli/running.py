@@ -32,6 +32,7 @@ def run(
     db: DbOption = None,
     report: list[str] = typer.Option(None, "--report", "-r", metavar="PATH", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 if a check at or above this severity fails: info, low, medium, high, critical, never. Default: high."),
+    fail_on_inconclusive: bool = typer.Option(False, "--fail-on-inconclusive", help="Also exit 1 if a check at or above --fail-on is inconclusive (not shown to pass). Default: only failures gate."),
     as_json: JsonOption = False,
     label: str = typer.Option(None, "--label", help="CSV/Parquet: the label column."),
     attribute: list[str] = typer.Option(None, "--attribute", metavar="NAME", help="Protected attribute column or array (repeatable)."),
@@ -68,6 +69,8 @@ def run(
         spec.reports = list(report)
     if trust_model_code:
         spec.trust_model_code = True
+    if fail_on_inconclusive:
+        spec.fail_on_inconclusive = True
     if label is not None:
         spec.data_options.label = label
     if attribute:
@@ -146,8 +149,9 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     print(f"Config: {config_file or 'none (no --config, audit.toml or [tool.audit] in pyproject.toml)'}")
     for result in view["results"]:
         findings = [f for f in view["findings"] if f["analysis"] == result["analysis"]]
-        failed = sum(1 for f in findings if not f["passed"])
-        detail = f"{len(findings) - failed} passed, {failed} failed" if result["status"] == "ok" else (result["reason"] or "")
+        counts = {verdict: sum(1 for f in findings if f["verdict"] == verdict) for verdict in ("passed", "failed", "inconclusive")}
+        detail = (f"{counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
+                  if result["status"] == "ok" else (result["reason"] or ""))
         print(f"  {result['analysis']:<32} {result['status']:<8} {detail}")
     gating = [f for f in view["findings"] if f.get("gating")]
     if gating:
@@ -161,7 +165,8 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     if run["status"] == "skipped":
         print("Nothing was assessed: every analysis was skipped (see the reasons above), so the run does not pass.")
     gate = "not gating (--fail-on never)" if run["fail_on"] == "never" else f"{verdict['gating_failures']} at or above {run['fail_on']}"
-    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({gate}); status {run['status']}, exit code {run['exit_code']}")
+    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed, {verdict['inconclusive']} inconclusive ({gate}); "
+          f"status {run['status']}, exit code {run['exit_code']}")
 
 
 def demo_assets() -> Path:

@@ -36,6 +36,7 @@ class Run(SQLModel, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     versions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     fail_on: str = "high"
+    fail_on_inconclusive: bool = False  # inconclusive checks at or above fail_on gate too
     template_dir: str | None = None
     clean_forward_rows: int = 0
     clean_seconds: float = 0.0
@@ -88,6 +89,12 @@ class FindingRecord(SQLModel, table=True):
     message: str = ""
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    verdict: str = "failed"  # passed | failed | inconclusive; `passed` is verdict == "passed"
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
+    method: str | None = None
+    rows: int | None = None
 
 
 class MetricRecord(SQLModel, table=True):
