@@ -260,8 +260,13 @@ def _needed_nodes(graph, output_name: str, known: set[str]):
     return [node for node in graph.node if id(node) in needed]
 
 
-def convert(proto, input_name: str, output_name: str):
-    """A torch.nn.Module computing ``output_name`` from ``input_name``; UnsupportedGraph if it cannot."""
+def convert(proto, input_name, output_name: str):
+    """A torch.nn.Module computing ``output_name`` from ``input_name``; UnsupportedGraph if it cannot.
+
+    ``input_name`` may also be a list of (name, first column, width, rank) for a
+    graph with several inputs: the module then takes one row matrix and gives
+    each input its block of columns (rank 1: a single column as a vector).
+    """
     import onnx
     import onnx.numpy_helper
     import torch
@@ -271,7 +276,8 @@ def convert(proto, input_name: str, output_name: str):
     nodes = []
     # Only what the output depends on is converted: scikit-learn graphs compute
     # their label on a branch of their own (ArgMax, ArrayFeatureExtractor).
-    for node in _needed_nodes(graph, output_name, {input_name}):
+    blocks = [(input_name, 0, None, None)] if isinstance(input_name, str) else list(input_name)
+    for node in _needed_nodes(graph, output_name, {name for name, *_ in blocks}):
         attrs = _attrs(node)
         if node.op_type == "Constant":
             if "value" not in attrs:
@@ -287,6 +293,8 @@ def convert(proto, input_name: str, output_name: str):
     if unknown:
         raise UnsupportedGraph(f"operator(s) {', '.join(unknown)}")
 
+    width_of_first = blocks[0][2]
+
     class OnnxGraphModule(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -299,7 +307,10 @@ def convert(proto, input_name: str, output_name: str):
                 self.names[name] = f"c{index}"
 
         def forward(self, x):
-            env = {input_name: x}
+            if width_of_first is None:
+                env = {input_name: x}
+            else:
+                env = {name: x[:, start] if rank == 1 else x[:, start : start + width] for name, start, width, rank in blocks}
             for name, buffer in self.names.items():
                 env[name] = getattr(self, buffer)
             for node, attrs in nodes:
