@@ -11,7 +11,7 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import audited_rows, image_layout, input_range
+from ._common import audited_rows, image_layout, input_range, note_categorical
 
 
 @dataclass
@@ -70,7 +70,8 @@ def _corrupter(ctx, x, layout, bounds):
         return corrupted, max(nchw.shape[2:])
     mean = ctx.data.x.mean(axis=0).astype(np.float32)
     std = ctx.data.x.std(axis=0).astype(np.float32)
-    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std)), None
+    note_categorical(ctx, "noise and dropout change")
+    return (lambda name, severity: ctx.data.keep_categorical(C.corrupt_tabular(name, x, severity, rng, mean, std), x)), None
 
 
 def measure(ctx, options) -> CorruptionTable:
