@@ -35,10 +35,12 @@ class InputBlock:
     def width(self) -> int:
         return len(self.columns)
 
-    def describe(self) -> dict:
-        onnx_type = {"string": "string"}.get(self.kind, str(np.dtype(self.dtype)))
+    def describe(self) -> str:
+        """The mapping as the report shows it: ``size: string [batch, 1] <- column size``."""
+        onnx_type = "string" if self.kind == "string" else str(np.dtype(self.dtype))
         shape = "[batch]" if self.rank == 1 else f"[batch, {self.width}]"
-        return {"input": self.name, "type": f"{onnx_type} {shape}", "columns": list(self.columns)}
+        columns = f"column {self.columns[0]}" if self.width == 1 else f"columns {', '.join(self.columns)}"
+        return f"{self.name}: {onnx_type} {shape} <- {columns}"
 
 
 def _metadata_names(session) -> list[str] | None:
@@ -187,7 +189,7 @@ class MultiInputOnnxModel(OnnxModel):
 
     def describe(self):
         info = super().describe()
-        info["inputs"] = [b.describe() for b in self.blocks]
+        info["input_columns"] = [b.describe() for b in self.blocks]
         if self.string_features:
             info["categorical_columns"] = list(self.string_features)
         return info
