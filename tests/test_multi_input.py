@@ -135,6 +135,8 @@ def test_cli_run_end_to_end_findings_equal_sklearn(mixed, cli, tmp_path):
     for group in ("small", "medium", "large"):
         rows = mixed.frame["size"].to_numpy() == group
         assert rates[group] == pytest.approx(float(np.mean(predicted[rows] == 1)), abs=1e-12), group
+    swaps = {m.subject for m in metrics if m.analysis == "robustness.corruptions" and m.name == "flip_rate"}
+    assert {f"category_swap s={s}" for s in range(1, 6)} <= swaps
     notes = {r.analysis: " ".join(r.notes or []) for r in store.results(result["run_id"])}
     for name in ("robustness.corruptions", "robustness.blackbox_attack", "robustness.ood"):
         assert "categorical column(s) size, shape left as they are" in notes[name], name
@@ -161,7 +163,7 @@ def test_a_missing_column_names_it_and_the_fix(mixed, cli, tmp_path):
     frame.to_csv(tmp_path / "renamed.csv", index=False)
     db = tmp_path / "audit.db"
     line = _one_error_line(*cli("run", mixed.model, "--data", tmp_path / "renamed.csv", "--label", "label", "--db", db))
-    assert "no column size for the model's input(s)" in line and "rename the columns" in line and "--features" in line
+    assert "no feature column size (named by the model's input names" in line and "rename the columns" in line and "--features" in line
     assert not db.exists()
 
 
@@ -277,3 +279,46 @@ def test_two_float_inputs_from_an_npz_and_the_white_box_attack_runs(two_floats, 
                          "-a", "performance", "--fail-on", "never", "--json", "--db", tmp_path / "audit.db")
     assert code == 0, err
     assert {a["name"]: a["status"] for a in json.loads(out)["analyses"]} == {"robustness.adversarial": "ok", "performance": "ok"}
+
+
+def test_ray_workers_bind_the_categories_and_find_what_one_process_finds(mixed, cli, tmp_path):
+    """A Ray worker loads the model itself: the data's categories must reach it, or every perturbed pass would fail."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("Ray is not installed; pip install '.[ray]'")
+    import ray
+
+    from audit.store import Store
+
+    db = tmp_path / "audit.db"
+    common = [mixed.model, "--data", mixed.data, "--label", "label", "--attribute", "size", "-a", "robustness.corruptions",
+              "-a", "bias.counterfactual", "--seed", "3", "--fail-on", "never", "--json", "--db", db]
+    code, out, err = cli("run", *common)
+    assert code == 0, err
+    local = json.loads(out)["run_id"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        code, out, err = cli("run", *common, "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert code == 0, err
+    distributed = json.loads(out)["run_id"]
+    store = Store(str(db))
+    assert [r.status for r in store.results(distributed)] == ["ok", "ok"]
+    assert ([(f.check, f.subject, f.value, f.message) for f in store.findings(distributed)]
+            == [(f.check, f.subject, f.value, f.message) for f in store.findings(local)])
+
+
+def test_category_swap_changes_the_asked_share_to_other_valid_categories():
+    from audit_robustness import _corruptions as C
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.normal(size=20000), rng.integers(0, 3, 20000), rng.integers(0, 2, 20000)], axis=1).astype(np.float32)
+    for severity in range(6):
+        swapped = C.swap_categories(x, severity, np.random.default_rng(severity), [1, 2], [3, 2])
+        np.testing.assert_array_equal(swapped[:, 0], x[:, 0])  # numbers untouched
+        for column, count in ((1, 3), (2, 2)):
+            assert set(np.unique(swapped[:, column])) <= set(range(count))
+            changed = np.mean(swapped[:, column] != x[:, column])
+            assert changed == pytest.approx(C.TABULAR_DROPOUT[severity], abs=0.012), (severity, column)

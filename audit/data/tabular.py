@@ -38,8 +38,8 @@ def load_table(path: Path, options, model_features: list[str] | None = None, str
     if chosen is not None:
         unknown = [f for f in chosen if f not in names]
         if unknown and source == "the model's input names":
-            raise AuditError(f"{path}: no column {', '.join(unknown)} for the model's input(s) of that name (the model reads "
-                             f"{', '.join(chosen)}; the file has {', '.join(names)}); rename the columns to the model's input names, "
+            raise AuditError(f"{path}: no feature column {', '.join(unknown)} (named by the model's input names; columns: "
+                             f"{', '.join(names)}); rename the columns to the model's input names ({', '.join(chosen)}), "
                              "or pass --features with the file's columns in the model's input order")
         if unknown:
             raise AuditError(f"{path}: no feature column {', '.join(unknown)} (named by {source}; columns: {', '.join(names)})")
