@@ -322,3 +322,29 @@ def test_category_swap_changes_the_asked_share_to_other_valid_categories():
             assert set(np.unique(swapped[:, column])) <= set(range(count))
             changed = np.mean(swapped[:, column] != x[:, column])
             assert changed == pytest.approx(C.TABULAR_DROPOUT[severity], abs=0.012), (severity, column)
+
+
+def test_an_integer_input_takes_its_column_rounded_to_whole_numbers(tmp_path):
+    """count: int64 [batch, 1] and x: float [batch, 1]; logits = [0, 0.5 * count - x]. Noise on the count lands on whole numbers."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT), helper.make_node("Concat", ["count_f", "x"], ["both"], axis=1),
+         helper.make_node("MatMul", ["both", "W"], ["logits"])],
+        "int_and_float",
+        [helper.make_tensor_value_info("count", TensorProto.INT64, [None, 1]), helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(np.array([[0.0, 0.5], [0.0, -1.0]], np.float32), "W")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "m.onnx")
+    pd.DataFrame({"x": [0.25, 1.5, -2.0], "count": [3, 0, 7], "label": [1, 0, 1]}).to_csv(tmp_path / "d.csv", index=False)
+    model, dataset = _load(tmp_path / "m.onnx", tmp_path / "d.csv", label="label")
+    assert model.integer_features == ["count"] and "integer input(s) count" in model.gradient_reason
+    np.testing.assert_array_equal(dataset.x, [[3, 0.25], [0, 1.5], [7, -2.0]])
+    z = 0.5 * np.array([3, 0, 7]) - np.array([0.25, 1.5, -2.0])
+    np.testing.assert_allclose(model.predict(dataset.x, output="logits")[:, 1], z, atol=1e-6)
+    noisy = dataset.x + np.array([[0.4, 0.0], [-0.3, 0.0], [0.6, 0.0]], np.float32)  # counts 3.4, -0.3, 7.6 -> 3, 0, 8
+    np.testing.assert_allclose(model.predict(noisy, output="logits")[:, 1], z + [0, 0, 0.5], atol=1e-6)
