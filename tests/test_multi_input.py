@@ -348,3 +348,15 @@ def test_an_integer_input_takes_its_column_rounded_to_whole_numbers(tmp_path):
     np.testing.assert_allclose(model.predict(dataset.x, output="logits")[:, 1], z, atol=1e-6)
     noisy = dataset.x + np.array([[0.4, 0.0], [-0.3, 0.0], [0.6, 0.0]], np.float32)  # counts 3.4, -0.3, 7.6 -> 3, 0, 8
     np.testing.assert_allclose(model.predict(noisy, output="logits")[:, 1], z + [0, 0, 0.5], atol=1e-6)
+
+
+def test_a_parquet_table_feeds_the_same_rows(mixed, tmp_path):
+    frame = mixed.frame.copy()
+    frame.loc[3, "shape"] = None  # a null category is a blank one: refused unless allowed
+    frame.to_parquet(tmp_path / "data.parquet")
+    with pytest.raises(AuditError, match="column 'shape' .* 1 empty or missing value"):
+        _load(mixed.model, tmp_path / "data.parquet", label="label")
+    mixed.frame.to_parquet(tmp_path / "data.parquet")
+    model, dataset = _load(mixed.model, tmp_path / "data.parquet", label="label")
+    assert dataset.categories == {"size": ["large", "medium", "small"], "shape": ["rough", "smooth"]}
+    np.testing.assert_allclose(model.predict(dataset.x), mixed.pipeline.predict_proba(mixed.frame[NUMERIC + CATEGORICAL]), atol=1e-5)
