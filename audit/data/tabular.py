@@ -333,7 +333,8 @@ def _parquet_columns(path: Path) -> list[str]:
         raise AuditError(f"{path}: not a readable Parquet file ({first_line(error, 120)})") from None
 
 
-def _read_parquet(path: Path, candidates: list[str], others: list[str], droppable: set[str], hint: str = "list the model's input columns with --features"):
+def _read_parquet(path: Path, candidates: list[str], others: list[str], droppable: set[str],
+                  hint: str = "list the model's input columns with --features"):
     pq = _pyarrow(path)
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys([*candidates, *others])))

@@ -524,7 +524,8 @@ class TextModel(Model):
         reason = getattr(self.runner, "twin_reason", None)
         if reason:
             return f"none: the ONNX graph has no torch twin ({reason})"
-        return "none: Integrated Gradients needs an embedding table that is a plain lookup (TorchScript, torch.export, or an ONNX graph torch conversion covers)"
+        return ("none: Integrated Gradients needs an embedding table that is a plain lookup (TorchScript, torch.export, "
+                "or an ONNX graph the torch conversion covers)")
 
     def _table(self):
         # ScriptModules have no get_parameter; named_parameters works on every module (an ONNX twin's table is a buffer).
