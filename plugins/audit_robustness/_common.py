@@ -132,8 +132,8 @@ def perturbation_scale(data) -> np.ndarray | None:
     return scale
 
 
-def note_categorical(ctx, what: str) -> None:
+def note_categorical(ctx, what: str, also: str = "") -> None:
     """Say in the report which categorical columns a perturbation leaves alone (codes are never shifted as numbers)."""
     names = [ctx.data.feature_names[j] for j in ctx.data.categorical_columns]
     if names:
-        ctx.note(f"categorical column(s) {', '.join(names)} left as they are: {what} the numeric columns only")
+        ctx.note(f"categorical column(s) {', '.join(names)} left as they are: {what} the numeric columns only{also}")

@@ -74,7 +74,7 @@ def _corrupter(ctx, x, layout, bounds):
     std = ctx.data.x.std(axis=0).astype(np.float32)
     columns = ctx.data.categorical_columns
     counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
-    note_categorical(ctx, "noise and dropout change")
+    note_categorical(ctx, "gaussian_noise and feature_dropout change", "; category_swap swaps their categories for others")
 
     def corrupted(name, severity):
         if name in C.CATEGORICAL_CORRUPTIONS:
