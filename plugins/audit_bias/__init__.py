@@ -89,7 +89,10 @@ class Counterfactual(audit.Analysis):
         attributes: Optional[list[str]] = Field(None, description="attributes to vary (default: all that are model inputs)")
         reference: dict[str, str] = Field(default_factory=dict, description="reference value per attribute (default: the most frequent)")
         max_values: int = Field(20, ge=2, description="attributes whose column has more distinct values are skipped")
-        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the 95% intervals")
+        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the log-odds shift intervals (shifts: paired t, flip rates: Wilson)")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals and of the family of checks")
+        correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+            "holm", description="multiplicity correction over all of the run's counterfactual checks (one family)")
         flip_rate_medium: float = Field(0.01, ge=0, le=1, description="flip rate above this is medium")
         flip_rate_high: float = Field(0.05, ge=0, le=1, description="flip rate above this is high")
         score_shift_medium: float = Field(0.02, ge=0, le=1, description="absolute mean score shift above this is medium")
@@ -141,6 +144,9 @@ class Leakage(audit.Analysis):
         attentive_epochs: int = Field(150, ge=1, description="full-batch Adam steps of the attentive probe")
         max_categories: int = Field(10, ge=2, description="a numeric attribute with more distinct values is binned")
         numeric_bins: int = Field(4, ge=2, description="quantile groups for a binned numeric attribute")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals and of the family of checks")
+        correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+            "holm", description="multiplicity correction over all of the run's leakage checks (one family)")
         lift_medium: float = Field(0.1, ge=0, le=1, description="probe accuracy above the majority rate by more than this is medium")
         lift_high: float = Field(0.3, ge=0, le=1, description="probe accuracy above the majority rate by more than this is high")
         residual_lift: float = Field(0.05, ge=0, le=1, description="lift still above this after erasure is medium")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -13,6 +11,7 @@ from audit import stats, toolkit
 
 from . import _stats
 from ._grading import not_judged
+from ._verdicts import Check, decide, max_of
 
 RATE_TITLES = {
     "selection_rate": "selection rate",
@@ -162,29 +161,6 @@ def gap_estimate(successes, trials, kind: str) -> float:
     return float(rates.min() / rates.max()) if rates.max() > 0 else 1.0
 
 
-def max_of(components: list[Callable[[float], tuple[float, float]]], worst: str = "max"):
-    """Interval for the largest (or smallest) of several figures from the components' intervals.
-
-    For the largest, M = max_j theta_j: the upper end max_j hi_j errs only when the
-    component that attains M has its own upper bound below it, one event, so the
-    components' upper ends are taken at `level`; the lower end max_j lo_j errs when any
-    component's lower bound exceeds its figure, a union, so lower ends are taken at the
-    Bonferroni level 1 - alpha/m. Mirrored for the smallest. Both ends then hold with
-    probability at least about `level` (measured in benchmarks/bench_verdicts.py), and
-    with one component it is that component's interval.
-    """
-    def interval(level: float) -> tuple[float, float]:
-        union_level = stats.family_level(level, len(components))
-        single = np.array([component(level) for component in components], dtype=float)
-        if len(components) == 1:
-            return float(single[0, 0]), float(single[0, 1])
-        union = np.array([component(union_level) for component in components], dtype=float)
-        if worst == "max":
-            return float(np.max(union[:, 0])), float(np.max(single[:, 1]))
-        return float(np.min(single[:, 0])), float(np.min(union[:, 1]))
-    return interval
-
-
 def worst_group_interval(correct, trials, level: float) -> tuple[float, float]:
     """Interval for min_g p_g (worst-group accuracy) from per-group Wilson bounds.
 
@@ -205,28 +181,6 @@ def worst_group_interval(correct, trials, level: float) -> tuple[float, float]:
     lower, _ = stats.wilson(k, n, level)
     _, upper = stats.wilson(k, n, max(level, 1.0 - 2.0 * alpha / k.size))
     return float(np.min(lower)), float(np.min(upper))
-
-
-# --- the checks of one run, decided as one family ---------------------------------------------
-
-@dataclass
-class Check:
-    """One bias check waiting for the family decision: its estimate, its interval at any level, its limit."""
-
-    check: str
-    title: str
-    subject: str
-    value: float
-    interval: Callable[[float], tuple[float, float]]
-    threshold: float
-    higher_is_better: bool
-    severity: str
-    method: str
-    rows: int
-    describe: Callable[[float, float], str]  # the estimate in words, given its 95% interval
-    details: dict = field(default_factory=dict)
-    high: float | None = None  # graded checks: high severity when the interval clears this too
-    is_test: bool = False  # a permutation test (dCov, JS): no interval of its own, see _test_interval
 
 
 def run(analysis, ctx):
@@ -274,64 +228,9 @@ def run(analysis, ctx):
                 caption=f"Distribution of the model's probability for class {class_names[primary]} in each group.",
                 subject=grouping.subject,
             )
-    yield from decide(pending, options)
+    yield from decide(pending, options.level, options.correction)
     yield from unjudged
 
-
-def decide(pending: list[Check], options):
-    """Verdicts of every check of the run as one family (audit.stats.decide_family), then the findings."""
-    members = [stats.FamilyMember(key=i, interval=c.interval, threshold=c.threshold, higher_is_better=c.higher_is_better)
-               for i, c in enumerate(pending)]
-    decisions = stats.decide_family(members, level=options.level, correction=options.correction)
-    for check, decision in zip(pending, decisions):
-        yield _finding(check, decision, options)
-
-
-def _pct(level: float) -> str:
-    return f"{100 * level:.5g}%"
-
-
-def _finding(check: Check, decision, options) -> audit.Finding:
-    lo95, hi95 = check.interval(options.level)
-    details = {**check.details, "comparisons": decision.comparisons, "correction": decision.correction,
-               "p_fail": decision.p_fail, "p_pass": decision.p_pass}
-    severity = check.severity
-    if check.is_test:
-        lower = upper = level = None
-        shown = ""
-    else:
-        lower, upper, level = decision.lower, decision.upper, decision.level
-        details["ci"] = [lo95, hi95]
-        details["ci_level"] = options.level
-        shown = f"the {_pct(level)} interval [{lower:.3f}, {upper:.3f}] "
-    side = "at or above" if check.higher_is_better else "at or below"
-    bad = "below" if check.higher_is_better else "above"
-    corrected = (f" ({decision.correction}-corrected for {decision.comparisons} comparisons)"
-                 if decision.comparisons > 1 and decision.correction != "none" else "")
-    if decision.verdict == "failed":
-        if check.high is not None and decision.lower > check.high:
-            severity = "high"
-        tail = (f"failed: {shown}lies wholly {bad} {check.threshold:g}"
-                + (f", and above {check.high:g}: high" if severity == "high" and check.high is not None else ""))
-    elif decision.verdict == "passed":
-        tail = f"passed: {shown}lies {side} {check.threshold:g}"
-    else:
-        if check.is_test:
-            details["inconclusive_because"] = "the effect is above the threshold but not significant after correction"
-            tail = f"inconclusive: above {check.threshold:g} but not significant after correction"
-        else:
-            details["inconclusive_because"] = "the interval straddles the threshold"
-            needed = stats.rows_to_decide(check.value, lower, upper, check.threshold, check.rows)
-            if needed is not None:
-                details["needs_rows"] = needed
-            tail = (f"inconclusive: {shown}straddles {check.threshold:g}"
-                    + (f"; about {needed} rows would settle it if the estimate held" if needed is not None else "; more rows would narrow it"))
-    message = f"{check.describe(lo95, hi95)}; {tail}{corrected}"
-    return audit.Finding(
-        check=check.check, title=check.title, severity=severity, verdict=decision.verdict, value=check.value,
-        threshold=check.threshold, lower=lower, upper=upper, level=level, method=check.method or None,
-        rows=check.rows, message=message, subject=check.subject, details=details,
-    )
 
 
 def _primary_class(table, binary):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit import stats
 from audit.toolkit import new_figure
 
 
