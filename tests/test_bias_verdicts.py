@@ -61,6 +61,12 @@ def test_many_group_gaps_equal_the_public_toolkit():
         assert gap_interval(k, n, level, "difference") == pytest.approx((d.lower, d.upper), abs=1e-12)
         r = stats.smallest_ratio(k, n, level)
         assert gap_interval(k, n, level, "ratio") == pytest.approx((r.lower, r.upper), abs=1e-12)
+        # Two groups take a scalar path: the same numbers.
+        for a, b in [(0, 1), (1, 3), (3, 2)]:
+            for kind, public in (("difference", stats.largest_difference), ("ratio", stats.smallest_ratio)):
+                expected = public(k[[a, b]], n[[a, b]], level)
+                assert gap_interval(k[[a, b]], n[[a, b]], level, kind) == pytest.approx((expected.lower, expected.upper), abs=1e-12)
+    assert gap_interval([0, 0], [30, 40], 0.95, "ratio")[1] == 1.0 and gap_interval([30, 40], [30, 40], 0.95, "difference")[0] == 0.0
 
 
 def test_two_group_ratio_is_the_adjusted_log_interval():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -131,6 +132,8 @@ def gap_interval(successes, trials, level: float, kind: str) -> tuple[float, flo
     k, n = k[keep], n[keep]
     if k.size < 2:
         return float("nan"), float("nan")
+    if k.size == 2:  # the common case, asked for at many levels by the family decision: scalar arithmetic
+        return _two_group_interval(float(k[0]), float(n[0]), float(k[1]), float(n[1]), level, kind)
     first, second = np.triu_indices(k.size, k=1)
     pair_level = stats.family_level(level, first.size)
     if kind == "difference":
@@ -148,6 +151,37 @@ def gap_interval(successes, trials, level: float, kind: str) -> tuple[float, flo
     folded_lower = np.where(straddles, np.minimum(lower, inverse_upper), np.where(below, lower, inverse_upper))
     folded_upper = np.where(straddles, 1.0, np.where(below, upper, inverse_lower))
     return float(folded_lower.min()), float(folded_upper.min())
+
+
+def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
+    p = k / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denominator
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denominator
+    return (0.0 if k <= 0 else max(0.0, centre - half)), (1.0 if k >= n else min(1.0, centre + half))
+
+
+def _two_group_interval(k1: float, n1: float, k2: float, n2: float, level: float, kind: str) -> tuple[float, float]:
+    """`gap_interval` for two groups in plain floats (the same Newcombe / adjusted-log formulas as audit.stats)."""
+    z = stats.z_value(level)
+    if kind == "difference":
+        p1, p2 = k1 / n1, k2 / n2
+        (l1, u1), (l2, u2) = _wilson(k1, n1, z), _wilson(k2, n2, z)
+        d = p1 - p2
+        lower = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+        upper = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+        if lower <= 0.0 <= upper:
+            return 0.0, max(-lower, upper)
+        return min(abs(lower), abs(upper)), max(abs(lower), abs(upper))
+    a1, b1, a2, b2 = k1 + 0.5, n1 + 0.5, k2 + 0.5, n2 + 0.5
+    log_ratio = math.log(a1 / b1) - math.log(a2 / b2)
+    se = math.sqrt(1.0 / a1 - 1.0 / b1 + 1.0 / a2 - 1.0 / b2)
+    lower, upper = math.exp(log_ratio - z * se), math.exp(log_ratio + z * se)
+    if lower <= 1.0 <= upper:
+        return min(lower, 1.0 / upper), 1.0
+    if upper < 1.0:
+        return lower, upper
+    return 1.0 / upper, 1.0 / lower
 
 
 def gap_estimate(successes, trials, kind: str) -> float:
