@@ -227,3 +227,43 @@ def test_demo_credit_sex_bias_fails_high_with_its_interval():
         assert finding.lower is not None and finding.level > 0.95 and "sex=" in finding.message
     parity = records.finding("demographic_parity_difference", subject="sex")
     assert parity.lower > 0.2 and parity.method == "newcombe"
+
+
+def test_counterfactual_intervals_are_paired_t_and_wilson():
+    from scipy.stats import t
+    from statsmodels.stats.proportion import proportion_confint
+
+    from audit_bias import Counterfactual
+
+    rng = np.random.default_rng(8)
+    n = 600
+    sex = rng.integers(0, 2, n).astype(np.float32)
+    x = np.column_stack([rng.normal(size=n), rng.normal(size=n), sex]).astype(np.float32)
+    data = Dataset(x=x, attributes={"sex": np.where(sex == 1, "male", "female")}, attribute_features={"sex": 2})
+    model = linear_model([[0.0, 0.0, 0.0], [1.0, -0.5, 0.4]], [0.0, 0.3])
+    records = run_analysis(Counterfactual, model, data, correction="none")
+    base = (x[:, 0].astype(np.float64) - 0.5 * x[:, 1] + 0.3)
+    reference_is_male = records.finding("counterfactual_score_shift").details["reference"] == "male"
+    ref = base + (0.4 if reference_is_male else 0.0)
+    other = base + (0.0 if reference_is_male else 0.4)
+    shift = 1 / (1 + np.exp(-other)) - 1 / (1 + np.exp(-ref))
+    expected = t.interval(0.95, n - 1, loc=shift.mean(), scale=shift.std(ddof=1) / np.sqrt(n))
+    metric = records.metric("counterfactual_score_shift", subject="sex")
+    assert metric.value == pytest.approx(shift.mean(), abs=1e-6)
+    assert (metric.lower, metric.upper) == pytest.approx(expected, abs=1e-6)
+    finding = records.finding("counterfactual_score_shift", subject="sex")
+    assert (finding.lower, finding.upper) == pytest.approx(sorted(abs(v) for v in expected), abs=1e-6)  # one value: |shift|
+    flips = int(((ref > 0) != (other > 0)).sum())
+    flip = records.metric("counterfactual_flip_rate", subject="sex")
+    assert flip.value == pytest.approx(flips / n)
+    assert (flip.lower, flip.upper) == pytest.approx(proportion_confint(flips, n, 0.05, "wilson"), abs=1e-9)
+
+
+def test_leakage_lift_interval_is_wilson_less_the_majority_rate():
+    from statsmodels.stats.proportion import proportion_confint
+
+    from audit_bias._leakage import _accuracy_interval
+
+    lower, upper = _accuracy_interval(0.74, 500, 0.6)(0.95)
+    expected = proportion_confint(370, 500, 0.05, "wilson")
+    assert (lower, upper) == pytest.approx((expected[0] - 0.6, expected[1] - 0.6), abs=1e-12)
