@@ -155,9 +155,13 @@ def _cached_speed(store, model_sha256: str, key: dict[str, Any]) -> Speed | None
 # -- plans ----------------------------------------------------------------------
 
 def plan_info(model, dataset, sample: int | None = None) -> PlanInfo:
+    try:
+        n_classes = int(model.n_classes)
+    except AuditError:  # known once the model has run; the run plans after its clean pass
+        n_classes = 2
     return PlanInfo(
         rows=len(dataset), row_shape=tuple(int(d) for d in dataset.x.shape[1:]), modality=dataset.modality,
-        n_classes=int(getattr(model, "n_classes", None) or 2), capabilities=frozenset(model.capabilities),
+        n_classes=n_classes, capabilities=frozenset(model.capabilities),
         attributes=tuple(dataset.attributes or ()), feature_names=tuple(dataset.feature_names) if dataset.feature_names else None,
         sample=sample,
     )
@@ -170,7 +174,10 @@ def default_plan(analysis: Analysis, info: PlanInfo) -> Plan:
     return Plan(passes, backward, 1.0, ["no plan() stated: assumed ten passes over the data"])
 
 
-def plan_for(analysis: Analysis, info: PlanInfo) -> Plan:
+def plan_for(analysis: Analysis, info: PlanInfo, skipped: str | None = None) -> Plan:
+    """The analysis's own plan, else the default; nothing for one the run will skip (``skipped``: why)."""
+    if skipped is not None:
+        return Plan(notes=[f"skipped: {skipped}"])
     try:
         plan = analysis.plan(info)
     except Exception as error:  # noqa: BLE001 - a broken estimate must not stop the audit; the run itself reports real errors
@@ -256,7 +263,8 @@ def max_stage(classes) -> int:
     return max([len(cls.budget_knobs) for cls in classes] or [0])
 
 
-def fit_budget(budget: float, names: list[str], instances: dict, given: dict[str, dict], build, info: PlanInfo, categories, speed: Speed):
+def fit_budget(budget: float, names: list[str], instances: dict, given: dict[str, dict], build, info: PlanInfo, categories, speed: Speed,
+               skipped: dict[str, str] | None = None):
     """The analyses reduced just enough to fit ``budget`` seconds: (instances, entries, run order, fitted).
 
     Every analysis moves through its knobs together (one stage for the run), the
@@ -271,7 +279,7 @@ def fit_budget(budget: float, names: list[str], instances: dict, given: dict[str
             reduced = knob_values(classes[name], given.get(name, {}), stage)
             analysis = build(classes[name], {**given.get(name, {}), **{k: v[1] for k, v in reduced.items()}}) if reduced else instances[name]
             chosen[name] = analysis
-            entries[name] = Planned(name, plan_for(analysis, info), reduced=reduced)
+            entries[name] = Planned(name, plan_for(analysis, info, (skipped or {}).get(name)), reduced=reduced)
         order = order_and_count(entries, categories, speed)
         return chosen, entries, order, sum(e.seconds for e in entries.values())
 

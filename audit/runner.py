@@ -414,13 +414,14 @@ def plan_run(spec, store, registry, names, instances, model, dataset, clean, mod
         speed = cost.Speed(per_row, None, int(model.batch_size), int(model.gradient_batch_size), measured_at=f"clean pass ({type(error).__name__})")
     info = cost.plan_info(model, dataset, spec.data_options.sample)
     categories = {name: registry[name].cls.category for name in names}
+    skipped = {name: reason for name in names if (reason := unmet_requirement(registry[name].cls, model, dataset)) is not None}
     budget = getattr(spec, "budget", None)
     if budget is None:
-        entries = {name: cost.Planned(name, cost.plan_for(instances[name], info)) for name in names}
+        entries = {name: cost.Planned(name, cost.plan_for(instances[name], info, skipped.get(name))) for name in names}
         order, fitted = cost.order_and_count(entries, categories, speed), True
     else:
         instances, entries, order, fitted = cost.fit_budget(budget, names, instances, spec.options,
-                                                           lambda cls, values: cls(build_options(cls, values)), info, categories, speed)
+                                                           lambda cls, values: cls(build_options(cls, values)), info, categories, speed, skipped)
     lines = cost.plan_lines(entries, order, speed, budget, fitted)
     plan = {
         "calibration": {**speed.as_dict(), "key": cost.calibration_key(model, spec.threads)},
