@@ -106,6 +106,27 @@ def test_an_analysis_without_a_plan_gets_a_conservative_default():
     assert cost.plan_for(Planless(), info, skipped="no labels").forward_rows == 0
 
 
+class BrokenPlan(audit.Analysis):
+    name = "test.broken_plan"
+
+    def __init__(self, returned=None, raises=False):
+        super().__init__()
+        self.returned, self.raises = returned, raises
+
+    def plan(self, info):
+        if self.raises:
+            raise RuntimeError("no idea")
+        return self.returned
+
+
+def test_a_plan_that_raises_or_returns_something_else_falls_back_to_the_default():
+    info = PlanInfo(rows=10, row_shape=(4,), modality="tabular", n_classes=2)
+    raised = cost.plan_for(BrokenPlan(raises=True), info)
+    assert raised.forward_rows == 100 and "RuntimeError: no idea" in raised.notes[-1]
+    wrong = cost.plan_for(BrokenPlan(returned={"forward_rows": 1}), info)
+    assert wrong.forward_rows == 100 and "returned dict" in wrong.notes[-1]
+
+
 def _small_options(name, cls):
     options = {k: v for k, v in {"rows": 4, "rise_masks": 20, "sobol_designs": 8, "smoothgrad_samples": 2, "ig_steps": 4}.items()
                if k in cls.Options.model_fields}
