@@ -546,6 +546,9 @@ def _gate(spec, store, run_id, model_sha256) -> tuple[str, int]:
 def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome, figure_to_artifact, plan=None) -> None:
     findings, metrics, artifacts = [], [], []
     notes = list(outcome.notes)
+    if plan and plan.get("reduced"):
+        changes = ", ".join(f"{option} {was} -> {now}" for option, (was, now) in plan["reduced"].items())
+        notes.append(f"reduced to fit the run's budget ({changes}): fewer samples, so wider intervals and more inconclusive checks")
     for record in outcome.records:
         if isinstance(record, Finding):
             findings.append({

@@ -225,6 +225,7 @@ def test_a_budget_reduces_the_knobs_records_what_and_keeps_what_the_user_set(ass
     results = {r.analysis: r for r in outcome.store.results(outcome.run_id)}
     assert results["robustness.ood"].options["synthetic_rows"] == 200 and results["robustness.ood"].forward_rows == 400
     assert results["robustness.ood"].plan["reduced"] == {"synthetic_rows": [1000, 200]}
+    assert any("synthetic_rows 1000 -> 200" in note for note in results["robustness.ood"].notes)
     assert results["robustness.corruptions"].options["max_rows"] == 150 and results["robustness.corruptions"].plan["reduced"] == {}
     run = outcome.store.resolve_run(outcome.run_id)
     assert run.cost_plan["budget_seconds"] == 1e-6 and run.cost_plan["fitted"] is False
