@@ -260,3 +260,10 @@ def test_attribution_rows_are_bounded_by_the_runs_sample(assets):
     (result,) = outcome.store.results(outcome.run_id)
     # Occlusion of 4 features: 5 forward rows per explained row, 30 rows (not the default 64).
     assert result.forward_rows == result.plan["forward_rows"] == 30 * 5
+
+
+def test_corruption_costs_name_every_image_corruption():
+    from audit_robustness._corruptions import IMAGE_CORRUPTIONS
+    from audit_robustness._plan import IMAGE_CORRUPTION_SECONDS_PER_VALUE
+
+    assert tuple(IMAGE_CORRUPTION_SECONDS_PER_VALUE) == tuple(IMAGE_CORRUPTIONS)
