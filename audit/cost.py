@@ -99,13 +99,15 @@ def _best_per_row(call, rows: int, warm=None) -> float:
 
 
 def measure_speed(model, x) -> Speed:
-    """Time forward batches and forward+backward batches of real rows, as the analyses send them.
+    """Time forward batches and forward+backward batches of real rows, at the batch sizes the analyses send them.
 
-    The clean pass has already warmed the forward path; a two-row backward warms the other.
+    The clean pass has already warmed the forward path; a two-row backward warms the other. Per-call
+    overhead is spread over a full batch, as in the analyses' batched passes (the Square attack's
+    shrinking batches are slower per row than this).
     """
     import numpy as np
 
-    forward_rows = x[: max(1, min(len(x), int(model.batch_size), 512))]
+    forward_rows = x[: max(1, min(len(x), int(model.batch_size)))]
     forward = _best_per_row(lambda: model.predict(forward_rows), len(forward_rows))
     backward = None
     if "gradients" in model.capabilities:
@@ -122,7 +124,7 @@ def measure_speed(model, x) -> Speed:
 
             return step
 
-        batch = x[: max(1, min(len(x), int(model.gradient_batch_size), 256))]
+        batch = x[: max(1, min(len(x), int(model.gradient_batch_size)))]
         backward = _best_per_row(step_on(batch), len(batch), warm=step_on(x[:2]))
     return Speed(forward, backward, int(model.batch_size), int(model.gradient_batch_size))
 
