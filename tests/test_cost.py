@@ -30,9 +30,10 @@ def test_budget_in_the_config_is_type_checked(tmp_path):
     spec = RunSpec()
     apply_config(spec, {"budget": "5m"}, tmp_path)
     assert spec.budget == 300
-    for bad, words in ((True, "boolean"), ("soon", "duration"), ([1], "")):
-        with pytest.raises(AuditError, match="budget"):
+    for bad, words in ((True, "boolean"), ("soon", "duration such as 90s"), ([1], "budget")):
+        with pytest.raises(AuditError, match="budget") as raised:
             apply_config(RunSpec(), {"budget": bad}, tmp_path)
+        assert words in str(raised.value)
 
 
 def test_bad_budget_flag_is_one_error_line_and_no_database(cli, assets, tmp_path):
