@@ -426,6 +426,14 @@ class Analysis:
     def run(self, ctx: Context) -> Iterable[Record]:
         raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
 
+    # The cost contract (see `Plan`): options a budget may scale down, in the
+    # order it reduces them, each mapped to the smallest value it may take.
+    budget_knobs: ClassVar[dict[str, int]] = {}
+
+    def plan(self, info: "PlanInfo") -> "Plan | None":
+        """Estimate the model passes ``run`` will make on data like ``info``; None: the runner assumes a conservative default."""
+        return None
+
 
 TIE_TOLERANCE = 1e-5
 
@@ -472,6 +480,36 @@ def iter_records(result: Iterable[Record] | None) -> Iterator[Record]:
     return iter(result)
 
 
+@dataclass
+class PlanInfo:
+    """What an analysis's `plan` sees: the data's size and shape and what the model offers; no model passes."""
+
+    rows: int
+    row_shape: tuple
+    modality: str
+    n_classes: int
+    capabilities: frozenset = frozenset()
+    attributes: tuple = ()  # protected attribute names
+    feature_names: tuple | None = None
+    sample: int | None = None  # the run's --sample, when given
+
+
+@dataclass
+class Plan:
+    """An analysis's estimated cost: rows it sends forward (gradient rows included) and, of those, backward.
+
+    ``other_seconds`` is work outside model passes (bootstraps, probes);
+    ``shared`` names passes another analysis of the run may already have made
+    (key -> (forward_rows, backward_rows)): the run counts each key once.
+    """
+
+    forward_rows: int = 0
+    backward_rows: int = 0
+    other_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    shared: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
 __all__ = [
     "Analysis",
     "Context",
@@ -479,6 +517,8 @@ __all__ = [
     "Finding",
     "Metric",
     "Options",
+    "Plan",
+    "PlanInfo",
     "Progress",
     "Record",
     "Severity",

@@ -45,6 +45,8 @@ def run(
     min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
     executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
     ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
+    budget: str = typer.Option(None, "--budget", metavar="TIME", help="Fit the analyses into about this time (90s, 5m, 1h) by sampling less; the plan lists what was reduced."),
+    quick: bool = typer.Option(False, "--quick", help="A first look: --budget quick (30s of analyses)."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
@@ -64,7 +66,7 @@ def run(
         spec.analyses = list(analysis)
     apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
                        "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows,
-                       "executor": executor, "ray_address": ray_address})
+                       "executor": executor, "ray_address": ray_address, "budget": "quick" if quick and budget is None else budget})
     if report:
         spec.reports = list(report)
     if trust_model_code:
@@ -122,7 +124,8 @@ def _audit_and_report(spec, progress, default_report, extra_formats):
     if default_report:  # the default report folder is an output too: checked before any work
         check_report_path(str(Path(".audit") / "reports" / "run.html"))
     with console_progress(enabled=progress) as (factory, on_analysis):
-        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
+        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis,
+                            on_plan=(lambda lines: print("\n".join(lines), file=sys.stderr)) if progress else None)
     store = outcome.store
     targets = list(spec.reports)
     if default_report:

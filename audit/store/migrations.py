@@ -215,6 +215,13 @@ def m005_finding_verdicts_and_intervals(connection):
 
 
 @migration
+def m007_cost_plans(connection):
+    """Each run's cost plan (calibrated speed, budget) and each result's planned passes, estimated seconds and budget reductions."""
+    connection.execute(text("ALTER TABLE run ADD COLUMN cost_plan JSON"))
+    connection.execute(text("ALTER TABLE analysis_result ADD COLUMN plan JSON"))
+
+
+@migration
 def m009_signoffs_and_report_files(connection):
     """Reviewers' decisions bound to a digest of the run's records; the report files written from each run.
 

@@ -47,6 +47,8 @@ class Run(SQLModel, table=True):
     host: str | None = None
     heartbeat_at: datetime | None = None
     planned: list[str] | None = Field(default=None, sa_column=Column(JSON))  # the analyses the run meant to run
+    # The cost plan (m007): the model's calibrated speed, the budget, the estimated total; None for runs before it.
+    cost_plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class AnalysisResult(SQLModel, table=True):
@@ -69,6 +71,8 @@ class AnalysisResult(SQLModel, table=True):
     backward_rows: int = 0
     notes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # The analysis's planned passes and estimated seconds, and the options a budget reduced (m007).
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class FindingRecord(SQLModel, table=True):

@@ -31,6 +31,9 @@ MEANINGS = {
 }
 
 ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
+# Kept here (not imported from _plan) so registering the plugin stays light: the same list for the three analyses.
+_KNOBS = {"rise_masks": 50, "sobol_designs": 8, "subsets": 16, "infidelity_samples": 16, "smoothgrad_samples": 4,
+          "ig_steps": 16, "curve_steps": 16, "random_orders": 2, "grid_samples": 4, "rows": 8}
 _ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
 
 
@@ -64,6 +67,12 @@ class Faithfulness(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import faithfulness_plan
+
+        return faithfulness_plan(self, info)
 
     class Options(ExplainerOptions):
         curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
@@ -95,6 +104,12 @@ class Sanity(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import sanity_plan
+
+        return sanity_plan(self, info)
 
     class Options(ExplainerOptions):
         rows: int = Field(16, ge=2, description="rows for the randomisation test")
@@ -122,6 +137,12 @@ class Agreement(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import agreement_plan
+
+        return agreement_plan(self, info)
 
     class Options(ExplainerOptions):
         top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")

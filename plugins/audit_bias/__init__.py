@@ -38,6 +38,12 @@ class GroupFairness(audit.Analysis):
     requires = {"attributes"}
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"n_bootstrap": 50, "dcov_permutations": 49, "js_null_draws": 20, "dcov_max_rows": 200}
+
+    def plan(self, info):
+        from ._plan import group_fairness_plan
+
+        return group_fairness_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to examine (default: all)")
@@ -84,6 +90,12 @@ class Counterfactual(audit.Analysis):
     requires = frozenset()  # tabular data needs attributes (skip_reason); text swaps identity terms without them
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"n_bootstrap": 50}
+
+    def plan(self, info):
+        from ._plan import counterfactual_plan
+
+        return counterfactual_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to vary (default: all that are model inputs)")
@@ -130,6 +142,12 @@ class Leakage(audit.Analysis):
     requires = {"attributes", "activations"}
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"attentive_epochs": 50, "max_rows": 500}
+
+    def plan(self, info):
+        from ._plan import leakage_plan
+
+        return leakage_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to probe for (default: all)")
