@@ -97,9 +97,9 @@ def removal_records(ctx, options, s: Setup, curves: RemovalCurves):
     deletion = {n: curves.deletion_auc[e] - rand_del for e, n in enumerate(names)}  # lower is better
     insertion = {n: curves.insertion_auc[e] - rand_ins for e, n in enumerate(names)}  # higher is better
     gains = {n: insertion[n] - deletion[n] for n in names}
-    judged_deletion = judge_rows(deletion, 0.0, False, options)
-    judged_insertion = judge_rows(insertion, 0.0, True, options)
-    judged_gain = judge_rows(gains, options.min_gain, True, options)
+    judged_deletion = judge_rows(deletion, 0.0, False, options, strict=True)
+    judged_insertion = judge_rows(insertion, 0.0, True, options, strict=True)
+    judged_gain = judge_rows(gains, options.min_gain, True, options, strict=True)
     random_orders = f"{options.random_orders} random order(s)"
     method = f"paired t over rows against {random_orders}"
     yield audit.Metric("deletion_auc", float(rand_del.mean()), subject="random", count=len(s.x))

@@ -149,6 +149,7 @@ class RowVerdict:
     comparisons: int
     correction: str
     method: str = "t over rows"
+    tie: bool = False  # every row exactly on the threshold (e.g. a model whose output nothing moves)
 
     def fields(self) -> dict:
         """The Finding fields that carry the verdict and its evidence."""
@@ -161,6 +162,8 @@ class RowVerdict:
         if self.verdict == "inconclusive":
             if self.rows < 2:
                 found["inconclusive_because"] = f"{self.rows} usable row(s); an interval needs at least 2"
+            elif self.tie:
+                found["inconclusive_because"] = "every row sits exactly on the threshold: a tie is no evidence either way"
             else:
                 found["inconclusive_because"] = "the interval straddles the threshold"
                 needed = stats.rows_to_decide(self.value, self.lower, self.upper, self.threshold, self.rows)
@@ -176,14 +179,17 @@ class RowVerdict:
         return f"{self.level:.1%} CI {self.lower:{sign}.3f} to {self.upper:{sign}.3f}, {self.rows} {unit}{held}".replace(".0% CI", "% CI")
 
 
-def judge_rows(per_row: dict[str, np.ndarray], threshold: float, higher_is_better: bool, options) -> dict[str, RowVerdict]:
+def judge_rows(per_row: dict[str, np.ndarray], threshold: float, higher_is_better: bool, options,
+               strict: bool = False) -> dict[str, RowVerdict]:
     """Verdicts on the row means of each explainer's figure, as one family (``options.level``, ``options.correction``).
 
     Each mean gets a t interval over rows (for a paired figure, the per-row
     differences: the paired interval); the family's verdicts come from
     `audit.stats.decide_family`, so with several explainers the chance that any
     of them is judged wrongly stays near ``1 - level``. Rows with an undefined
-    figure (NaN) are left out.
+    figure (NaN) are left out. ``strict``: an interval that only touches the
+    threshold shows nothing (an explainer tied with random orders on every row
+    is not better than them), so it is inconclusive rather than passed.
     """
     names = list(per_row)
     members = [stats.mean_member(name, per_row[name], threshold, higher_is_better) for name in names]
@@ -193,9 +199,12 @@ def judge_rows(per_row: dict[str, np.ndarray], threshold: float, higher_is_bette
         values = np.asarray(per_row[name], dtype=np.float64)
         values = values[np.isfinite(values)]
         finite = np.isfinite(decision.lower) and np.isfinite(decision.upper)
-        found[name] = RowVerdict(decision.verdict, float(values.mean()) if len(values) else None, float(threshold),
+        verdict, tie = decision.verdict, False
+        if strict and verdict == "passed" and (decision.lower if higher_is_better else decision.upper) == threshold:
+            verdict, tie = "inconclusive", bool(decision.lower == decision.upper)
+        found[name] = RowVerdict(verdict, float(values.mean()) if len(values) else None, float(threshold),
                                  decision.lower if finite else None, decision.upper if finite else None, decision.level,
-                                 int(len(values)), decision.comparisons, decision.correction)
+                                 int(len(values)), decision.comparisons, decision.correction, tie=tie)
     return found
 
 

@@ -171,7 +171,7 @@ def run_faithfulness(analysis, ctx):
     yield audit.Metric("eraser_sufficiency", float(random_suff.mean()), subject="random", count=n)
     # Higher is better for both: removing its top tokens hurts more than random ones; its top tokens alone keep more of the score.
     comp_gains = {name: comprehensiveness[:, j] - random_comp for j, name in enumerate(explainers)}
-    judged = judge_rows(comp_gains, o.min_gain, True, o)
+    judged = judge_rows(comp_gains, o.min_gain, True, o, strict=True)
     for j, name in enumerate(explainers):
         comp, suff = comprehensiveness[:, j], sufficiency[:, j]
         comp_gain, suff_gain = comp_gains[name], random_suff - suff
