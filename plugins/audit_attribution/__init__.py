@@ -100,7 +100,7 @@ class Sanity(audit.Analysis):
     meanings = MEANINGS
 
     class Options(ExplainerOptions):
-        rows: int = Field(16, ge=2, description="rows for the randomisation test")
+        rows: int = Field(64, ge=2, description="rows for the randomisation test, each with its own re-initialisation (64, like the other analyses, shares their maps)")
         grid_samples: int = Field(16, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
         min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share passes when the interval of the mean share on the cell that can matter lies at or above this, fails when below")
         randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")
