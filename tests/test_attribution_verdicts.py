@@ -29,6 +29,9 @@ def test_mean_interval_and_its_quantile_equal_scipy():
     for df in (1, 2, 4, 5, 30, 10**5):
         for level in (0.5, 0.95, 0.999999):
             assert stats._t_quantile_newton(level, df) == pytest.approx(scipy_stats.t.ppf(0.5 + level / 2, df), rel=1e-9)
+    for df in (1, 2, 3, 8, 63, 2000):
+        for t in (0.0, 0.5, 2.0, 7.0, 80.0):  # the finite series, and the continued fraction it defers to far in the tail
+            assert stats._t_sf_series(t, df) == pytest.approx(scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-13)
     # NaN rows are left out; fewer than two rows leave the interval undefined; no spread gives the point.
     assert stats.mean_interval([1.0, np.nan, 3.0]).lower == pytest.approx(stats.mean_interval([1.0, 3.0]).lower)
     assert np.isnan(stats.mean_interval([1.0]).lower)
@@ -227,6 +230,34 @@ def test_model_randomisation_is_the_same_on_torchscript_and_onnx(tmp_path, kind,
         assert onnx.value == pytest.approx(torchscript.value, abs=1e-5), explainer
         assert (onnx.lower, onnx.upper) == pytest.approx((torchscript.lower, torchscript.upper), abs=1e-5)
         assert onnx.verdict == torchscript.verdict
+
+
+def test_each_reinitialisation_is_seeded_keeps_the_original_spread_and_leaves_the_model_alone():
+    from audit.testing import model_from_module
+
+    from audit_attribution._sanity import _randomized_function
+
+    module = _mlp()
+    model = model_from_module(module, input_shape=(6,))
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    copy, function, reinitialise, layers = _randomized_function(model, 2, "logit")
+    x = torch.as_tensor(np.random.default_rng(15).random((5, 6)), dtype=torch.float32)
+    reinitialise(1)
+    first = function(x).detach()
+    reinitialise(2)
+    second = function(x).detach()
+    reinitialise(1)
+    again = function(x).detach()
+    assert layers == 2 and torch.equal(first, again) and not torch.allclose(first, second)
+    assert torch.equal(copy[0].weight, before["0.weight"])  # layers before the last two keep their weights
+    for name, p in module.named_parameters():  # the audited module is untouched
+        assert torch.equal(p, before[name]), name
+    # Over many draws each layer's weights keep the spread of the original ones (measured once, not from the last draw).
+    spreads = []
+    for seed in range(40):
+        reinitialise(seed)
+        spreads.append(float(copy[4].weight.std()))
+    assert np.mean(spreads) == pytest.approx(float(before["4.weight"].std()), rel=0.05)
 
 
 def test_converted_graph_owns_each_layers_weights_as_parameters_and_still_matches_onnxruntime(tmp_path):

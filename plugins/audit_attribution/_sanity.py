@@ -154,7 +154,7 @@ def _grid_test(analysis, ctx, s: Setup):
 
 
 def _randomized_function(model, layers: int, score: str):
-    """A deep copy of the module, a function re-initialising its last ``layers`` parameterised layers (seeded), and their count.
+    """A deep copy of the module, its scores, a function re-initialising its last ``layers`` parameterised layers (seeded), and their count.
 
     Each re-initialisation draws Gaussian weights with the spread of the
     original ones (measured once, before any draw), in place, so many draws
@@ -182,7 +182,7 @@ def _randomized_function(model, layers: int, score: str):
         logits = model.logits_of(module, x)
         return torch.softmax(logits, dim=1) if score == "probability" else logits
 
-    return function, reinitialise, len(owners[-layers:])
+    return module, function, reinitialise, len(owners[-layers:])
 
 
 def _randomization_test(analysis, ctx, s: Setup):
@@ -194,7 +194,7 @@ def _randomization_test(analysis, ctx, s: Setup):
     model = ctx.model
     original, _ = explain_all(ctx, s, ModelScorer(model, options.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps",
                               share=("model", options.score))
-    function, reinitialise, n_layers = _randomized_function(model, options.randomize_layers, options.score)
+    _, function, reinitialise, n_layers = _randomized_function(model, options.randomize_layers, options.score)
     scorer = TorchScorer(model, function)
     parts = {name: [] for name in original}
     for r, seed in enumerate(ctx.rng.integers(2**31, size=len(s.x))):
