@@ -286,3 +286,17 @@ def test_converted_graph_owns_each_layers_weights_as_parameters_and_still_matche
     x = rng.normal(size=(4, 5)).astype(np.float32)
     expected = (x * scale) @ weight + bias
     np.testing.assert_allclose(module(torch.as_tensor(x)).detach().numpy(), expected, atol=1e-5)
+
+
+def test_attribution_explains_at_most_the_rows_of_the_runs_sample(cli, tmp_path):
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo"
+    code, out, err = cli("run", demo / "credit.onnx", "--data", demo / "credit.npz", "--analysis", "attribution.faithfulness",
+                         "--sample", "40", "--fail-on", "never", "--json", "--set", "attribution.faithfulness.explainers=[\"occlusion\"]")
+    assert code == 0, err
+    import json
+
+    findings = [f for f in json.loads(out)["findings"] if f["check"] in ("deletion_auc", "insertion_auc", "faithful_vs_random")]
+    assert findings and all(f["rows"] == 40 for f in findings)  # default 64 rows, but the run audits a sample of 40
+    assert all(f["verdict"] in ("passed", "failed", "inconclusive") and f["lower"] is not None for f in findings)
