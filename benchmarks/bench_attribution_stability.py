@@ -79,7 +79,8 @@ def summarise(counts: dict[tuple, Counter], seeds: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1 (default 10)")
+    parser.add_argument("--seeds", type=int, default=10, help="how many seeds (default 10)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds FIRST..FIRST+N-1 (default 0)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--analyses", nargs="*", default=list(ANALYSES), choices=list(ANALYSES))
     parser.add_argument("--json", action="store_true", help="print the whole summary as JSON")
@@ -87,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     counts: dict[tuple, Counter] = {}
     for model_name in args.models:
-        counts.update(verdicts(model_name, args.analyses, list(range(args.seeds))))
+        counts.update(verdicts(model_name, args.analyses, list(range(args.first_seed, args.first_seed + args.seeds))))
         print(f"{model_name}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
     summary = summarise(counts, args.seeds)
     summary["seconds"] = round(time.perf_counter() - start, 1)
+    summary["first_seed"] = args.first_seed
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if row["stable"] else "  UNSTABLE"
         shown = ", ".join(f"{k} {v}" for k, v in sorted(row["verdicts"].items()))
         print(f"{row['model']:12} {row['analysis']:25} {row['check']:31} {str(row['subject']):21} {shown}{flag}")
-    print(f"\n{summary['checks']} checks over seeds 0..{args.seeds - 1}: {summary['stable']} stable (one verdict in >= 90% of seeds), "
+    print(f"\n{summary['checks']} checks over seeds {args.first_seed}..{args.first_seed + args.seeds - 1}: {summary['stable']} stable (one verdict in >= 90% of seeds), "
           f"{len(summary['unstable'])} unstable, {summary['passed_and_failed']} both passed and failed; "
           f"modal verdicts {summary['by_verdict']}; {summary['seconds']} s")
     return 0
