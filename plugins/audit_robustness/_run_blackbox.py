@@ -10,7 +10,7 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import audited_rows, fmt, image_layout, input_range, perturbation_scale
+from ._common import audited_rows, fmt, image_layout, input_range, note_categorical, perturbation_scale
 from ._square import square_attack
 
 
@@ -50,6 +50,7 @@ def measure(ctx, options) -> SquareRun:
     layout = image_layout(ctx.data)
     if ctx.model.output_kind == "probabilities":
         ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
+    note_categorical(ctx, "the attack perturbs")
 
     def predict_logits(batch):
         return ctx.model.predict(batch, output="logits")

@@ -11,7 +11,7 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import audited_rows, image_layout, input_range
+from ._common import audited_rows, image_layout, input_range, note_categorical
 
 
 @dataclass
@@ -48,6 +48,8 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     if ctx.data.modality == "image" and layout is None:
         ctx.note(f"rows of shape {ctx.data.x.shape[1:]} cannot be read as images; tabular corruptions used instead")
     available = C.IMAGE_CORRUPTIONS if layout else C.TABULAR_CORRUPTIONS
+    if not layout and ctx.data.categorical_columns:
+        available = available + C.CATEGORICAL_CORRUPTIONS
     names = list(options.corruptions or available)
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -70,7 +72,16 @@ def _corrupter(ctx, x, layout, bounds):
         return corrupted, max(nchw.shape[2:])
     mean = ctx.data.x.mean(axis=0).astype(np.float32)
     std = ctx.data.x.std(axis=0).astype(np.float32)
-    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std)), None
+    columns = ctx.data.categorical_columns
+    counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
+    note_categorical(ctx, "gaussian_noise and feature_dropout change", "; category_swap swaps their categories for others")
+
+    def corrupted(name, severity):
+        if name in C.CATEGORICAL_CORRUPTIONS:
+            return C.swap_categories(x, severity, rng, columns, counts)
+        return ctx.data.keep_categorical(C.corrupt_tabular(name, x, severity, rng, mean, std), x)
+
+    return corrupted, None
 
 
 def measure(ctx, options) -> CorruptionTable:
