@@ -1,6 +1,7 @@
 """Do the attribution verdicts hold across seeds? Each check's verdict on the demo models, seeds 0..N-1.
 
     python benchmarks/bench_attribution_stability.py --seeds 10
+    python benchmarks/bench_attribution_stability.py --seeds 10 --first-seed 10   # seeds 10..19
     python benchmarks/bench_attribution_stability.py --seeds 10 --models digits.pt --analyses attribution.faithfulness
 
 Runs attribution.faithfulness, attribution.sanity and attribution.agreement with
