@@ -111,6 +111,7 @@ def test_removal_checks_are_paired_intervals_judged_as_a_holm_family():
     assert alone.upper < 0
     uncorrected = _removal_findings(deletion, insertion, random_deletion, random_insertion, correction="none")
     assert uncorrected[("deletion_auc", "borderline")].verdict == "passed"
+    assert "comparisons" not in uncorrected[("deletion_auc", "borderline")].details  # the report says "corrected" only when it was
     # faithful_vs_random judges the sum of both gains, against min_gain.
     gains = {k: (random_deletion - deletion[k]) + (insertion[k] - random_insertion) for k in shifts}
     assert {k: found[("faithful_vs_random", k)].verdict for k in shifts} == _expected_holm(gains, 0.0, higher_is_better=True)

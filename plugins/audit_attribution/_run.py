@@ -166,8 +166,10 @@ class RowVerdict:
                 "upper": self.upper, "level": self.level, "method": self.method, "rows": self.rows}
 
     def details(self, **more) -> dict:
-        """comparisons and correction (the report says "corrected for N comparisons"), and what would settle an inconclusive one."""
-        found = {"comparisons": self.comparisons, "correction": self.correction, **more}
+        """comparisons and correction when a correction applied (the report says "corrected for N comparisons"), and what would
+        settle an inconclusive check."""
+        corrected = self.comparisons > 1 and self.correction != "none"
+        found = {**({"comparisons": self.comparisons, "correction": self.correction} if corrected else {}), **more}
         if self.verdict == "inconclusive":
             if self.rows < 2:
                 found["inconclusive_because"] = f"{self.rows} usable row(s); an interval needs at least 2"
