@@ -1,6 +1,7 @@
 """Attribution verdicts: paired intervals against SciPy, families corrected as statsmodels corrects them, inconclusive
 semantics, and model randomisation equal on a network as TorchScript and as ONNX."""
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -301,3 +302,48 @@ def test_attribution_explains_at_most_the_rows_of_the_runs_sample(cli, tmp_path)
     findings = [f for f in json.loads(out)["findings"] if f["check"] in ("deletion_auc", "insertion_auc", "faithful_vs_random")]
     assert findings and all(f["rows"] == 40 for f in findings)  # default 64 rows, but the run audits a sample of 40
     assert all(f["verdict"] in ("passed", "failed", "inconclusive") and f["lower"] is not None for f in findings)
+
+
+class _KeyCount(torch.nn.Module):
+    """Logits [0, 3 * (number of `key` tokens)]: only the key token moves the score."""
+
+    def __init__(self, key: int):
+        super().__init__()
+        self.key = key
+
+    def forward(self, input_ids, attention_mask):
+        count = ((input_ids == self.key).to(torch.float32) * attention_mask.to(torch.float32)).sum(1)
+        return torch.stack([torch.zeros_like(count), 3.0 * count], dim=1)
+
+
+def test_text_eraser_verdict_is_the_paired_interval_of_the_comprehensiveness_gain(tmp_path):
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+
+    from audit.data import Dataset
+    from audit.models import LoadOptions, load
+
+    words = ["key", "a", "b", "c", "d", "e", "f", "g", "h"]
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[MASK]"] + words)}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A", special_tokens=[("[CLS]", 2)])
+    tokenizer.save(str(tmp_path / "m.tokenizer.json"))
+    torch.jit.save(torch.jit.script(_KeyCount(vocab["key"])), str(tmp_path / "m.pt"))
+    model = load(tmp_path / "m.pt", LoadOptions(device="cpu"))
+    rng = np.random.default_rng(16)
+    texts = []
+    for _ in range(24):
+        row = list(rng.choice(words[1:], size=7))
+        row.insert(int(rng.integers(0, 8)), "key")
+        texts.append(" ".join(row))
+    data = Dataset(x=np.array(texts, dtype=object), y=np.ones(24, dtype=np.int64), modality="text")
+    records = run_analysis(attribution.Faithfulness, model, data, rows=24, explainers=["occlusion"], random_orders=4)
+    finding = records.finding("faithful_vs_random", subject="occlusion")
+    gain = records.metric("comprehensiveness_gain_vs_random", subject="occlusion")
+    # One explainer: no correction, so the verdict's interval is the paired 95% t interval of the per-text gain.
+    assert finding.verdict == "passed" and finding.level == 0.95 and finding.rows == 24 and "comparisons" not in finding.details
+    assert (finding.value, finding.lower, finding.upper) == pytest.approx((gain.value, gain.lower, gain.upper), abs=1e-12)
+    assert finding.lower > 0 and finding.method.startswith("paired t over texts")
+    # Occlusion ranks the key first, so removing its top-k% always removes the key: sigmoid(3) - 1/2 on every text.
+    assert records.metric("eraser_comprehensiveness", subject="occlusion").value == pytest.approx(1 / (1 + math.exp(-3)) - 0.5, abs=1e-6)
