@@ -305,12 +305,29 @@ def convert(proto, input_name, output_name: str):
         raise UnsupportedGraph(f"operator(s) {', '.join(unknown)}")
 
     width_of_first = blocks[0][2]
+    weights = layer_weights([node for node, _ in nodes], constants)
 
     class OnnxGraphModule(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.names = {}
+            # The weights of each weighted node are the parameters of one child module, in
+            # graph order, as a torch module's layers own theirs: code that walks a module's
+            # parameterised layers (model randomisation) sees the same layers on both.
+            # They never need gradients, so they ask for none.
+            self.layers = torch.nn.ModuleList()
+            owned = {}
+            for slots in weights:
+                layer = torch.nn.Module()
+                for slot, name in slots.items():
+                    tensor = torch.from_numpy(np.array(constants[name])).float()
+                    layer.register_parameter(slot, torch.nn.Parameter(tensor, requires_grad=False))
+                    owned[name] = (len(self.layers), slot)
+                self.layers.append(layer)
+            self.owned = owned
             for index, (name, array) in enumerate(constants.items()):
+                if name in owned:
+                    continue
                 tensor = torch.from_numpy(np.array(array))
                 if tensor.is_floating_point():
                     tensor = tensor.float()
@@ -324,6 +341,8 @@ def convert(proto, input_name, output_name: str):
                 env = {name: x[:, start] if rank == 1 else x[:, start : start + width] for name, start, width, rank in blocks}
             for name, buffer in self.names.items():
                 env[name] = getattr(self, buffer)
+            for name, (index, slot) in self.owned.items():
+                env[name] = getattr(self.layers[index], slot)
             for node, attrs in nodes:
                 values = [env[i] if i else None for i in node.input]
                 out = _run_node(torch, node, values, attrs)
@@ -331,6 +350,43 @@ def convert(proto, input_name, output_name: str):
             return env[output_name]
 
     return OnnxGraphModule().eval()
+
+
+def layer_weights(nodes, constants) -> list[dict[str, str]]:
+    """Per weighted node, in graph order: its float constant inputs by torch's names (weight, bias).
+
+    Gemm and Conv take (weight, bias) as inputs 1 and 2; BatchNormalization its
+    scale and shift (its running statistics stay buffers, as in torch); a MatMul
+    its constant operand, with the constant of an Add right after it as its bias
+    (how some exporters write a linear layer). A constant two nodes share belongs
+    to the first.
+    """
+    def is_weight(name):
+        return name in constants and np.asarray(constants[name]).dtype.kind == "f" and name not in taken
+
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    taken: set[str] = set()
+    layers = []
+    for node in nodes:
+        slots = {}
+        if node.op_type in ("Gemm", "Conv", "BatchNormalization"):
+            slots = {slot: node.input[i] for slot, i in (("weight", 1), ("bias", 2)) if len(node.input) > i and is_weight(node.input[i])}
+        elif node.op_type == "MatMul":
+            constant = [name for name in node.input if is_weight(name)]
+            if constant:
+                slots["weight"] = constant[0]
+                after = consumers.get(node.output[0], [])
+                if len(after) == 1 and after[0].op_type == "Add":
+                    bias = [name for name in after[0].input if is_weight(name)]
+                    if bias:
+                        slots["bias"] = bias[0]
+        if slots:
+            taken.update(slots.values())
+            layers.append(slots)
+    return layers
 
 
 _CAST_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
