@@ -660,7 +660,7 @@ def _side_p_value(member: FamilyMember, bad_side: bool) -> float:
     low, high = 1e-12, 0.999  # shows(high) holds; find where it starts to
     if shows(low):
         return low
-    for _ in range(40):
+    for _ in range(30):  # on the log scale: alpha to about 1e-6 of itself, enough to rank and compare p-values
         middle = math.sqrt(low * high)
         if shows(middle):
             high = middle
