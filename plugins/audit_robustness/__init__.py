@@ -8,6 +8,8 @@ from pydantic import Field
 
 import audit
 
+CORRECTION = Literal["holm", "bh", "bonferroni", "none"]
+
 TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
 
 # What a failed check means for whoever deploys the model (the report's summary shows it).
@@ -44,6 +46,11 @@ class Corruptions(audit.Analysis):
         max_accuracy_drop: float = Field(0.1, ge=0, le=1, description="worst corruption's accuracy drop above this fails")
         max_mean_corruption_error: float = Field(0.15, ge=0, le=1, description="mean error increase over clean above this fails")
         max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
+        immutable: list[str] = Field([], description="tabular input columns the corruptions leave alone, besides binary, "
+                                     "categorical and protected-attribute columns")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=2, description="with fewer rows a check is inconclusive")
+        correction: CORRECTION = Field("holm", description="multiplicity correction over the corruptions: holm, bh, bonferroni or none")
 
     def run(self, ctx):
         if ctx.data.modality == "text":
@@ -136,6 +143,8 @@ class Calibration(audit.Analysis):
         max_brier: float | None = Field(None, ge=0, description="Brier score above this fails (default: that of always predicting the class frequencies)")
         max_selective_risk_at_90: float | None = Field(
             None, ge=0, le=1, description="error at 90% coverage above this fails (default: the error at full coverage)")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=1, description="with fewer rows a check is inconclusive")
 
     def run(self, ctx):
         from . import _run_calibration
