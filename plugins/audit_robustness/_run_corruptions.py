@@ -12,7 +12,7 @@ import audit
 from . import _corruptions as C
 from . import _figures
 from . import _verdicts as V
-from ._common import audited_rows, image_layout, input_range
+from ._common import audited_rows, describe_frozen, frozen_columns, image_layout, input_range
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     return names
 
 
-def _corrupter(ctx, x, layout, bounds):
+def _corrupter(ctx, x, layout, bounds, immutable=None):
     """corrupted(name, severity) -> the rows corrupted, in the model's layout; and the image side (None for tabular)."""
     rng = ctx.rng
     if layout:
@@ -72,7 +72,14 @@ def _corrupter(ctx, x, layout, bounds):
         return corrupted, max(nchw.shape[2:])
     mean = ctx.data.x.mean(axis=0).astype(np.float32)
     std = ctx.data.x.std(axis=0).astype(np.float32)
-    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std)), None
+    frozen = frozen_columns(ctx.data, immutable)
+    movable = np.ones(x.shape[1:], dtype=bool)
+    if frozen:
+        movable[list(frozen)] = False
+        described = describe_frozen(ctx.data, frozen)
+        ctx.note(f"the corruptions leave {len(frozen)} column(s) unchanged: "
+                 + "; ".join(f"{name} ({why})" for name, why in described.items()) + " (option immutable names more)")
+    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std, movable)), None
 
 
 def measure(ctx, options) -> CorruptionTable:
@@ -83,7 +90,7 @@ def measure(ctx, options) -> CorruptionTable:
     names = _corruption_names(ctx, options, layout)
     severities = sorted(set(options.severities))
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    corrupted, side = _corrupter(ctx, x, layout, bounds)
+    corrupted, side = _corrupter(ctx, x, layout, bounds, options.immutable)
     table = CorruptionTable(
         names=names, severities=severities,
         judged=options.judged_severity if options.judged_severity in severities else max(severities),
