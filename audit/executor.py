@@ -80,7 +80,10 @@ def _analyse(model_path: str, load_options, dataset, predictions, logits, analys
     """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored."""
     from audit.runner import RunInterrupted, execute
 
+    from audit.data import bind_model
+
     model = _worker_model(model_path, load_options)
+    bind_model(dataset, model)  # string inputs read their categories from the data, in every process
     try:
         return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
     except RunInterrupted as stop:

@@ -294,7 +294,8 @@ def prepare(spec, plugin_manager=None, warn=None):
 
     spec.executor = check_executor(getattr(spec, "executor", "local"), getattr(spec, "ray_address", None))
     model = models.load(spec.model, model_load_options(spec), plugin_manager=pm)
-    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None))
+    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None),
+                               string_features=getattr(model, "string_features", None))
     data_module.validate_against_model(dataset, model)
     if len(dataset) < spec.min_rows:
         raise AuditError(

@@ -313,3 +313,21 @@ def test_m005_keeps_old_findings_verdicts_and_their_signed_digest(tmp_path):
         connection.execute("UPDATE finding SET lower = 0.1, upper = 0.9 WHERE \"check\" = 'c0'")
     connection.close()
     assert records_digest(Store(url), store.resolve_run("r1")) != digest_now
+
+
+def test_the_shipped_schema_describes_a_real_run_document(judged_run, assets, tmp_path, cli):
+    """`audit schema` prints the schema; a run's `--json` document validates against it, verdict fields included."""
+    jsonschema = pytest.importorskip("jsonschema")
+    code, out, err = cli("schema")
+    assert code == 0, err
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "test.judged", "-a", "performance", "--json")
+    assert code == 1, err
+    document = json.loads(out)
+    jsonschema.validate(document, schema)
+    assert {f["verdict"] for f in document["findings"]} >= {"passed", "failed", "inconclusive"}
+    broken = json.loads(out)
+    broken["findings"][0]["verdict"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -64,7 +64,8 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
     groups = None
     if data.modality == "tabular" and options.feature_groups:
         groups = feature_groups(data.feature_names, options.feature_groups, x_all.shape[1])
-    layout = Layout(x_all.shape[1:], data.modality, groups)
+    categorical = data.categorical_columns
+    layout = Layout(x_all.shape[1:], data.modality, groups, categorical)
     reason = gradient_skip_reason(ctx.model)
     explainers, skipped = [], {}
     for name in dict.fromkeys(options.explainers):
@@ -80,6 +81,14 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)
     else:
         value_sd = x_all.std(axis=0).astype(np.float32)
+    if categorical:
+        # A categorical column is removed by putting its most frequent category there, and never gets noise.
+        for j in categorical:
+            data_mean[j] = np.bincount(x_all[:, j].astype(np.int64)).argmax()
+        value_sd[categorical] = 0.0
+        names = ", ".join(data.feature_names[j] for j in categorical)
+        ctx.note(f"categorical column(s) {names}: removed by setting the most frequent category (never a mean of codes), "
+                 "masked all or nothing, and given no noise")
     return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(options), explainers, data_mean, value_sd,
                  options.removal, skipped)
 

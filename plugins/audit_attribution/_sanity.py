@@ -113,7 +113,7 @@ def _grid_test(analysis, ctx, s: Setup):
     groups = None
     if layout.groups is not None:
         groups = [[u + b * layout.n_units for u in g] for b in range(4) for g in layout.groups]
-    grid_layout = Layout(x_grid.shape[1:], ctx.data.modality, groups)
+    grid_layout = Layout(x_grid.shape[1:], ctx.data.modality, groups, [u + b * layout.n_units for b in range(4) for u in layout.categorical])
     grid_mean = _tile(np.broadcast_to(s.data_mean, (1, 4, *s.data_mean.shape)), layout)[0]
     grid_sd = _tile(np.broadcast_to(s.value_sd, (1, 4, *s.value_sd.shape)), layout)[0]
     settings = copy.copy(s.settings)

@@ -138,7 +138,8 @@ def _setup(analysis, ctx):
                  f"{', '.join(TEXT_EXPLAINERS)}")
     if "integrated_gradients" in explainers and "token_gradients" not in model.capabilities:
         explainers.remove("integrated_gradients")
-        ctx.note("Integrated Gradients needs the embedding table of a TorchScript or torch.export model; "
+        ctx.note("Integrated Gradients needs the embedding table of a TorchScript or torch.export model, or of an ONNX graph "
+                 f"the torch conversion covers ({getattr(model, 'token_gradient_reason', lambda: 'none')()}); "
                  "this model is explained by token occlusion only")
     return rows, sequences, special, targets, explainers
 

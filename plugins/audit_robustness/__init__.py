@@ -38,7 +38,7 @@ class Corruptions(audit.Analysis):
     class Options(audit.Options):
         corruptions: list[str] | None = Field(
             None, description="corruptions to apply (default: all for the modality; images: gaussian_noise, shot_noise, "
-            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout; "
+            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout, and category_swap where the table has categorical columns; "
             "text: typo_swap, typo_drop, typo_insert, keyboard, case, punctuation, whitespace, word_dropout)",
         )
         severities: list[Annotated[int, Field(ge=0, le=5)]] = Field([1, 2, 3, 4, 5], min_length=1, description="severities 0 (identity) to 5")

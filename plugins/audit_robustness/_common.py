@@ -128,7 +128,18 @@ def perturbation_scale(data) -> np.ndarray | None:
     """
     if data.modality == "image":
         return None
-    return data.x.std(axis=0).astype(np.float32)
+    scale = data.x.std(axis=0).astype(np.float32)
+    # A categorical column holds category codes: a radius of 0 leaves it exactly as it is.
+    scale[data.categorical_columns] = 0.0
+    return scale
+
+
+def note_categorical(ctx, what: str, also: str = "") -> None:
+    """Say in the report which categorical columns a perturbation leaves alone (codes are never shifted as numbers)."""
+    names = [ctx.data.feature_names[j] for j in ctx.data.categorical_columns]
+    if names:
+        ctx.note(f"categorical column(s) {', '.join(names)} left as they are: {what} the numeric columns only{also}")
+
 
 
 CATEGORICAL_MAX_VALUES = 10  # an integer column with at most this many distinct values is read as categorical
@@ -159,6 +170,8 @@ def frozen_columns(data, immutable: list[str] | None = None) -> dict[int, str]:
         frozen[names.index(name)] = "declared immutable"
     for attribute, column in (data.attribute_features or {}).items():
         frozen.setdefault(int(column), f"protected attribute {attribute}")
+    for column in data.categorical_columns:  # string categories, coded in x by the data layer
+        frozen.setdefault(column, f"categorical ({len(data.categories[names[column]])} categories)")
     integral = np.all(np.isfinite(x) & (x == np.round(x)), axis=0)
     for column in range(x.shape[1]):
         if column in frozen:
@@ -191,8 +204,18 @@ def movable_scale(ctx, immutable: list[str] | None, what: str):
         return scale, {}
     scale = scale.copy()
     scale[list(frozen)] = 0.0
-    described = describe_frozen(ctx.data, frozen)
-    ctx.note(f"{what} leave {len(frozen)} column(s) unchanged: "
-             + "; ".join(f"{name} ({why})" for name, why in described.items())
-             + " (option immutable names more)")
-    return scale, described
+    note_frozen(ctx, frozen, what)
+    return scale, describe_frozen(ctx.data, frozen)
+
+
+def note_frozen(ctx, frozen: dict[int, str], subject: str, also: str = "") -> None:
+    """Say which columns ``subject`` (e.g. "the attacks") leaves as they are, and why.
+
+    String-categorical columns are said by `note_categorical`, in its own words."""
+    note_categorical(ctx, f"{subject} change", also)
+    others = {column: why for column, why in frozen.items() if column not in set(ctx.data.categorical_columns)}
+    if others:
+        described = describe_frozen(ctx.data, others)
+        ctx.note(f"{subject} leave {len(others)} column(s) unchanged: "
+                 + "; ".join(f"{name} ({why})" for name, why in described.items())
+                 + " (option immutable names more)")

@@ -12,7 +12,7 @@ import audit
 from . import _corruptions as C
 from . import _figures
 from . import _verdicts as V
-from ._common import audited_rows, describe_frozen, frozen_columns, image_layout, input_range
+from ._common import audited_rows, frozen_columns, image_layout, input_range, note_frozen
 
 
 @dataclass
@@ -50,6 +50,8 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     if ctx.data.modality == "image" and layout is None:
         ctx.note(f"rows of shape {ctx.data.x.shape[1:]} cannot be read as images; tabular corruptions used instead")
     available = C.IMAGE_CORRUPTIONS if layout else C.TABULAR_CORRUPTIONS
+    if not layout and ctx.data.categorical_columns:
+        available = available + C.CATEGORICAL_CORRUPTIONS
     names = list(options.corruptions or available)
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -72,14 +74,20 @@ def _corrupter(ctx, x, layout, bounds, immutable=None):
         return corrupted, max(nchw.shape[2:])
     mean = ctx.data.x.mean(axis=0).astype(np.float32)
     std = ctx.data.x.std(axis=0).astype(np.float32)
+    columns = ctx.data.categorical_columns
+    counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
     frozen = frozen_columns(ctx.data, immutable)
     movable = np.ones(x.shape[1:], dtype=bool)
     if frozen:
         movable[list(frozen)] = False
-        described = describe_frozen(ctx.data, frozen)
-        ctx.note(f"the corruptions leave {len(frozen)} column(s) unchanged: "
-                 + "; ".join(f"{name} ({why})" for name, why in described.items()) + " (option immutable names more)")
-    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std, movable)), None
+        note_frozen(ctx, frozen, "gaussian_noise and feature_dropout", "; category_swap swaps their categories for others")
+
+    def corrupted(name, severity):
+        if name in C.CATEGORICAL_CORRUPTIONS:
+            return C.swap_categories(x, severity, rng, columns, counts)
+        return C.corrupt_tabular(name, x, severity, rng, mean, std, movable)
+
+    return corrupted, None
 
 
 def measure(ctx, options) -> CorruptionTable:
