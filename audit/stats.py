@@ -826,3 +826,165 @@ def mean_member(key, values, threshold: float, higher_is_better: bool, min_rows:
         return found.lower, found.upper
 
     return FamilyMember(key, interval, float(threshold), higher_is_better, enough_rows=values.size >= max(2, min_rows))
+
+
+# === Added for the performance and robustness verdicts (issue 13) ========================
+# Paired proportions, linear combinations of proportions, quantiles by order statistics
+# and a false-positive rate at a quantile threshold: closed forms on counts, SciPy-free.
+
+__all__ += ["paired_proportion_difference", "mover_weighted_sum", "quantile_interval", "fpr_at_tpr_interval"]
+
+
+def paired_proportion_difference(first_only, second_only, rows, level: float = 0.95) -> Interval:
+    """Tango's score interval for a difference of paired proportions, (first_only - second_only) / rows.
+
+    ``first_only`` and ``second_only`` are the discordant counts of the 2x2 table over
+    the same rows (a row right before and wrong after, and the reverse). The interval
+    is every difference whose score statistic, with the nuisance cell at its restricted
+    maximum-likelihood value (closed form), stays within +-z: it keeps a width of about
+    z^2 / (rows + z^2) when nothing changed, where the paired t interval collapses to
+    [0, 0], and stays inside [-1, 1] (Tango 1998, Statistics in Medicine 17:891).
+    """
+    b, c, n = float(first_only), float(second_only), float(rows)
+    if n <= 0 or b < 0 or c < 0 or b + c > n:
+        return Interval(float("nan"), float("nan"), level, "tango paired score")
+    z = z_value(level)
+    estimate = (b - c) / n
+
+    def score(delta: float) -> float:
+        w = -b - c + (2.0 * n - b + c) * delta
+        q21 = (math.sqrt(max(0.0, w * w + 8.0 * n * c * delta * (1.0 - delta))) - w) / (4.0 * n)
+        variance = n * (2.0 * q21 + delta * (1.0 - delta))
+        if variance <= 0.0:
+            return math.copysign(math.inf, b - c - n * delta) if b - c - n * delta else 0.0
+        return (b - c - n * delta) / math.sqrt(variance)
+
+    def root(target: float, low: float, high: float) -> float:
+        # score() decreases in delta: find where it crosses target between low and high.
+        for _ in range(80):
+            middle = (low + high) / 2.0
+            if score(middle) > target:
+                low = middle
+            else:
+                high = middle
+        return (low + high) / 2.0
+
+    lower = -1.0 if score(-1.0 + 1e-12) <= z else root(z, -1.0 + 1e-12, estimate)
+    upper = 1.0 if score(1.0 - 1e-12) >= -z else root(-z, estimate, 1.0 - 1e-12)
+    return Interval(min(lower, estimate), max(upper, estimate), level, "tango paired score")
+
+
+def mover_weighted_sum(estimates, lowers, uppers, weights) -> tuple[float, float, float]:
+    """Interval for sum w_k p_k from independent intervals (l_k, u_k) of each p_k (MOVER, Zou and Donner 2008).
+
+    Each side's distance is recovered from the component intervals and added in
+    quadrature, so Wilson components keep the sum's interval sensible at 0/n and n/n
+    (balanced accuracy of classes all recalled perfectly is not [1, 1]). Weights >= 0.
+    """
+    p, low, high, w = (np.asarray(v, dtype=float) for v in (estimates, lowers, uppers, weights))
+    total = float(np.sum(w * p))
+    lower = total - math.sqrt(float(np.sum((w * (p - low)) ** 2)))
+    upper = total + math.sqrt(float(np.sum((w * (high - p)) ** 2)))
+    return total, lower, upper
+
+
+def _order_statistic_ranks(n: int, q: float, level: float) -> tuple[int, int]:
+    """1-based ranks (j, k) with P(X_(j) <= x_q <= X_(k)) >= level, equal tails, from the binomial(n, q)."""
+    alpha = (1.0 - level) / 2.0
+    # P(X_(j) <= x_q) = P(Bin(n, q) >= j): take the largest j with that at least 1 - alpha.
+    cumulative, j = 0.0, 0
+    probabilities = [math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+                              + (i * math.log(q) if i else 0.0) + ((n - i) * math.log1p(-q) if n - i else 0.0))
+                     for i in range(n + 1)] if 0.0 < q < 1.0 else None
+    if probabilities is None:
+        return 1, n
+    for i in range(n + 1):  # P(Bin <= i - 1) <= alpha  <=>  P(Bin >= i) >= 1 - alpha
+        if cumulative <= alpha:
+            j = i
+        cumulative += probabilities[i]
+    cumulative, k = 0.0, n + 1
+    for i in range(n + 1):  # P(X_(k) >= x_q) = P(Bin(n, q) <= k - 1): smallest k with that >= 1 - alpha
+        cumulative += probabilities[i]
+        if cumulative >= 1.0 - alpha:
+            k = i + 1
+            break
+    return j, k
+
+
+def quantile_interval(values, q: float, level: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval for the q-quantile: two order statistics chosen by the binomial(n, q).
+
+    Exact coverage of at least ``level`` for any continuous distribution; an end that
+    no order statistic reaches is -inf / +inf (too few values for that level).
+    """
+    values = np.sort(np.asarray(values, dtype=float))
+    n = values.size
+    if n == 0:
+        return float("nan"), float("nan")
+    j, k = _order_statistic_ranks(n, q, level)
+    lower = float(values[j - 1]) if j >= 1 else float("-inf")
+    upper = float(values[k - 1]) if k <= n else float("inf")
+    return lower, upper
+
+
+def fpr_at_tpr_interval(positive_scores, negative_scores, tpr: float = 0.95, level: float = 0.95) -> Interval:
+    """Interval for the false-positive rate at the threshold that accepts ``tpr`` of the positives.
+
+    Two sources of error, each given half of 1 - level (Bonferroni): the threshold is the
+    (1 - tpr)-quantile of the positives' scores, bounded by order statistics; the share
+    of negatives at or above each end of that range is a binomial proportion, bounded by
+    Wilson. The interval is [Wilson lower at the high threshold, Wilson upper at the low one].
+    """
+    positives = np.asarray(positive_scores, dtype=float)
+    negatives = np.sort(np.asarray(negative_scores, dtype=float))
+    m = negatives.size
+    if positives.size == 0 or m == 0:
+        return Interval(float("nan"), float("nan"), level, "order statistics + wilson")
+    half = 1.0 - (1.0 - level) / 2.0
+    low_threshold, high_threshold = quantile_interval(positives, 1.0 - tpr, half)
+    above_high = m - np.searchsorted(negatives, high_threshold, side="left") if np.isfinite(high_threshold) else 0
+    above_low = m - np.searchsorted(negatives, low_threshold, side="left") if np.isfinite(low_threshold) else m
+    lower, _ = wilson(int(above_high), m, half)
+    _, upper = wilson(int(above_low), m, half)
+    return Interval(float(lower), float(upper), level, "order statistics + wilson, bonferroni")
+
+
+__all__ += ["family_summary", "bootstrap_confusion"]
+
+
+def family_summary(decisions: list[FamilyDecision], estimates, higher_is_better: bool) -> tuple[Verdict, int]:
+    """One verdict for "every member is on the good side", from a family's decisions, and the member to show.
+
+    Failed when any member failed (shown: the worst failed estimate), passed when every
+    member passed (shown: the worst estimate), inconclusive otherwise (shown: the worst
+    estimate among the undecided). The members' verdicts already carry the family's
+    correction, so the summary needs none of its own.
+    """
+    values = np.asarray(estimates, dtype=float)
+    badness = -values if higher_is_better else values
+    badness = np.where(np.isfinite(badness), badness, -np.inf)
+
+    def worst(indices):
+        return int(indices[int(np.argmax(badness[indices]))])
+
+    failed = np.flatnonzero([d.verdict == "failed" for d in decisions])
+    if failed.size:
+        return "failed", worst(failed)
+    undecided = np.flatnonzero([d.verdict != "passed" for d in decisions])
+    if undecided.size:
+        return "inconclusive", worst(undecided)
+    return "passed", worst(np.arange(len(decisions)))
+
+
+def bootstrap_confusion(confusion, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """(B, C, C) bootstrap replicates of a confusion matrix: its cells resampled as one multinomial.
+
+    Resampling rows with replacement only moves counts between cells, so drawing the
+    cell counts directly gives the same replicates at a cost independent of the rows.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    total = int(confusion.sum())
+    if total == 0:
+        return np.zeros((n_boot,) + confusion.shape, dtype=np.int64)
+    draws = rng.multinomial(total, confusion.ravel() / total, size=n_boot)
+    return draws.reshape((n_boot,) + confusion.shape)

@@ -256,7 +256,11 @@ def test_ece_risk_coverage_and_selective_risk_against_direct_computation():
         inside = (confidence > low) & (confidence <= low + 0.1) if low > 0 else confidence <= 0.1
         if inside.any():
             ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    assert records.finding("expected_calibration_error").value == pytest.approx(ece, abs=1e-12)
+    assert records.metric("expected_calibration_error").value == pytest.approx(ece, abs=1e-12)
+    finding = records.finding("expected_calibration_error")
+    # The finding judges the bias-corrected ECE: the plug-in above less the bootstrap's estimate of its bias.
+    assert finding.details["plug_in_ece"] == pytest.approx(ece, abs=1e-12)
+    assert finding.value == pytest.approx(max(0.0, ece - finding.details["bias"]), abs=1e-12)
     order = np.argsort(-confidence, kind="stable")
     assert records.finding("selective_risk_at_90").value == pytest.approx(1 - correct[order[:450]].mean())
     aurc = np.mean([1 - correct[order[: k + 1]].mean() for k in range(500)])

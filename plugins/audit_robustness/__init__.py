@@ -8,6 +8,8 @@ from pydantic import Field
 
 import audit
 
+CORRECTION = Literal["holm", "bh", "bonferroni", "none"]
+
 TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
 
 # What a failed check means for whoever deploys the model (the report's summary shows it).
@@ -50,6 +52,11 @@ class Corruptions(audit.Analysis):
         max_accuracy_drop: float = Field(0.1, ge=0, le=1, description="worst corruption's accuracy drop above this fails")
         max_mean_corruption_error: float = Field(0.15, ge=0, le=1, description="mean error increase over clean above this fails")
         max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
+        immutable: list[str] = Field([], description="tabular input columns the corruptions leave alone, besides binary, "
+                                     "categorical and protected-attribute columns")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=2, description="with fewer rows a check is inconclusive")
+        correction: CORRECTION = Field("holm", description="multiplicity correction over the corruptions: holm, bh, bonferroni or none")
 
     def run(self, ctx):
         if ctx.data.modality == "text":
@@ -92,6 +99,11 @@ class Adversarial(audit.Analysis):
         clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
         max_rows: int | None = Field(1000, ge=1, description="rows sampled (seeded) when the data has more")
+        immutable: list[str] = Field([], description="tabular input columns the attacks leave alone, besides binary, "
+                                     "categorical and protected-attribute columns")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=1, description="with fewer clean-correct rows a check is inconclusive")
+        correction: CORRECTION = Field("holm", description="multiplicity correction over the attacks and radii: holm, bh, bonferroni or none")
 
     def run(self, ctx):
         from . import _run_adversarial
@@ -125,6 +137,10 @@ class BlackBoxAttack(audit.Analysis):
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
         max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
+        immutable: list[str] = Field([], description="tabular input columns the attack leaves alone, besides binary, "
+                                     "categorical and protected-attribute columns")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=1, description="with fewer clean-correct rows a check is inconclusive")
 
     def run(self, ctx):
         if ctx.data.modality == "text":
@@ -159,6 +175,8 @@ class Calibration(audit.Analysis):
         max_brier: float | None = Field(None, ge=0, description="Brier score above this fails (default: that of always predicting the class frequencies)")
         max_selective_risk_at_90: float | None = Field(
             None, ge=0, le=1, description="error at 90% coverage above this fails (default: the error at full coverage)")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=1, description="with fewer rows a check is inconclusive")
 
     def run(self, ctx):
         from . import _run_calibration
@@ -186,6 +204,8 @@ class OutOfDistribution(audit.Analysis):
         ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")
         synthetic_rows: int = Field(1000, ge=10, description="rows of each synthetic noise set")
         min_auroc: float = Field(0.8, ge=0, le=1, description="AUROC below this fails")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
+        min_rows: int = Field(30, ge=1, description="with fewer in- or out-of-distribution rows the check is inconclusive")
 
     def skip_reason(self, ctx):
         if ctx.data.modality == "text":

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import audit
+
 
 @dataclass
 class InputRange:
@@ -137,3 +139,83 @@ def note_categorical(ctx, what: str, also: str = "") -> None:
     names = [ctx.data.feature_names[j] for j in ctx.data.categorical_columns]
     if names:
         ctx.note(f"categorical column(s) {', '.join(names)} left as they are: {what} the numeric columns only{also}")
+
+
+
+CATEGORICAL_MAX_VALUES = 10  # an integer column with at most this many distinct values is read as categorical
+
+
+def frozen_columns(data, immutable: list[str] | None = None) -> dict[int, str]:
+    """Tabular input columns an attack or corruption must leave alone: {column: why}.
+
+    Binary columns (two values at most), categorical ones (integer values, at most
+    ``CATEGORICAL_MAX_VALUES`` of them), protected attributes that are also model inputs
+    (the data layer's ``attribute_features``) and the columns named in ``immutable``.
+    Moving a 0/1 flag by a fraction of its standard deviation makes an input that cannot
+    occur, and an attack that changes sex or region changes who the applicant is: a
+    model broken that way is not shown to be fragile.
+    """
+    immutable = list(immutable or [])
+    if data.modality != "tabular" or data.x.ndim != 2:
+        if immutable:
+            raise audit.AuditError("option immutable names tabular input columns, but the data is not tabular; remove it")
+        return {}
+    x = data.x
+    names = [str(n) for n in data.feature_names] if data.feature_names else [str(j) for j in range(x.shape[1])]
+    unknown = [n for n in immutable if n not in names]
+    if unknown:
+        raise audit.AuditError(f"option immutable: no input column {', '.join(unknown)}; the columns are {', '.join(names)}")
+    frozen: dict[int, str] = {}
+    for name in immutable:
+        frozen[names.index(name)] = "declared immutable"
+    for attribute, column in (data.attribute_features or {}).items():
+        frozen.setdefault(int(column), f"protected attribute {attribute}")
+    for column in data.categorical_columns:  # string categories, coded in x by the data layer
+        frozen.setdefault(column, f"categorical ({len(data.categories[names[column]])} categories)")
+    integral = np.all(np.isfinite(x) & (x == np.round(x)), axis=0)
+    for column in range(x.shape[1]):
+        if column in frozen:
+            continue
+        if integral[column]:
+            distinct = np.unique(x[:, column]).size
+            if distinct <= 2:
+                frozen[column] = "binary"
+            elif distinct <= CATEGORICAL_MAX_VALUES:
+                frozen[column] = f"categorical ({distinct} integer values)"
+        elif np.unique(x[:, column]).size <= 2:
+            frozen[column] = "binary"
+    return dict(sorted(frozen.items()))
+
+
+def describe_frozen(data, frozen: dict[int, str]) -> dict[str, str]:
+    names = [str(n) for n in data.feature_names] if data.feature_names else [str(j) for j in range(data.x.shape[1])]
+    return {names[column]: why for column, why in frozen.items()}
+
+
+def movable_scale(ctx, immutable: list[str] | None, what: str):
+    """Each feature's perturbation unit (`perturbation_scale`) with the frozen columns' set to 0, and {column name: why}.
+
+    A unit of 0 gives those columns a radius of 0 in every attack, so they stay exactly
+    as they are; the note says which and why.
+    """
+    scale = perturbation_scale(ctx.data)
+    frozen = frozen_columns(ctx.data, immutable)
+    if scale is None or not frozen:
+        return scale, {}
+    scale = scale.copy()
+    scale[list(frozen)] = 0.0
+    note_frozen(ctx, frozen, what)
+    return scale, describe_frozen(ctx.data, frozen)
+
+
+def note_frozen(ctx, frozen: dict[int, str], subject: str, also: str = "") -> None:
+    """Say which columns ``subject`` (e.g. "the attacks") leaves as they are, and why.
+
+    String-categorical columns are said by `note_categorical`, in its own words."""
+    note_categorical(ctx, f"{subject} change", also)
+    others = {column: why for column, why in frozen.items() if column not in set(ctx.data.categorical_columns)}
+    if others:
+        described = describe_frozen(ctx.data, others)
+        ctx.note(f"{subject} leave {len(others)} column(s) unchanged: "
+                 + "; ".join(f"{name} ({why})" for name, why in described.items())
+                 + " (option immutable names more)")

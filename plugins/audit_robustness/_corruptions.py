@@ -174,15 +174,22 @@ _IMAGE_FUNCTIONS = {
 }
 
 
-def corrupt_tabular(name: str, x: np.ndarray, severity: int, rng: np.random.Generator, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Tabular corruption in the data's own units; ``mean``/``std`` per feature."""
+def corrupt_tabular(name: str, x: np.ndarray, severity: int, rng: np.random.Generator, mean: np.ndarray, std: np.ndarray,
+                    movable: np.ndarray | None = None) -> np.ndarray:
+    """Tabular corruption in the data's own units; ``mean``/``std`` per feature.
+
+    ``movable`` (one bool per feature) leaves the other columns exactly as they are
+    (binary, categorical, protected): noise on a 0/1 flag or its mean in place of a
+    category makes inputs that cannot occur. The random draws do not depend on it.
+    """
     if severity == 0:
         return x.copy()
+    keep = np.ones(x.shape[1:], dtype=bool) if movable is None else np.asarray(movable, dtype=bool)
     if name == "gaussian_noise":
         noise = rng.normal(size=x.shape).astype(np.float32)
-        return (x + noise * (TABULAR_NOISE[severity] * std)).astype(np.float32)
+        return np.where(keep, x + noise * (TABULAR_NOISE[severity] * std), x).astype(np.float32)
     if name == "feature_dropout":
-        dropped = rng.random(x.shape) < TABULAR_DROPOUT[severity]
+        dropped = (rng.random(x.shape) < TABULAR_DROPOUT[severity]) & keep
         return np.where(dropped, np.broadcast_to(mean, x.shape), x).astype(np.float32)
     raise ValueError(f"unknown tabular corruption {name!r}")
 

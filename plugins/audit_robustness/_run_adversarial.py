@@ -11,7 +11,8 @@ import numpy as np
 import audit
 
 from . import _adversarial, _figures
-from ._common import audited_rows, fmt, image_layout, input_range, perturbation_scale
+from . import _verdicts as V
+from ._common import audited_rows, fmt, image_layout, input_range, movable_scale
 
 # Default radii. Images: fractions of the data's range (L-inf), and of the
 # range times sqrt(input size) (L2: the same budget as a per-coordinate RMS
@@ -60,6 +61,7 @@ class AdversarialRun:
     bounds: Any
     layout: Any
     curves: list[AttackCurve] = field(default_factory=list)
+    frozen: dict = field(default_factory=dict)  # column name -> why the attacks leave it alone
     examples: dict = field(default_factory=dict)  # (attack, norm) -> (epsilons, adversarial rows, their predictions)
 
     @property
@@ -101,7 +103,7 @@ def measure(ctx, options) -> AdversarialRun:
     lower, upper = (bounds.lower, bounds.upper) if options.clip else (None, None)
     epsilons = _epsilons(options, bounds, measured.dimensions, image)
     generator = ctx.torch_generator() if options.random_start else None
-    scale = perturbation_scale(ctx.data)
+    scale, measured.frozen = movable_scale(ctx, options.immutable, "the attacks")
     plans = [(attack, norm) for attack in options.attacks for norm in options.norms if epsilons[norm]]
     _note_setup(ctx, options, len(x), bounds, image)
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
@@ -133,33 +135,63 @@ def _size_text(m: AdversarialRun, norm: str, eps: float) -> str:
     return f"{fmt(eps)}{unit} ({share:.1%} of the {'range' if norm == 'linf' else 'range x sqrt(input size)'}) "
 
 
-def judge(m: AdversarialRun, options):
-    """A metric and a finding per attack, norm and epsilon."""
-    threshold = options.min_robust_accuracy_ratio * m.clean_accuracy
+def robust_members(m: AdversarialRun, options):
+    """Every (attack, norm, epsilon) as a member of one family on the robust/clean scale, with its counts."""
+    n = len(m.y)
+    clean_correct = int(round(m.clean_accuracy * n))
+    members, ratios, plan = [], [], []
     for c in m.curves:
         for i, eps in enumerate(c.epsilons):
-            subject = f"{c.attack} {c.norm} eps={fmt(eps)}"
-            yield audit.Metric("robust_accuracy", float(c.robust[i]), subject=subject, count=len(m.y))
-            yield audit.Finding.against_limit(
-                "robust_accuracy", f"Robust {m.what} under {c.attack.upper()} ({c.norm})", float(c.robust[i]),
-                severity=audit.Severity.MEDIUM, floor=threshold, subject=subject,
-                message=(
-                    f"{c.attack.upper()} with {c.norm} perturbations of size {_size_text(m, c.norm, eps)}"
-                    f"leaves {m.what} at {c.robust[i]:.3f} "
-                    f"against {m.clean_accuracy:.3f} clean; required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
-                ),
-                details={
-                    "attack": c.attack, "norm": c.norm, "epsilon": float(eps),
-                    "epsilon_unit": "data units" if m.image else "standard deviations per feature",
-                    "steps": c.steps, "step_size": float(eps * c.step_factor),
-                    "random_start": bool(options.random_start and c.attack == "pgd"),
-                    "clean_accuracy": m.clean_accuracy,
-                    "robust_at_this_epsilon_alone": float(c.robust_here[i]),
-                    "robust_final_iterate_only": float(c.final_only[i]),
-                    "monotone": MONOTONE_NOTE, "rows": len(m.y),
-                    "labels": "clean predictions" if m.agreement else "true labels",
-                },
-            )
+            robust = int(round(float(c.robust[i]) * n))
+            members.append(audit.stats.FamilyMember((c.attack, c.norm, eps), V.ratio_interval(robust, clean_correct),
+                                                    options.min_robust_accuracy_ratio, higher_is_better=True,
+                                                    enough_rows=clean_correct >= options.min_rows))
+            ratios.append(robust / clean_correct if clean_correct else float("nan"))
+            plan.append((c, i, eps, robust))
+    return members, ratios, plan, clean_correct
+
+
+def judge(m: AdversarialRun, options):
+    """A metric and a finding per attack, norm and epsilon; the findings decided as one family.
+
+    A robust row is a clean-correct row no attack iterate broke, so robust accuracy over
+    clean accuracy is a proportion of the clean-correct rows (Wilson); the finding shows it
+    on the accuracy scale (the ratio's interval times the clean accuracy of these rows).
+    """
+    n = len(m.y)
+    threshold = options.min_robust_accuracy_ratio * m.clean_accuracy
+    members, ratios, plan, clean_correct = robust_members(m, options)
+    judged = V.decide(members, ratios, [clean_correct] * len(members), options.level, options.correction, options.min_rows)
+    for (c, i, eps, robust), ratio, decided in zip(plan, ratios, judged):
+        subject = f"{c.attack} {c.norm} eps={fmt(eps)}"
+        lower, upper = audit.stats.wilson(robust, n, options.level)
+        yield audit.Metric("robust_accuracy", float(c.robust[i]), subject=subject, count=n, lower=lower, upper=upper,
+                           details={"interval": "wilson", "level": options.level})
+        shown = V.Judged(decided.verdict, decided.lower * m.clean_accuracy, decided.upper * m.clean_accuracy, decided.level,
+                         decided.details)
+        yield V.finding(
+            "robust_accuracy", f"Robust {m.what} under {c.attack.upper()} ({c.norm})", audit.Severity.MEDIUM, decided.verdict,
+            float(c.robust[i]), threshold, shown, V.RATIO_METHOD, n, subject,
+            message=(
+                f"{c.attack.upper()} with {c.norm} perturbations of size {_size_text(m, c.norm, eps)}"
+                f"leaves {m.what} at {c.robust[i]:.3f} [{decided.level:.1%} CI {shown.lower:.3f}, {shown.upper:.3f}] "
+                f"against {m.clean_accuracy:.3f} clean; required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
+                f" ({len(members)} attacks and radii, {options.correction} correction)"
+            ),
+            details={
+                "attack": c.attack, "norm": c.norm, "epsilon": float(eps),
+                "epsilon_unit": "data units" if m.image else "standard deviations per feature",
+                "steps": c.steps, "step_size": float(eps * c.step_factor),
+                "random_start": bool(options.random_start and c.attack == "pgd"),
+                "clean_accuracy": m.clean_accuracy,
+                "robust_over_clean": ratio, "robust_over_clean_interval": [decided.lower, decided.upper],
+                "robust_at_this_epsilon_alone": float(c.robust_here[i]),
+                "robust_final_iterate_only": float(c.final_only[i]),
+                "monotone": MONOTONE_NOTE,
+                "labels": "clean predictions" if m.agreement else "true labels",
+                "frozen_columns": m.frozen,
+            },
+        )
 
 
 def figures(m: AdversarialRun, options, ctx):

@@ -10,7 +10,9 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import audited_rows, fmt, image_layout, input_range, note_categorical, perturbation_scale
+from audit import stats
+
+from ._common import audited_rows, fmt, image_layout, input_range, movable_scale
 from ._square import square_attack
 
 
@@ -27,6 +29,7 @@ class SquareRun:
     bounds: Any
     layout: Any
     result: Any  # the square_attack result: robust, queries, fooled_by_attack, x_adv
+    frozen: dict  # column name -> why the attack leaves it alone
 
     @property
     def what(self) -> str:
@@ -50,7 +53,8 @@ def measure(ctx, options) -> SquareRun:
     layout = image_layout(ctx.data)
     if ctx.model.output_kind == "probabilities":
         ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
-    note_categorical(ctx, "the attack perturbs")
+
+    scale, frozen = movable_scale(ctx, options.immutable, "the attack's perturbations")
 
     def predict_logits(batch):
         return ctx.model.predict(batch, output="logits")
@@ -59,9 +63,9 @@ def measure(ctx, options) -> SquareRun:
         result = square_attack(
             predict_logits, x, y, clean_logits, eps, options.budget, options.p_init, ctx.rng,
             lower=bounds.lower if options.clip else None, upper=bounds.upper if options.clip else None,
-            layout=layout, progress=bar, scale=perturbation_scale(ctx.data),
+            layout=layout, progress=bar, scale=scale,
         )
-    return SquareRun(x, y, clean_logits, agreement, image, eps, bounds, layout, result)
+    return SquareRun(x, y, clean_logits, agreement, image, eps, bounds, layout, result, frozen)
 
 
 def judge(m: SquareRun, options):
@@ -85,13 +89,30 @@ def judge(m: SquareRun, options):
         "total_queries": int(result.queries.sum()),
         "labels": "clean predictions" if m.agreement else "true labels",
     }
-    yield audit.Metric("robust_accuracy", robust_accuracy, subject=m.subject, count=len(m.y))
-    yield audit.Metric("queries", float(result.queries.sum()), subject=m.subject, unit="rows", count=len(m.y))
-    yield audit.Finding.against_limit(
-        "robust_accuracy", f"Robust {m.what} under a black-box Square attack", robust_accuracy, severity=audit.Severity.MEDIUM,
-        floor=threshold, subject=m.subject,
+    n = len(m.y)
+    robust = int(np.sum(result.robust))
+    clean_correct = max(int(round(clean_accuracy * n)), robust)  # robust rows are clean-correct rows
+    fooled = int(result.fooled_by_attack.sum())
+    details["frozen_columns"] = m.frozen
+    robust_lower, robust_upper = stats.wilson(robust, n, options.level)
+    success_lower, success_upper = stats.wilson(fooled, clean_correct, options.level)
+    ratio_lower, ratio_upper = stats.wilson(robust, clean_correct, options.level)
+    yield audit.Metric("robust_accuracy", robust_accuracy, subject=m.subject, count=n, lower=robust_lower, upper=robust_upper,
+                       details={"interval": "wilson", "level": options.level})
+    yield audit.Metric("attack_success_rate", fooled / clean_correct if clean_correct else None, subject=m.subject,
+                       count=clean_correct, lower=success_lower if clean_correct else None,
+                       upper=success_upper if clean_correct else None, details={"interval": "wilson", "level": options.level})
+    yield audit.Metric("queries", float(result.queries.sum()), subject=m.subject, unit="rows", count=n)
+    details.update({"robust_over_clean": robust / clean_correct if clean_correct else None,
+                    "robust_over_clean_interval": [ratio_lower, ratio_upper]})
+    yield audit.Finding.judged(
+        "robust_accuracy", f"Robust {m.what} under a black-box Square attack", robust_accuracy,
+        ratio_lower * clean_accuracy, ratio_upper * clean_accuracy, severity=audit.Severity.MEDIUM, floor=threshold,
+        subject=m.subject, level=options.level, method="wilson on the clean-correct rows", rows=clean_correct,
+        min_rows=options.min_rows,
         message=(
-            f"with at most {options.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {m.what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f}; "
+            f"with at most {options.budget} queries per row and L-inf perturbations of {fmt(eps)}{unit}{where}, {m.what} falls from {clean_accuracy:.3f} to {robust_accuracy:.3f} "
+            f"[{options.level:.0%} CI {ratio_lower * clean_accuracy:.3f}, {ratio_upper * clean_accuracy:.3f}]; "
             f"required at least {options.min_robust_accuracy_ratio:g} x clean = {threshold:.3f}"
         ),
         details=details,
@@ -100,21 +121,26 @@ def judge(m: SquareRun, options):
 
 
 def _median_queries_finding(m: SquareRun, successful, options, details):
-    # Not against_limit: no row fooled is a pass with no value (nothing to take a median of).
-    median = float(np.median(successful)) if len(successful) else None
-    if median is None:
-        message = f"no row was fooled within {options.budget} queries at eps {fmt(m.eps)}"
-        passed = True
-    else:
-        message = (
-            f"the attack fooled {len(successful)} of {int((m.result.queries > 0).sum())} attacked rows; half of them "
-            f"within {median:g} queries (at least {options.min_median_queries} wanted: fewer means a cheap black-box attack suffices)"
+    """Median queries of the successful attacks, judged by its distribution-free (order-statistic) interval."""
+    if not len(successful):
+        # No row fooled: nothing to take a median of, and nothing cheap about this attack.
+        return audit.Finding(
+            check="median_queries", title="Median queries of a successful Square attack", severity=audit.Severity.LOW,
+            passed=True, value=None, threshold=float(options.min_median_queries), subject=m.subject,
+            message=f"no row was fooled within {options.budget} queries at eps {fmt(m.eps)}", details=details,
         )
-        passed = median >= options.min_median_queries
-    return audit.Finding(
-        check="median_queries", title="Median queries of a successful Square attack", severity=audit.Severity.LOW,
-        passed=passed, value=median, threshold=float(options.min_median_queries), subject=m.subject,
-        message=message, details=details,
+    median = float(np.median(successful))
+    lower, upper = stats.quantile_interval(successful, 0.5, options.level)
+    return audit.Finding.judged(
+        "median_queries", "Median queries of a successful Square attack", median,
+        lower if np.isfinite(lower) else None, upper if np.isfinite(upper) else None, severity=audit.Severity.LOW,
+        floor=float(options.min_median_queries), level=options.level, method="order statistics (binomial)",
+        rows=len(successful), subject=m.subject, details=details,
+        message=(
+            f"the attack fooled {len(successful)} of {int((m.result.queries > 0).sum())} attacked rows; half of them "
+            f"within {median:g} queries [{options.level:.0%} CI {lower:g}, {upper:g}] (at least {options.min_median_queries} "
+            "wanted: fewer means a cheap black-box attack suffices)"
+        ),
     )
 
 

@@ -54,6 +54,78 @@ def risk_at_coverage(risk: np.ndarray, level: float) -> float:
     return float(risk[k - 1])
 
 
+ECE_TOLERANCE = 0.002  # Monte Carlo error allowed on the ends of the ECE and Brier intervals
+MAX_REPLICATES = 16_000
+SUB_BINS = 64  # cells per confidence bin in the ECE bootstrap
+
+
+def ece_interval(confidence, correct, edges, rng, level: float = 0.95) -> dict:
+    """Bias-corrected ECE and its bootstrap interval.
+
+    Rows are resampled as a multinomial over cells (confidence bin x 64 sub-bins x
+    right/wrong) holding each cell's exact sum of confidences, so a replicate costs the
+    same at 10^3 and 10^7 rows and loses only the spread of confidences inside a
+    1/64-bin cell. The bin edges stay fixed (the ECE is defined for these bins).
+
+    The plug-in ECE is biased upward, most at small n: each bin's |accuracy - mean
+    confidence| absorbs its sampling noise, so even a perfectly calibrated model scores
+    about sqrt(2 / pi) * sum_b (n_b / n) sqrt(p_b (1 - p_b) / n_b) > 0. The bootstrap
+    measures that bias (mean replicate minus the estimate); the corrected estimate is the
+    plug-in minus the bias, floored at 0, and its interval the replicates' percentile
+    interval moved down by twice the bias (onto the corrected estimate), lower end floored
+    at 0. Replicates double from 1000 until both ends' Monte Carlo error is below
+    ``ECE_TOLERANCE``.
+    """
+    from audit import stats
+
+    n = len(confidence)
+    n_bins = len(edges) - 1
+    which = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, n_bins - 1)
+    width = np.maximum(edges[which + 1] - edges[which], 1e-12)
+    sub = np.clip(((confidence - edges[which]) / width * SUB_BINS).astype(np.int64), 0, SUB_BINS - 1)
+    cell = (which * SUB_BINS + sub) * 2 + correct.astype(np.int64)
+    n_cells = n_bins * SUB_BINS * 2
+    counts = np.bincount(cell, minlength=n_cells).astype(float)
+    used = np.flatnonzero(counts)
+    counts = counts[used]
+    confidence_sum = np.bincount(cell, weights=confidence, minlength=n_cells)[used]
+    cell_mean = confidence_sum / counts
+    cell_bin = used // (2 * SUB_BINS)
+    cell_correct = (used % 2).astype(float)
+    to_bins = np.zeros((used.size, n_bins))
+    to_bins[np.arange(used.size), cell_bin] = 1.0
+    # Per replicate: ECE = sum over bins |hits - confidence sum| / n.
+    signed = to_bins * (cell_correct - cell_mean)[:, None]
+    estimate = float(np.abs(counts @ signed).sum() / n)
+    n_boot, draws = 1000, []
+    while True:
+        extra = n_boot - sum(len(d) for d in draws)
+        draws.append(np.abs(rng.multinomial(n, counts / n, size=extra) @ signed).sum(axis=1) / n)
+        replicates = np.concatenate(draws)
+        lower, upper, error = stats.percentile_interval_with_error(replicates, level)
+        if error <= ECE_TOLERANCE or n_boot >= MAX_REPLICATES:
+            break
+        n_boot *= 2
+    bias = float(replicates.mean() - estimate)
+    corrected = max(0.0, estimate - bias)
+    return {"plug_in": estimate, "estimate": corrected, "lower": max(0.0, lower - 2 * bias),
+            "upper": max(corrected, upper - 2 * bias), "bias": bias, "replicates": n_boot, "monte_carlo_error": error,
+            "method": "bias-corrected percentile bootstrap (multinomial over confidence cells)"}
+
+
+def _brier_interval(per_row, rng, level: float):
+    """Percentile bootstrap interval of the mean per-row Brier score, replicates doubled to the tolerance."""
+    from audit import stats
+
+    n_boot, draws = 1000, []
+    while True:
+        draws.append(stats.bootstrap_means(per_row, rng, n_boot - sum(len(d) for d in draws)))
+        lower, upper, error = stats.percentile_interval_with_error(np.concatenate(draws), level)
+        if error <= ECE_TOLERANCE or n_boot >= MAX_REPLICATES:
+            return lower, upper, n_boot, error
+        n_boot *= 2
+
+
 @dataclass
 class Calibration:
     """What robustness.calibration measures on the clean predictions: one row of numbers, no verdicts."""
@@ -74,6 +146,9 @@ class Calibration:
     risks: dict[float, float]
     error: float
     mean_confidence: float
+    errors_at: dict[float, tuple[int, int]]  # coverage -> (errors, rows answered)
+    ece_bootstrap: dict  # bias-corrected ECE, its interval, the bootstrap's bias, replicates and Monte Carlo error
+    brier_interval: tuple[float, float, int, float]  # lower, upper, replicates, Monte Carlo error
 
 
 def measure(ctx, options) -> Calibration:
@@ -85,6 +160,11 @@ def measure(ctx, options) -> Calibration:
     edges, bin_accuracy, bin_confidence, bin_count = bin_statistics(confidence, correct, options.bins, options.binning)
     frequencies = np.bincount(y, minlength=probabilities.shape[1]) / n
     coverage, risk, aurc = risk_coverage(confidence, correct)
+    order = np.argsort(-confidence, kind="stable")
+    answered = {level: max(1, int(math.ceil(level * n - 1e-9))) for level in COVERAGES}
+    onehot = np.zeros_like(probabilities)
+    onehot[np.arange(n), y] = 1.0
+    per_row_brier = np.sum((probabilities - onehot) ** 2, axis=1)
     return Calibration(
         n=n, edges=edges, bin_accuracy=bin_accuracy, bin_confidence=bin_confidence, bin_count=bin_count,
         ece=float(np.sum(bin_count / n * np.abs(bin_accuracy - bin_confidence))),
@@ -96,53 +176,84 @@ def measure(ctx, options) -> Calibration:
         risks={level: risk_at_coverage(risk, level) for level in COVERAGES},
         error=float(1.0 - correct.mean()),
         mean_confidence=float(confidence.mean()),
+        errors_at={level: (int((~correct[order[:k]]).sum()), k) for level, k in answered.items()},
+        ece_bootstrap=ece_interval(confidence, correct, edges, ctx.rng, options.level),
+        brier_interval=_brier_interval(per_row_brier, ctx.rng, options.level),
     )
 
 
 def metrics(m: Calibration, options):
+    ece = m.ece_bootstrap
+    brier_lower, brier_upper, brier_replicates, brier_error = m.brier_interval
     yield audit.Metric("expected_calibration_error", m.ece, count=m.n, details={"bins": options.bins, "binning": options.binning})
+    yield audit.Metric("expected_calibration_error_corrected", ece["estimate"], count=m.n, lower=ece["lower"], upper=ece["upper"],
+                       details={k: v for k, v in ece.items() if k not in ("estimate", "lower", "upper")} | {"level": options.level})
     yield audit.Metric("maximum_calibration_error", m.max_gap, count=m.n)
-    yield audit.Metric("brier_score", m.brier, count=m.n)
+    yield audit.Metric("brier_score", m.brier, count=m.n, lower=brier_lower, upper=brier_upper,
+                       details={"interval": "percentile bootstrap of the mean per-row score", "replicates": brier_replicates,
+                                "monte_carlo_error": brier_error, "level": options.level})
     yield audit.Metric("negative_log_likelihood", m.nll, count=m.n)
     yield audit.Metric("aurc", m.aurc, count=m.n)
+    from audit import stats
+
     for level, value in m.risks.items():
-        yield audit.Metric("selective_risk", value, group=f"{level:.0%} coverage")
-        yield audit.Metric("selective_accuracy", 1.0 - value, group=f"{level:.0%} coverage")
+        errors, answered = m.errors_at[level]
+        lower, upper = stats.wilson(errors, answered, options.level)
+        yield audit.Metric("selective_risk", value, group=f"{level:.0%} coverage", count=answered, lower=lower, upper=upper,
+                           details={"interval": "wilson", "level": options.level})
+        yield audit.Metric("selective_accuracy", 1.0 - value, group=f"{level:.0%} coverage", count=answered,
+                           lower=1.0 - upper, upper=1.0 - lower, details={"interval": "wilson", "level": options.level})
 
 
 def findings(m: Calibration, options):
+    from audit import stats
+
     direction = "over-confident" if m.mean_confidence > 1 - m.error else "under-confident"
-    yield audit.Finding.against_limit(
-        "expected_calibration_error", "Expected calibration error", m.ece, severity=audit.Severity.MEDIUM, ceiling=options.max_ece,
-        subject=f"{options.bins} {'equal-width' if options.binning == 'width' else 'equal-mass'} bins",
+    ece = m.ece_bootstrap
+    yield audit.Finding.judged(
+        "expected_calibration_error", "Expected calibration error", ece["estimate"], ece["lower"], ece["upper"],
+        severity=audit.Severity.MEDIUM, ceiling=options.max_ece, level=options.level, method=ece["method"], rows=m.n,
+        min_rows=options.min_rows, subject=f"{options.bins} {'equal-width' if options.binning == 'width' else 'equal-mass'} bins",
         message=(
-            f"confidence and accuracy differ by {m.ece:.3f} on average over {options.bins} bins (allowed {options.max_ece:g}); "
-            f"mean confidence {m.mean_confidence:.3f} against accuracy {1 - m.error:.3f}: {direction} overall; "
-            f"worst bin gap {m.max_gap:.3f}"
+            f"confidence and accuracy differ by {ece['estimate']:.3f} on average over {options.bins} bins "
+            f"[{options.level:.0%} CI {ece['lower']:.3f}, {ece['upper']:.3f}] (allowed {options.max_ece:g}; plug-in {m.ece:.3f} "
+            f"less its bootstrap bias {ece['bias']:.3f}); mean confidence {m.mean_confidence:.3f} against accuracy "
+            f"{1 - m.error:.3f}: {direction} overall; worst bin gap {m.max_gap:.3f}"
         ),
-        details={"bin_edges": m.edges.tolist(), "bin_accuracy": m.bin_accuracy.tolist(),
-                 "bin_confidence": m.bin_confidence.tolist(), "bin_count": m.bin_count.astype(int).tolist()},
+        details={"plug_in_ece": m.ece, "bias": ece["bias"], "replicates": ece["replicates"],
+                 "monte_carlo_error": ece["monte_carlo_error"], "bin_edges": m.edges.tolist(),
+                 "bin_accuracy": m.bin_accuracy.tolist(), "bin_confidence": m.bin_confidence.tolist(),
+                 "bin_count": m.bin_count.astype(int).tolist()},
     )
-    yield audit.Finding.against_limit(
-        "brier_score", "Brier score", m.brier, severity=audit.Severity.MEDIUM,
-        ceiling=options.max_brier if options.max_brier is not None else m.brier_reference,
+    brier_lower, brier_upper, brier_replicates, brier_error = m.brier_interval
+    yield audit.Finding.judged(
+        "brier_score", "Brier score", m.brier, brier_lower, brier_upper, severity=audit.Severity.MEDIUM,
+        ceiling=options.max_brier if options.max_brier is not None else m.brier_reference, level=options.level,
+        method="percentile bootstrap", rows=m.n, min_rows=options.min_rows,
         message=(
-            f"mean squared error of the predicted probabilities {m.brier:.4f} (multiclass definition, 0 best, 2 worst); "
+            f"mean squared error of the predicted probabilities {m.brier:.4f} [{options.level:.0%} CI {brier_lower:.4f}, "
+            f"{brier_upper:.4f}] (multiclass definition, 0 best, 2 worst); "
             f"always predicting the class frequencies scores {m.brier_reference:.4f}"
             + ("" if options.max_brier is None else f"; allowed {options.max_brier:g}")
         ),
-        details={"reference_class_frequencies": m.brier_reference, "negative_log_likelihood": m.nll},
+        details={"reference_class_frequencies": m.brier_reference, "negative_log_likelihood": m.nll,
+                 "replicates": brier_replicates, "monte_carlo_error": brier_error},
     )
     allowed = options.max_selective_risk_at_90
-    yield audit.Finding.against_limit(
-        "selective_risk_at_90", "Error rate on the 90% most confident rows", m.risks[0.9], severity=audit.Severity.LOW,
-        ceiling=allowed if allowed is not None else m.error, subject="90% coverage",
+    errors, answered = m.errors_at[0.9]
+    risk_lower, risk_upper = stats.wilson(errors, answered, options.level)
+    yield audit.Finding.judged(
+        "selective_risk_at_90", "Error rate on the 90% most confident rows", m.risks[0.9], risk_lower, risk_upper,
+        severity=audit.Severity.LOW, ceiling=allowed if allowed is not None else m.error, subject="90% coverage",
+        level=options.level, method="wilson", rows=answered, min_rows=options.min_rows,
         message=(
-            f"abstaining on the 10% least confident rows gives error {m.risks[0.9]:.3f} against {m.error:.3f} answering all "
+            f"abstaining on the 10% least confident rows gives error {m.risks[0.9]:.3f} [{options.level:.0%} CI "
+            f"{risk_lower:.3f}, {risk_upper:.3f}] against {m.error:.3f} answering all "
             + ("(confidence must not rank errors worse than chance)" if allowed is None else f"(allowed {allowed:g})")
             + f"; at 80% coverage {m.risks[0.8]:.3f}, at 95% {m.risks[0.95]:.3f}; AURC {m.aurc:.4f}"
         ),
-        details={"aurc": m.aurc, "risk_at_coverage": {f"{k:.2f}": v for k, v in m.risks.items()}, "full_coverage_error": m.error},
+        details={"aurc": m.aurc, "risk_at_coverage": {f"{k:.2f}": v for k, v in m.risks.items()}, "full_coverage_error": m.error,
+                 "errors": errors, "interval_note": "wilson on the answered rows, the selection taken as given"},
     )
 
 

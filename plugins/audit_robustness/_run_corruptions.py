@@ -11,7 +11,8 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import audited_rows, image_layout, input_range, note_categorical
+from . import _verdicts as V
+from ._common import audited_rows, frozen_columns, image_layout, input_range, note_frozen
 
 
 @dataclass
@@ -33,6 +34,7 @@ class CorruptionTable:
     accuracy: dict = field(default_factory=dict)
     flips: dict = field(default_factory=dict)
     confidence: dict = field(default_factory=dict)
+    correct: dict = field(default_factory=dict)  # (name, severity) -> per-row correctness, for paired intervals
     parameters: dict = field(default_factory=dict)
     examples: dict = field(default_factory=dict)  # corruption -> (corrupted rows, their predictions), at the judged severity
 
@@ -58,7 +60,7 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     return names
 
 
-def _corrupter(ctx, x, layout, bounds):
+def _corrupter(ctx, x, layout, bounds, immutable=None):
     """corrupted(name, severity) -> the rows corrupted, in the model's layout; and the image side (None for tabular)."""
     rng = ctx.rng
     if layout:
@@ -74,12 +76,16 @@ def _corrupter(ctx, x, layout, bounds):
     std = ctx.data.x.std(axis=0).astype(np.float32)
     columns = ctx.data.categorical_columns
     counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
-    note_categorical(ctx, "gaussian_noise and feature_dropout change", "; category_swap swaps their categories for others")
+    frozen = frozen_columns(ctx.data, immutable)
+    movable = np.ones(x.shape[1:], dtype=bool)
+    if frozen:
+        movable[list(frozen)] = False
+        note_frozen(ctx, frozen, "gaussian_noise and feature_dropout", "; category_swap swaps their categories for others")
 
     def corrupted(name, severity):
         if name in C.CATEGORICAL_CORRUPTIONS:
             return C.swap_categories(x, severity, rng, columns, counts)
-        return ctx.data.keep_categorical(C.corrupt_tabular(name, x, severity, rng, mean, std), x)
+        return C.corrupt_tabular(name, x, severity, rng, mean, std, movable)
 
     return corrupted, None
 
@@ -92,7 +98,7 @@ def measure(ctx, options) -> CorruptionTable:
     names = _corruption_names(ctx, options, layout)
     severities = sorted(set(options.severities))
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    corrupted, side = _corrupter(ctx, x, layout, bounds)
+    corrupted, side = _corrupter(ctx, x, layout, bounds, options.immutable)
     table = CorruptionTable(
         names=names, severities=severities,
         judged=options.judged_severity if options.judged_severity in severities else max(severities),
@@ -107,6 +113,7 @@ def measure(ctx, options) -> CorruptionTable:
                 probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
                 predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)
+                table.correct[key] = predicted == y
                 table.accuracy[key] = float(np.mean(predicted == y))
                 table.flips[key] = float(np.mean(predicted != clean_predicted))
                 table.confidence[key] = float(np.mean(probabilities.max(axis=1)))
@@ -117,32 +124,70 @@ def measure(ctx, options) -> CorruptionTable:
     return table
 
 
-def metrics(table: CorruptionTable):
+def metrics(table: CorruptionTable, options):
     n = len(table.y)
+    clean_correct = table.clean_predicted == table.y
     for name in table.names:
         for severity in table.severities:
             key, subject = (name, severity), f"{name} s={severity}"
             yield audit.Metric("accuracy", table.accuracy[key], subject=subject, count=n, details={"parameter": table.parameters[key]})
+            drop, interval, counts = V.drop_interval(clean_correct, table.correct[key])
+            lower, upper = interval(options.level)
+            yield audit.Metric("accuracy_drop", drop, subject=subject, count=n, lower=lower, upper=upper,
+                               details={"interval": V.DROP_METHOD, "level": options.level, **counts})
             yield audit.Metric("flip_rate", table.flips[key], subject=subject, count=n)
             yield audit.Metric("mean_confidence", table.confidence[key], subject=subject, count=n)
     yield audit.Metric("clean_accuracy", table.clean_accuracy, count=n)
     yield audit.Metric("clean_mean_confidence", table.clean_confidence, count=n)
 
 
+def drop_family(names, judged, clean_correct, correct, options):
+    """Every corruption's paired accuracy drop at the judged severity, decided as one family.
+
+    Returns (verdict, worst shown, its Judged, drops by name, all Judged by name).
+    """
+    rows = len(clean_correct)
+    members, drops = [], []
+    for name in names:
+        drop, interval, _ = V.drop_interval(clean_correct, correct[(name, judged)])
+        drops.append(drop)
+        members.append(audit.stats.FamilyMember(name, interval, options.max_accuracy_drop, higher_is_better=False,
+                                                enough_rows=rows >= options.min_rows))
+    verdict, shown, decided, everything = V.worst_of_family(members, drops, [rows] * len(names), options.level,
+                                                            options.correction, options.min_rows, higher_is_better=False)
+    by_name = {name: {"drop": d, "verdict": j.verdict, "lower": j.lower, "upper": j.upper, "level": j.level}
+               for name, d, j in zip(names, drops, everything)}
+    return verdict, names[shown], decided, dict(zip(names, drops)), by_name
+
+
+def mean_corruption_error(names, levels, clean_correct, correct, options):
+    """(relative mCE, its paired t interval): per row, clean correctness minus the mean correctness over corruptions and
+    severities; the mean of that is the mean corruption error minus the clean error."""
+    corrupted = np.mean([correct[(name, s)] for name in names for s in levels], axis=0)
+    difference = clean_correct.astype(float) - corrupted
+    if len(difference) < 2:
+        return float(difference.mean()), None
+    interval = audit.stats.paired_mean_difference(corrupted, clean_correct.astype(float), options.level)
+    return float(difference.mean()), interval
+
+
 def findings(table: CorruptionTable, options):
     judged, accuracy = table.judged, table.accuracy
-    drops = {name: table.clean_accuracy - accuracy[(name, judged)] for name in table.names}
-    worst = max(drops, key=drops.get)
-    yield audit.Finding.against_limit(
-        "corruption_accuracy_drop", "Accuracy drop under the worst corruption", drops[worst], severity=audit.Severity.MEDIUM,
-        ceiling=options.max_accuracy_drop, subject=f"{worst} s={judged}",
+    clean_correct = table.clean_predicted == table.y
+    rows = len(table.y)
+    verdict, worst, shown, drops, by_name = drop_family(table.names, judged, clean_correct, table.correct, options)
+    yield V.finding(
+        "corruption_accuracy_drop", "Accuracy drop under the worst corruption", audit.Severity.MEDIUM, verdict, drops[worst],
+        options.max_accuracy_drop, shown, V.DROP_METHOD, rows, f"{worst} s={judged}",
         message=(
             f"{worst} at severity {judged} ({C.describe(worst, judged, table.side)}) lowers {table.what} from "
             f"{table.clean_accuracy:.3f} to {accuracy[(worst, judged)]:.3f}, a drop of {drops[worst]:.3f} "
-            f"(allowed {options.max_accuracy_drop:g}); {table.flips[(worst, judged)]:.1%} of predictions change"
+            f"[{shown.level:.1%} CI {shown.lower:.3f}, {shown.upper:.3f}, paired over {rows} rows] "
+            f"(allowed {options.max_accuracy_drop:g}; {len(table.names)} corruptions, {options.correction} correction); "
+            f"{table.flips[(worst, judged)]:.1%} of predictions change"
         ),
         details={"judged_severity": judged, "clean_accuracy": table.clean_accuracy, "drop_by_corruption": drops,
-                 "rows": len(table.y), "labels": "clean predictions" if table.agreement else "true labels"},
+                 "by_corruption": by_name, "labels": "clean predictions" if table.agreement else "true labels"},
     )
     levels = [s for s in table.severities if s > 0]
     if not levels:
@@ -150,13 +195,18 @@ def findings(table: CorruptionTable, options):
     clean_error = 1.0 - table.clean_accuracy
     error_by_corruption = {n: float(np.mean([1.0 - accuracy[(n, s)] for s in levels])) for n in table.names}
     mce = float(np.mean(list(error_by_corruption.values())))
-    relative = mce - clean_error
-    yield audit.Finding.against_limit(
-        "mean_corruption_error", "Mean corruption error relative to clean", relative, severity=audit.Severity.MEDIUM,
-        ceiling=options.max_mean_corruption_error, subject=f"{len(table.names)} corruptions s={','.join(map(str, levels))}",
+    relative, interval = mean_corruption_error(table.names, levels, clean_correct, table.correct, options)
+    yield audit.Finding.judged(
+        "mean_corruption_error", "Mean corruption error relative to clean", relative,
+        None if interval is None else interval.lower, None if interval is None else interval.upper,
+        severity=audit.Severity.MEDIUM, ceiling=options.max_mean_corruption_error, level=options.level,
+        method="paired t over rows", rows=rows, min_rows=options.min_rows,
+        subject=f"{len(table.names)} corruptions s={','.join(map(str, levels))}",
         message=(
             f"error averaged over {len(table.names)} corruptions and severities {levels[0]}-{levels[-1]} is "
-            f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
+            f"{mce:.3f} against {clean_error:.3f} on clean data: {relative:+.3f}"
+            + ("" if interval is None else f" [{options.level:.0%} CI {interval.lower:+.3f}, {interval.upper:+.3f}, paired over {rows} rows]")
+            + f" (allowed {options.max_mean_corruption_error:g}); "
             f"worst corruption {max(error_by_corruption, key=error_by_corruption.get)}"
         ),
         details={
@@ -199,6 +249,6 @@ def figures(table: CorruptionTable, ctx):
 def run(analysis, ctx):
     """Measure every corruption and severity, then judge and draw from the table."""
     table = measure(ctx, analysis.options)
-    yield from metrics(table)
+    yield from metrics(table, analysis.options)
     yield from findings(table, analysis.options)
     yield from figures(table, ctx)

@@ -88,24 +88,40 @@ def measure(ctx, sources):
 
 
 def judge(ctx, options, sources, severity, in_scores, out_scores):
+    """One AUROC finding per score and source, each judged by its own DeLong interval.
+
+    Not a family: the scores are alternative detectors of one shift (a deployer picks
+    one), and the sources differ in kind (real OOD data, or two noise floors), so no
+    hypothesis is tested repeatedly that a correction would protect.
+    """
+    level = options.level
     for source, (x_out, description) in sources.items():
         for score in in_scores:
-            area = stats.auroc(in_scores[score], out_scores[score][source])
-            fpr = fpr_at_tpr(in_scores[score], out_scores[score][source], 0.95)
+            inside, outside = in_scores[score], out_scores[score][source]
+            positive = np.r_[np.ones(len(inside), dtype=bool), np.zeros(len(outside), dtype=bool)]
+            area = stats.auroc_interval(np.r_[inside, outside], positive, level)
+            fpr = fpr_at_tpr(inside, outside, 0.95)
+            fpr_interval = stats.fpr_at_tpr_interval(inside, outside, 0.95, level)
             subject, label = f"{score} vs {source}", SCORE_LABELS[score]
-            yield audit.Metric("ood_auroc", area, subject=subject, count=len(x_out))
-            yield audit.Metric("fpr_at_95_tpr", fpr, subject=subject, count=len(x_out))
-            yield audit.Finding.against_limit(
-                "ood_auroc", f"Out-of-distribution detection by {label}", area, severity=severity, floor=options.min_auroc,
-                subject=subject,
+            yield audit.Metric("ood_auroc", area.estimate, subject=subject, count=len(x_out), lower=area.lower, upper=area.upper,
+                               details={"interval": area.method, "level": level})
+            yield audit.Metric("fpr_at_95_tpr", fpr, subject=subject, count=len(x_out), lower=fpr_interval.lower,
+                               upper=fpr_interval.upper, details={"interval": fpr_interval.method, "level": level})
+            yield audit.Finding.judged(
+                "ood_auroc", f"Out-of-distribution detection by {label}", area.estimate, area.lower, area.upper,
+                severity=severity, floor=options.min_auroc, subject=subject, level=level, method=area.method,
+                rows=min(len(inside), len(outside)), min_rows=options.min_rows,
                 message=(
-                    f"{label} separates the audit data from {description} with AUROC {area:.3f} "
-                    f"(0.5 is chance, wanted at least {options.min_auroc:g}); keeping 95% of the audit data "
-                    f"still accepts {fpr:.1%} of the {len(x_out)} out-of-distribution inputs"
+                    f"{label} separates the audit data from {description} with AUROC {area.estimate:.3f} "
+                    f"[{level:.0%} CI {area.lower:.3f}, {area.upper:.3f}] (0.5 is chance, wanted at least {options.min_auroc:g}); "
+                    f"keeping 95% of the audit data still accepts {fpr:.1%} [{fpr_interval.lower:.1%}, {fpr_interval.upper:.1%}] "
+                    f"of the {len(x_out)} out-of-distribution inputs"
                 ),
                 details={
                     "source": source, "description": description, "synthetic": not options.ood_data, "fpr_at_95_tpr": fpr,
-                    "in_distribution_rows": len(ctx.predictions), "out_of_distribution_rows": len(x_out), "score": score,
+                    "fpr_at_95_tpr_interval": [fpr_interval.lower, fpr_interval.upper],
+                    "fpr_interval_method": fpr_interval.method,
+                    "in_distribution_rows": len(inside), "out_of_distribution_rows": len(x_out), "score": score,
                 },
             )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +9,8 @@ import numpy as np
 import audit
 
 from . import _figures
+from . import _verdicts as V
+from ._run_corruptions import drop_family, mean_corruption_error
 from ._common import reference_labels
 
 TEXT_CORRUPTIONS = ("typo_swap", "typo_drop", "typo_insert", "keyboard", "case", "punctuation", "whitespace", "word_dropout")
@@ -102,16 +103,6 @@ def describe(name: str, severity: int) -> str:
     return f"{p:.0%} {what}"
 
 
-def paired_interval(differences: np.ndarray, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Normal interval of a mean of paired per-row differences (rows are the unit, not two independent samples)."""
-    n = len(differences)
-    mean = float(differences.mean())
-    if n < 2:
-        return mean, mean
-    half = z * float(differences.std(ddof=1)) / math.sqrt(n)
-    return mean - half, mean + half
-
-
 @dataclass
 class TextCorruptionTable:
     """What robustness.corruptions measures on text: accuracy, flip rate and accuracy drop per (corruption, severity)."""
@@ -124,7 +115,9 @@ class TextCorruptionTable:
     clean_accuracy: float
     accuracy: dict = field(default_factory=dict)  # (name, severity) -> accuracy
     flips: dict = field(default_factory=dict)  # (name, severity) -> share of predictions changed
-    drops: dict = field(default_factory=dict)  # (name, severity) -> (mean drop, lower, upper)
+    drops: dict = field(default_factory=dict)  # (name, severity) -> (mean drop, lower, upper), paired
+    correct: dict = field(default_factory=dict)  # (name, severity) -> per-row correctness
+    clean_correct: np.ndarray | None = None
     examples: dict = field(default_factory=dict)  # name -> (clean text, corrupted text) at the judged severity
 
     @property
@@ -162,6 +155,7 @@ def measure(ctx, options) -> TextCorruptionTable:
     severities = sorted(set(options.severities))
     judged = options.judged_severity if options.judged_severity in severities else max(severities)
     table = TextCorruptionTable(len(texts), names, severities, judged, agreement, float(clean_correct.mean()))
+    table.clean_correct = clean_correct
     keys = [(name, s) for name in names for s in severities]
     batches, probabilities = _predict_corrupted(ctx, texts, keys)
     n = table.n
@@ -170,8 +164,9 @@ def measure(ctx, options) -> TextCorruptionTable:
         correct = predicted == y
         table.accuracy[key] = float(correct.mean())
         table.flips[key] = float(np.mean(predicted != clean_predicted))
-        drop = clean_correct.astype(np.float64) - correct
-        table.drops[key] = (float(drop.mean()), *paired_interval(drop))
+        table.correct[key] = correct
+        drop, interval, _ = V.drop_interval(clean_correct, correct)
+        table.drops[key] = (drop, *interval(options.level))
         name, s = key
         if s == judged:
             changed = np.flatnonzero(predicted != clean_predicted)
@@ -180,33 +175,31 @@ def measure(ctx, options) -> TextCorruptionTable:
     return table
 
 
-def metrics(table: TextCorruptionTable):
+def metrics(table: TextCorruptionTable, level: float):
     for (name, s), accuracy in table.accuracy.items():
         subject = f"{name} s={s}"
         drop, lower, upper = table.drops[(name, s)]
         yield audit.Metric("accuracy", accuracy, subject=subject, count=table.n, details={"parameter": describe(name, s)})
         yield audit.Metric("accuracy_drop", drop, subject=subject, lower=lower, upper=upper, count=table.n,
-                           details={"interval": "paired normal interval over rows"})
+                           details={"interval": V.DROP_METHOD, "level": level})
         yield audit.Metric("flip_rate", table.flips[(name, s)], subject=subject, count=table.n)
     yield audit.Metric("clean_accuracy", table.clean_accuracy, count=table.n)
 
 
 def _worst_drop_finding(table: TextCorruptionTable, options):
     judged, n = table.judged, table.n
-    judged_drops = {name: table.drops[(name, judged)] for name in table.names}
-    worst = max(judged_drops, key=lambda name: judged_drops[name][0])
-    worst_drop, lo, hi = judged_drops[worst]
+    verdict, worst, shown, drops, by_name = drop_family(table.names, judged, table.clean_correct, table.correct, options)
     example = table.examples.get(worst)
     said = f'; e.g. "{example[0]}" became "{example[1]}"' if example else ""
-    return audit.Finding(
-        check="corruption_accuracy_drop", title="Accuracy drop under the worst text corruption", severity=audit.Severity.MEDIUM,
-        passed=worst_drop <= options.max_accuracy_drop, value=worst_drop, threshold=options.max_accuracy_drop,
-        subject=f"{worst} s={judged}",
+    return V.finding(
+        "corruption_accuracy_drop", "Accuracy drop under the worst text corruption", audit.Severity.MEDIUM, verdict,
+        drops[worst], options.max_accuracy_drop, shown, V.DROP_METHOD, n, f"{worst} s={judged}",
         message=(f"{worst} at severity {judged} ({describe(worst, judged)}) lowers {table.what} from {table.clean_accuracy:.3f} to "
-                 f"{table.accuracy[(worst, judged)]:.3f}, a drop of {worst_drop:.3f} [95% CI {lo:.3f}, {hi:.3f}, paired over {n} rows] "
-                 f"(allowed {options.max_accuracy_drop:g}); {table.flips[(worst, judged)]:.1%} of predictions change{said}"),
-        details={"judged_severity": judged, "clean_accuracy": table.clean_accuracy, "ci": [lo, hi],
-                 "drop_by_corruption": {k: v[0] for k, v in judged_drops.items()}, "rows": n,
+                 f"{table.accuracy[(worst, judged)]:.3f}, a drop of {drops[worst]:.3f} [{shown.level:.1%} CI {shown.lower:.3f}, "
+                 f"{shown.upper:.3f}, paired over {n} rows] (allowed {options.max_accuracy_drop:g}; {len(table.names)} corruptions, "
+                 f"{options.correction} correction); {table.flips[(worst, judged)]:.1%} of predictions change{said}"),
+        details={"judged_severity": judged, "clean_accuracy": table.clean_accuracy, "ci": [shown.lower, shown.upper],
+                 "drop_by_corruption": drops, "by_corruption": by_name,
                  "labels": "clean predictions" if table.agreement else "true labels", "examples": table.examples},
     )
 
@@ -216,10 +209,12 @@ def _mean_corruption_error_finding(table: TextCorruptionTable, options, corrupte
     clean_error = 1.0 - table.clean_accuracy
     error_by_corruption = {m: float(np.mean([1.0 - table.accuracy[(m, s)] for s in corrupted_levels])) for m in names}
     mce = float(np.mean(list(error_by_corruption.values())))
-    relative = mce - clean_error
-    return audit.Finding(
-        check="mean_corruption_error", title="Mean corruption error relative to clean (text)", severity=audit.Severity.MEDIUM,
-        passed=relative <= options.max_mean_corruption_error, value=relative, threshold=options.max_mean_corruption_error,
+    relative, interval = mean_corruption_error(names, corrupted_levels, table.clean_correct, table.correct, options)
+    return audit.Finding.judged(
+        "mean_corruption_error", "Mean corruption error relative to clean (text)", relative,
+        None if interval is None else interval.lower, None if interval is None else interval.upper,
+        severity=audit.Severity.MEDIUM, ceiling=options.max_mean_corruption_error, level=options.level,
+        method="paired t over rows", rows=table.n, min_rows=options.min_rows,
         subject=f"{len(names)} corruptions s={','.join(map(str, corrupted_levels))}",
         message=(f"error averaged over {len(names)} text corruptions and severities {corrupted_levels[0]}-{corrupted_levels[-1]} "
                  f"is {mce:.3f} against {clean_error:.3f} on clean text: {relative:+.3f} (allowed {options.max_mean_corruption_error:g}); "
@@ -249,6 +244,6 @@ def figures(table: TextCorruptionTable):
 def run(analysis, ctx):
     """Measure, then judge and draw from the measurements."""
     table = measure(ctx, analysis.options)
-    yield from metrics(table)
+    yield from metrics(table, analysis.options.level)
     yield from findings(table, analysis.options)
     yield from figures(table)

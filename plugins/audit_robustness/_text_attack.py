@@ -187,33 +187,52 @@ def measure(ctx, options) -> TextAttack:
     return TextAttack(texts, correct, search.broken, search.queries, search.current, too_long, agreement)
 
 
-def metrics(attack: TextAttack):
+def metrics(attack: TextAttack, level: float = 0.95):
+    from audit import stats
+
     n, successes = attack.n, attack.successes
+    robust = int((attack.correct & ~attack.broken).sum())
+    robust_lower, robust_upper = stats.wilson(robust, n, level)
     yield audit.Metric("clean_accuracy", attack.clean_accuracy, count=n)
-    yield audit.Metric("robust_accuracy", attack.robust_accuracy, count=n, details={"attack": "greedy word-level character edits"})
-    yield audit.Metric("attack_success_rate", len(successes) / attack.n_correct if attack.n_correct else None, count=attack.n_correct)
+    yield audit.Metric("robust_accuracy", attack.robust_accuracy, count=n, lower=robust_lower, upper=robust_upper,
+                       details={"attack": "greedy word-level character edits", "interval": "wilson", "level": level})
+    if attack.n_correct:
+        success_lower, success_upper = stats.wilson(len(successes), attack.n_correct, level)
+        yield audit.Metric("attack_success_rate", len(successes) / attack.n_correct, count=attack.n_correct,
+                           lower=success_lower, upper=success_upper, details={"interval": "wilson", "level": level})
+    else:
+        yield audit.Metric("attack_success_rate", None, count=0)
     yield audit.Metric("median_queries_successful", attack.median_queries if len(successes) else None, count=len(successes))
     yield audit.Metric("queries_total", float(attack.queries.sum()), count=n, unit="forward rows")
 
 
 def findings(attack: TextAttack, options):
+    """Robust accuracy judged by robust / clean on the clean-correct texts (a binomial proportion, Wilson)."""
+    from audit import stats
+
     clean_accuracy, robust_accuracy, successes = attack.clean_accuracy, attack.robust_accuracy, attack.successes
     what = "agreement with clean predictions" if attack.agreement else "accuracy"
     ratio = robust_accuracy / clean_accuracy if clean_accuracy > 0 else 1.0
+    robust = int((attack.correct & ~attack.broken).sum())
+    ratio_lower, ratio_upper = stats.wilson(robust, attack.n_correct, options.level) if attack.n_correct else (None, None)
+    lower = None if ratio_lower is None else ratio_lower * clean_accuracy
+    upper = None if ratio_upper is None else ratio_upper * clean_accuracy
     example = ""
     if len(successes):
         r = int(successes[0])
         example = f'; e.g. "{attack.texts[r]}" -> "{" ".join(attack.current[r])}"'
-    yield audit.Finding(
-        check="robust_accuracy", title="Robust accuracy under a word-level black-box attack", severity=audit.Severity.MEDIUM,
-        passed=ratio >= options.min_robust_accuracy_ratio, value=robust_accuracy,
-        threshold=options.min_robust_accuracy_ratio * clean_accuracy,
+    interval_text = "" if lower is None else f" [{options.level:.0%} CI {lower:.3f}, {upper:.3f}]"
+    yield audit.Finding.judged(
+        "robust_accuracy", "Robust accuracy under a word-level black-box attack", robust_accuracy, lower, upper,
+        severity=audit.Severity.MEDIUM, floor=options.min_robust_accuracy_ratio * clean_accuracy, level=options.level,
+        method="wilson on the clean-correct rows", rows=attack.n_correct, min_rows=options.min_rows,
         message=(f"editing at most {MAX_EDITED_SHARE:.0%} of a text's words with typos (greedy, most important word first, "
-                 f"budget {options.budget} queries a text) lowers {what} from {clean_accuracy:.3f} to {robust_accuracy:.3f} "
-                 f"({ratio:.0%} of clean; at least {options.min_robust_accuracy_ratio:.0%} required); {len(successes)} of "
+                 f"budget {options.budget} queries a text) lowers {what} from {clean_accuracy:.3f} to {robust_accuracy:.3f}"
+                 f"{interval_text} ({ratio:.0%} of clean; at least {options.min_robust_accuracy_ratio:.0%} required); {len(successes)} of "
                  f"{attack.n_correct} texts changed, median {attack.median_queries:.0f} queries{example}"),
         details={"queries_total": int(attack.queries.sum()), "rows": attack.n, "budget": options.budget,
-                 "edits": "adjacent swap, drop, keyboard neighbour, case", "max_edited_share": MAX_EDITED_SHARE},
+                 "edits": "adjacent swap, drop, keyboard neighbour, case", "max_edited_share": MAX_EDITED_SHARE,
+                 "robust_over_clean": ratio, "robust_over_clean_interval": [ratio_lower, ratio_upper]},
     )
 
 
@@ -227,6 +246,6 @@ def notes(ctx, attack: TextAttack, options) -> None:
 def run(analysis, ctx):
     """Measure, then judge from the measurements; the notes come last, as they follow the finding."""
     attack = measure(ctx, analysis.options)
-    yield from metrics(attack)
+    yield from metrics(attack, analysis.options.level)
     yield from findings(attack, analysis.options)
     notes(ctx, attack, analysis.options)
