@@ -215,6 +215,14 @@ def m005_finding_verdicts_and_intervals(connection):
 
 
 @migration
+def m006_waiver_expiry(connection):
+    """Waivers a reviewer controls: an optional last day, and who revoked one and when (revoked waivers stay listed)."""
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN expires_at DATETIME"))
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN revoked_at DATETIME"))
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN revoked_by VARCHAR NOT NULL DEFAULT ''"))
+
+
+@migration
 def m009_signoffs_and_report_files(connection):
     """Reviewers' decisions bound to a digest of the run's records; the report files written from each run.
 
