@@ -116,6 +116,7 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
     for artifact in artifacts:
         by_result[artifact.result_id]["figures"].append({
             "name": artifact.name, "title": artifact.title, "caption": artifact.caption, "subject": artifact.subject,
+            "detail": " x " in (artifact.subject or ""),  # intersections: the PDF shows them in the appendix
             "mime": artifact.mime,
             "data_uri": f"data:{artifact.mime};base64,{base64.b64encode(artifact.content).decode()}",
         })
@@ -144,7 +145,7 @@ def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[
 
 
 # A pivot with more metric columns than this is split into several tables, so every table fits the page.
-MAX_TABLE_COLUMNS = 5
+MAX_TABLE_COLUMNS = 7
 
 
 def _chunked(table: dict) -> list[dict]:
@@ -180,14 +181,16 @@ def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> lis
             columns[metric["subject"]].append(metric["name"])
     tables = []
     if plain:
-        tables.append({"subject": None, "kind": "plain", "rows": plain})
+        tables.append({"subject": None, "kind": "plain", "rows": plain, "detail": len(plain) > 12})
     if by_subject:
-        tables += _chunked({"subject": None, "kind": "subjects", "columns": subject_columns,
+        tables += _chunked({"subject": None, "kind": "subjects", "columns": subject_columns, "detail": len(by_subject) > 12,
                             "rows": [{"group": subject, "cells": cells} for subject, cells in by_subject.items()]})
     from audit.report.summary import relabel
 
     for subject, rows in grouped.items():
-        tables += _chunked({"subject": subject, "kind": "grouped", "columns": columns[subject],
+        # Intersections and long tables are details: the PDF moves them to the appendix.
+        detail = " x " in str(subject) or len(rows) > 12
+        tables += _chunked({"subject": subject, "kind": "grouped", "columns": columns[subject], "detail": detail,
                             "rows": [{"group": _group_name(group, subject, value_labels, relabel), "cells": cells}
                                      for group, cells in rows.items()]})
     return tables
