@@ -76,8 +76,28 @@ def test_markdown_escapes_pipes(hostile_run, cli, tmp_path):
     text = (tmp_path / "card.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| test.hostile")]
     # A cell boundary is a pipe not escaped by a backslash: seven cells, eight boundaries, whatever the subject holds.
-    assert len(rows) == 2 and all(len(re.findall(r"(?<!\\)\|", row)) == 8 for row in rows), rows
-    assert any("a \\| b\\|c" in row for row in rows)
+    # The card's table lists the checks that did not pass: the failed one.
+    assert len(rows) == 1 and all(len(re.findall(r"(?<!\\)\|", row)) == 8 for row in rows), rows
+    assert "\\<script\\>" in rows[0]
+
+
+def test_markdown_is_a_hugging_face_model_card(hostile_run, cli, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    cli("report", hostile_run["run_id"], "--out", tmp_path / "card.md")
+    text = (tmp_path / "card.md").read_text()
+    _, front, body = text.split("---\n", 2)
+    card = yaml.safe_load(front)
+    assert card["pipeline_tag"] == "tabular-classification"  # a Hugging Face task id, not "classification"
+    [index] = card["model-index"]
+    [result] = index["results"]
+    assert result["task"]["type"] == card["pipeline_tag"]
+    metrics = {m["type"]: m for m in result["metrics"]}
+    assert set(metrics) == {"accuracy", "balanced_accuracy", "worst_class_recall"}  # the headline metrics, not every check
+    assert all(m["verified"] is False and isinstance(m["value"], (int, float)) for m in metrics.values())
+    for heading in ("## Uses", "### Direct Use", "### Out-of-Scope Use", "## Bias, Risks, and Limitations", "## Evaluation", "### Results"):
+        assert heading in body, heading
+    assert "Not stated (`intended_use` under `[report]`" in body
+    assert "- **Performance**:" in body and "- **Fairness**: not assessed." in body
 
 
 def test_same_seed_same_findings(cli, assets):
@@ -193,3 +213,22 @@ def test_an_old_run_renders_the_same_after_the_frameworks_change(cli, assets, tm
     assert cli("report", json.loads(out)["run_id"], "--out", tmp_path / "new.html")[0] == 0
     assert "House policy v2" in (tmp_path / "new.html").read_text()
     manager.unregister(name="policy2")
+
+
+def test_junit_failures_are_exactly_the_gate(cli, assets, tmp_path):
+    """A failure below --fail-on is a passed test case that says so; only what fails the job is red."""
+    manager = get_plugin_manager()
+    manager.register(HostilePlugin(), name="hostile")
+    try:
+        code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "test.hostile", "--json", "--fail-on", "critical")
+    finally:
+        manager.unregister(name="hostile")
+    assert code == 0, err  # the high failure is below the gate: the job passes
+    run_id = json.loads(out)["run_id"]
+    assert cli("report", run_id, "--out", tmp_path / "r.xml")[0] == 0
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert sum(int(s.get("failures")) for s in root.iter("testsuite")) == 0 == len(list(root.iter("failure")))
+    case = next(c for c in root.iter("testcase") if c.get("name").startswith("xss"))
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert properties["verdict"] == "failed" and properties["severity"] == "high" and "below --fail-on critical" in properties["below_gate"]
+    assert "group <b>bold</b> & co" in case.find("system-out").text
