@@ -40,14 +40,19 @@ def compare(
     if as_json:
         print(json.dumps(diff, indent=2, default=str))
     else:
+        from audit.report import format_number
+
         print(f"A {diff['a']['run_id']} ({diff['a']['model']})  ->  B {diff['b']['run_id']} ({diff['b']['model']})")
+        for difference in diff["differences"]:
+            print(f"  Note: {difference}")
         for row in diff["checks"]:
             if row["change"] in ("still passing",):
                 continue
-            a = "–" if row["a"] is None else f"{row['a']['value']}"
-            b = "–" if row["b"] is None else f"{row['b']['value']}"
+            a = "–" if row["a"] is None else format_number(row["a"]["value"])
+            b = "–" if row["b"] is None else format_number(row["b"]["value"])
+            delta = "" if row["delta"] is None else f" ({'+' if row['delta'] >= 0 else ''}{format_number(row['delta'])})"
             subject = f" [{row['subject']}]" if row["subject"] else ""
-            print(f"  {row['change']:<14} {row['analysis']}.{row['check']}{subject}: {a} -> {b}")
+            print(f"  {row['change']:<23} {row['analysis']}.{row['check']}{subject}: {a} -> {b}{delta}")
         print(", ".join(f"{n} {change}" for change, n in sorted(diff["counts"].items())) or "no checks")
         if out:
             print(f"Report: {out}")
