@@ -143,6 +143,9 @@ def _audit_and_report(spec, progress, default_report, extra_formats):
     return exit_code, load_view(store, outcome.run_id), written
 
 
+MAX_GATING_LINES = 10  # a terminal summary names the first few gating failures; the report has them all
+
+
 def print_summary(view, written: list[str], config_file: str | None = None) -> None:
     run = view["run"]
     print(f"Run {run['id']}: {run['model_path']} on {run['data_path']} ({run['data_rows']:,} rows, {run['provider']})")
@@ -156,9 +159,14 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     gating = [f for f in view["findings"] if f.get("gating")]
     if gating:
         print(f"Failed at or above {run['fail_on']}:")
-        for f in gating:
+        from audit.report.summary import relabel
+
+        for f in gating[:MAX_GATING_LINES]:
             subject = f" [{f['subject']}]" if f["subject"] else ""
-            print(f"  {f['severity']:<8} {f['analysis']}.{f['check']}{subject}: {f['message']}")
+            message = relabel(f["message"], f["subject"], view.get("value_labels"))
+            print(f"  {f['severity']:<8} {f['analysis']}.{f['check']}{subject}: {message}")
+        if len(gating) > MAX_GATING_LINES:
+            print(f"  ... and {len(gating) - MAX_GATING_LINES} more (the report lists them all)")
     for path in written:
         print(f"Report: {path}")
     verdict = view["verdict"]
