@@ -276,3 +276,31 @@ def test_junit_failures_are_exactly_the_gate(cli, assets, tmp_path):
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
     assert properties["verdict"] == "failed" and properties["severity"] == "high" and "below --fail-on critical" in properties["below_gate"]
     assert "group <b>bold</b> & co" in case.find("system-out").text
+
+
+def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
+    from audit.report.summary import area_lines, plain_sentence, relabel
+
+    labels = {"sex": {"0": "female", "1": "male"}}
+    assert relabel("lowest selection rate (0) is 0.430 of the highest (1) [95% CI 0.387, 0.484]", "sex", labels) == \
+        "lowest selection rate (female) is 0.430 of the highest (male) [95% CI 0.387, 0.484]"
+    assert relabel("lowest in [19, 33), 0, highest in [48, 75], 1; above 0.1", "age x sex", labels) == \
+        "lowest in [19, 33), female, highest in [48, 75], male; above 0.1"
+    assert relabel("changing sex from 0 to 1 changes 10 of 2000 rows", "sex", labels) == "changing sex from female to male changes 10 of 2000 rows"
+    assert relabel("group 0 of region", "region", labels) == "group 0 of region"  # only the subject's attributes
+    finding = {"check": "demographic_parity_ratio", "subject": "sex", "message": "lowest selection rate (0) is 0.43 of the highest (1)",
+               "lower": 0.387, "upper": 0.484, "level": 0.95, "details": {}, "verdict": "failed", "severity": "high",
+               "gating": True, "analysis": "bias.group_fairness", "value": 0.43, "threshold": 0.8}
+    assert plain_sentence(finding, labels) == "lowest selection rate (female) is 0.43 of the highest (male) [95% CI 0.387, 0.484]"
+    finding["details"] = {"plain": "female applicants are approved at 43% of the rate of male applicants"}
+    assert plain_sentence(finding, labels).startswith("female applicants are approved at 43%")
+    accuracy = {**finding, "check": "accuracy", "subject": None, "analysis": "performance", "verdict": "passed", "gating": False,
+                "message": "accuracy 0.9", "details": {}, "lower": None}
+    results = [{"analysis": "bias.group_fairness", "category": "bias", "status": "ok"},
+               {"analysis": "performance", "category": "performance", "status": "ok"},
+               {"analysis": "robustness.ood", "category": "robustness", "status": "skipped", "reason": "no logits"}]
+    areas = {a["key"]: a for a in area_lines([finding, accuracy], results, labels)}
+    assert areas["fairness"]["state"] == "failed" and areas["fairness"]["finding"] is finding
+    assert areas["performance"]["state"] == "passed" and areas["robustness"]["state"] == "not assessed"
+    assert "robustness.ood skipped: no logits" in areas["robustness"]["sentence"]
+    assert areas["explainability"]["sentence"] == "no analysis of this area was run"
