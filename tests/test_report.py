@@ -304,3 +304,20 @@ def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
     assert areas["performance"]["state"] == "passed" and areas["robustness"]["state"] == "not assessed"
     assert "robustness.ood skipped: no logits" in areas["robustness"]["sentence"]
     assert areas["explainability"]["sentence"] == "no analysis of this area was run"
+
+
+def test_json_outputs_match_the_shipped_schema(hostile_run, cli, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    schema = json.loads((Path(audit.__file__).parent / "report" / "run.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    assert list(validator.iter_errors(hostile_run)) == []  # `audit run --json`
+    cli("report", hostile_run["run_id"], "--out", tmp_path / "r.json")
+    document = json.loads((tmp_path / "r.json").read_text())
+    assert list(validator.iter_errors(document)) == []
+    assert {r["status"] for fw in document["compliance"] for r in fw["requirements"]} >= {"not met", "needs attestation", "met"}
+    # The schema can fail: a verdict outside the three is refused.
+    broken = {**hostile_run, "findings": [{**hostile_run["findings"][0], "verdict": "ok"}]}
+    assert list(validator.iter_errors(broken))

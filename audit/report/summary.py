@@ -122,7 +122,8 @@ def area_lines(findings: list[dict[str, Any]], results: list[dict[str, Any]],
         if not own:
             state = "not assessed"
             skipped = [r for r in analyses if r["status"] != "ok"]
-            why = ("; ".join(f"{r['analysis']} {r['status']}: {r.get('reason') or ''}".rstrip(": ") for r in skipped)
+            # The reason's first clause: the hint after it ("declare them with ...") is in the analysis section.
+            why = ("; ".join(f"{r['analysis']} {r['status']}: {(r.get('reason') or '').split(' (')[0]}".rstrip(": ") for r in skipped)
                    if skipped else "no analysis of this area was run")
             lines.append({"key": key, "title": title, "state": state, "sentence": why, "finding": None,
                           "counts": {"passed": 0, "failed": 0, "inconclusive": 0}, "gating": 0})
