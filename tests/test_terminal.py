@@ -75,3 +75,15 @@ def test_the_live_display_names_the_running_analysis():
     assert list(bar.tasks.values()) == ["[3/12] robustness.adversarial"]  # shown while it runs, with its elapsed time
     lines(SimpleNamespace(name="robustness.adversarial", status="ok", seconds=3.0, reason=None))
     assert bar.tasks == {} and bar.printed == ["  [3/12] robustness.adversarial: ok in 3.0 s"]
+
+
+def test_the_demo_judges_its_models_by_the_default_gate_and_still_succeeds(cli):
+    """The README's first command: the biased credit model's run says "failed" at --fail-on high, the demo exits 0."""
+    code, out, err = cli("demo", "-a", "performance", "-a", "bias.counterfactual", "--no-pdf")
+    assert code == 0, err
+    credit = out.split("== ")[1]
+    assert "credit.onnx" in credit and "status failed, exit code 1" in credit
+    assert "changing sex from female to male" in credit  # groups by their labels, from credit.npz's value_labels
+    assert "fails the default gate (--fail-on high) by design" in credit and "`audit demo` itself still succeeds" in credit
+    digits = out.split("== ")[2]
+    assert "status ok, exit code 0" in digits and "by design" not in digits
