@@ -94,8 +94,8 @@ def render_markdown(view) -> str:
     verdict = view["verdict"]
     statement = view.get("statement") or {}
     name = run["model_path"].replace("\\", "/").rsplit("/", 1)[-1]
-    gate = ("not gated (fail-on never)" if run["fail_on"] == "never"
-            else f"**{_text(run['status'])}** at fail-on {_text(run['fail_on'])}: {verdict['gating_failures']} checks at or above it failed")
+    gate = f"status **{_text(run['status'])}** " + ("(not gated: fail-on never)" if run["fail_on"] == "never"
+                                                  else f"(fail-on {_text(run['fail_on'])}: {verdict['gating_failures']} checks at or above it failed)")
     lines = [
         *model_index(view),
         "",
