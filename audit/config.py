@@ -18,7 +18,7 @@ from audit.gate import FAIL_ON_CHOICES
 
 TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
-    "trust_model_code", "template_dir", "analysis", "threads", "min_rows", "fail_on_inconclusive",
+    "trust_model_code", "template_dir", "analysis", "threads", "min_rows", "fail_on_inconclusive", "report",
     "budget",
 }
 MODEL_KEYS = {"output", "path", "gradients", "optimize", "tokenizer"}
@@ -46,6 +46,28 @@ class ModelSettings(pydantic.BaseModel):
     gradients: bool | None = None
     optimize: bool | None = None
     tokenizer: str | None = None
+
+
+class ReportSettings(pydantic.BaseModel):
+    """The [report] table: what the model is for and what it must not be used for, shown in the report and model card.
+
+    ``attestations`` answers requirements a test cannot show (human oversight,
+    data governance): {"eu-ai-act:art14": "who attests what, and where it is recorded"}.
+    """
+
+    model_config = STRICT
+    intended_use: str | None = None
+    out_of_scope: list[str] | None = None
+    limitations: list[str] | None = None
+    owner: str | None = None
+    contact: str | None = None
+    model_name: str | None = None
+    attestations: dict[str, str] | None = None
+
+    @pydantic.field_validator("out_of_scope", "limitations", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
 
 
 def _data_settings() -> type[pydantic.BaseModel]:
@@ -77,6 +99,7 @@ class Settings(pydantic.BaseModel):
     template_dir: str | None = None
     min_rows: Annotated[int, pydantic.Field(ge=0)] | None = None
     analysis: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None  # checked by ReportSettings
     executor: str | None = None  # checked, with the fix, by runner.check_executor
     ray_address: str | None = None
     budget: str | int | float | None = None  # seconds after parsing: 90, "90s", "5m", "1h", "quick"
@@ -176,6 +199,7 @@ class RunSpec:
     ray_address: str | None = None
     budget: float | None = None  # seconds of estimated analysis time the run fits its plan into
     argv: list[str] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)  # [report]: intended use, limitations, attestations
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("data_options", "argv")}
@@ -251,6 +275,9 @@ def apply_config(spec: RunSpec, table: dict[str, Any], base: Path, source: str |
         )
     _apply_top_level(spec, settings, base)
     _apply_analysis_options(spec, settings)
+    if settings.report is not None:
+        report = validated(ReportSettings, settings.report, where, "report.")
+        spec.report = {k: v for k, v in report.model_dump().items() if v is not None}
 
 
 def _config_path(base: Path, value) -> str:

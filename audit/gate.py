@@ -41,8 +41,23 @@ def waiver_covers_model(waiver, model_sha256: str, model_path: str) -> bool:
     return waiver_path == model_path
 
 
-def waivers_for_model(waivers: Iterable, model_sha256: str, model_path: str) -> list:
-    return [w for w in waivers if waiver_covers_model(w, model_sha256, model_path)]
+def waiver_state(waiver, now=None) -> str:
+    """active, expired (its last day is past) or revoked."""
+    from datetime import datetime, timezone
+
+    if not _field(waiver, "active", True):
+        return "revoked"
+    expires = _field(waiver, "expires_at")
+    if expires is not None:
+        today = (now or datetime.now(timezone.utc)).date()
+        if today > (expires.date() if hasattr(expires, "date") else expires):
+            return "expired"
+    return "active"
+
+
+def waivers_for_model(waivers: Iterable, model_sha256: str, model_path: str, now=None) -> list:
+    """The waivers in force (not revoked, not expired at ``now``) that cover this model file."""
+    return [w for w in waivers if waiver_covers_model(w, model_sha256, model_path) and waiver_state(w, now) == "active"]
 
 
 def waiver_covers_finding(waiver, finding) -> bool:

@@ -464,6 +464,8 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
             remote = RayAnalyses(spec, dataset, predictions, logits, {n: instances[n] for n in names}, model_load_options(spec))
         for position, name in enumerate(names):
             analysis = instances[name]
+            if hasattr(on_analysis, "starting"):  # a console that shows which analysis runs (audit.cli.progress)
+                on_analysis.starting(name, position, len(names))
             outcome, stop = _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions, logits,
                                               progress_factory, shared)
             with signals_deferred():

@@ -464,16 +464,12 @@ def paired_mean_difference(before, after, level: float = 0.95) -> Interval:
 
 
 def t_quantile(level: float, degrees_of_freedom: int) -> float:
-    """Two-sided Student t quantile, by bisection on the t distribution's tail."""
-    target = (1.0 - level) / 2.0
-    low, high = 0.0, 1e3
-    for _ in range(200):
-        middle = (low + high) / 2.0
-        if _t_sf(middle, degrees_of_freedom) > target:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2.0
+    """Two-sided Student t quantile (0.95, 10 -> 2.228...), by Newton steps on the t tail (see `_t_quantile_newton`).
+
+    A bisection on [0, 1000] was slower (200 tail evaluations) and wrong beyond 1000,
+    which one or two degrees of freedom reach at high levels.
+    """
+    return _t_quantile_newton(level, degrees_of_freedom)
 
 
 def _t_sf(t: float, df: int) -> float:

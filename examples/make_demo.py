@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 import tempfile
@@ -52,6 +53,8 @@ CREDIT_AUDIT_ROWS = 2000
 # the merit score: the bias the demo audit is meant to uncover.
 HISTORICAL_PENALTY_FEMALE = 1.4
 REGIONS = np.array(["north", "south", "east", "west"])
+# What the coded attribute values mean, stored in the archive as JSON (regions are text and label themselves).
+CREDIT_VALUE_LABELS = json.dumps({"sex": {"0": "female", "1": "male"}}, sort_keys=True)
 
 DIGITS_AUDIT_ROWS = 500
 
@@ -172,6 +175,7 @@ def build_credit(out: Path) -> dict[str, float]:
         age=audit_set["age"],
         region=audit_set["region"].astype("U5"),
         attributes=np.array(["sex", "age", "region"]),
+        value_labels=np.array([CREDIT_VALUE_LABELS]),
         feature_names=np.array(CREDIT_FEATURES),
         class_names=np.array(CREDIT_CLASSES),
     )

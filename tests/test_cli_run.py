@@ -128,12 +128,12 @@ def test_show_runs_and_report_rerender(cli, assets, tmp_path):
     code, out, _ = cli("report", run_id, "--out", tmp_path / "again.html")
     assert code == 0
     assert (tmp_path / "again.html").read_text() == first  # rendered from the database alone
-    for suffix, head in ((".md", "---\nmodel-index:\n- name: \"mlp.onnx\""), (".xml", "<?xml")):
+    for suffix, head in ((".md", "---\ntags:\n- audit\n"), (".xml", "<?xml")):
         code, _, err = cli("report", "latest", "--out", tmp_path / f"r{suffix}")
         assert code == 0, err
         assert (tmp_path / f"r{suffix}").read_text().startswith(head)
     card = (tmp_path / "r.md").read_text()
-    assert "## Evaluation results" in card and '    - type: "performance.accuracy"\n      value: 1\n' in card
+    assert "## Evaluation" in card and '- name: "mlp.onnx"' in card and '    - type: "accuracy"\n      value: 1\n' in card
 
 
 def test_runs_filters(cli, assets, tmp_path):

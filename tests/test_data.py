@@ -83,3 +83,38 @@ def test_nan_refused_unless_allowed_and_empty_refused(tmp_path):
     np.savez(tmp_path / "floaty.npz", x=np.zeros((3, 2), np.float32), y=np.array([0.0, 0.5, 1.0]))
     with pytest.raises(AuditError, match="whole class indices"):
         load(tmp_path / "floaty.npz")
+
+
+def test_npz_value_labels_are_json_and_label_coded_attributes(tmp_path):
+    import json
+
+    path = tmp_path / "coded.npz"
+    sex = np.array([0, 1, 1, 0])
+    np.savez(path, x=np.zeros((4, 2), np.float32), sex=sex, region=np.array(["n", "s", "s", "n"]),
+             attributes=np.array(["sex", "region"]),
+             value_labels=np.array([json.dumps({"sex": {"0": "female", "1": "male"}, "unused": {"1": "x"}})]))
+    data = load(path)
+    assert data.value_labels == {"sex": {"0": "female", "1": "male"}}  # labels of undeclared arrays dropped
+    assert [data.label_of("sex", v) for v in (0, 1, 1.0, 2)] == ["female", "male", "male", "2"]
+    assert data.label_of("region", "s") == "s"  # text labels itself
+    assert data.describe()["value_labels"] == {"sex": {"0": "female", "1": "male"}}
+    assert data.subset(np.array([0, 1])).value_labels == data.value_labels
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.array(["{not json"]), "not valid JSON"),
+    (np.array(['["a"]']), "JSON object"),
+    (np.array([1, 2]), "string array"),
+])
+def test_npz_value_labels_refused_when_malformed(tmp_path, value, message):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((2, 1), np.float32), sex=np.array([0, 1]), attributes=np.array(["sex"]), value_labels=value)
+    with pytest.raises(AuditError, match=message):
+        load(path)
+
+
+def test_demo_credit_data_names_its_sex_codes():
+    from pathlib import Path
+
+    data = load(Path(__file__).resolve().parent.parent / "examples" / "demo" / "credit.npz")
+    assert data.value_labels["sex"] == {"0": "female", "1": "male"}

@@ -58,8 +58,9 @@ def test_junit_is_well_formed_with_control_characters(hostile_run):
     root = ET.parse(hostile_run / "r.xml").getroot()
     case = root.find(".//testcase[@classname='hostile.strings']")
     assert "\\x01" in case.get("name") and "\\x1b" in case.get("name")
-    failure = case.find("failure")
-    assert failure.get("message").startswith("<img src=x onerror=alert(1)>")
+    # It fails below the gate (the run exits 0): a passed test case whose output carries the message, exact when parsed.
+    assert case.find("failure") is None
+    assert case.find("system-out").text.startswith("<img src=x onerror=alert(1)>")
 
 
 @pytest.mark.parametrize("suffix, allowed", [

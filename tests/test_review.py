@@ -127,3 +127,68 @@ def test_waivers_recorded_by_path_before_the_digest_still_apply(cli, assets, tmp
 
     assert [w.reason for w in waivers_for_model(waivers.values(), sha, "elsewhere/model.onnx")] == ["old"]
     assert [w.reason for w in waivers_for_model(waivers.values(), "other", "gone.onnx")] == ["orphan"]
+
+
+def test_waivers_are_listed_expire_and_are_revoked(cli, assets, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    rng = np.random.default_rng(0)
+    np.savez("noisy.npz", x=assets.x, y=rng.integers(0, 2, len(assets.x)))
+    run_id = _failing_run(cli, assets.mlp_onnx)
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).date()
+    # A bad date and a past day are refused with one line, and nothing is recorded.
+    for bad, said in (("31/12/2026", "YYYY-MM-DD"), ("2000-01-01", "that day is past")):
+        code, out, err = cli("waive", run_id, "accuracy", "--reason", "r", "--expires", bad)
+        assert code == 2 and said in err and "Traceback" not in err
+    code, out, _ = cli("waivers")
+    assert code == 0 and "No waivers" in out
+    code, out, err = cli("waive", run_id, "accuracy", "--reason", "noisy labels", "--author", "ana", "--expires", str(tomorrow))
+    assert code == 0 and f"until {tomorrow}" in out, err
+    code, out, _ = cli("waivers")
+    assert out.splitlines()[0].split()[:3] == ["ID", "STATE", "CHECK"]
+    assert "active" in out and "ana" in out and str(tomorrow) in out and "noisy labels" in out and "1 active" in out
+    [listed] = json.loads(cli("waivers", "--json")[1])
+    code, out, _ = cli("run", assets.mlp_onnx, "--data", "noisy.npz", "-a", "performance", "--json")
+    assert code == 0  # waived
+    # Revoked: the check counts again, and the waiver stays listed with who revoked it.
+    code, out, err = cli("unwaive", str(listed["id"]), "--by", "lead")
+    assert code == 0 and "revoked by lead" in out, err
+    assert cli("run", assets.mlp_onnx, "--data", "noisy.npz", "-a", "performance", "--json")[0] == 1
+    assert cli("waivers")[1].startswith("No waivers")
+    [revoked] = json.loads(cli("waivers", "--all", "--json")[1])
+    assert revoked["state"] == "revoked" and revoked["revoked"].endswith("by lead")
+    code, _, err = cli("unwaive", str(listed["id"]))
+    assert code == 2 and "already revoked" in err
+    code, _, err = cli("unwaive", "999")
+    assert code == 2 and "no waiver 999" in err
+
+
+def test_an_expired_waiver_stops_applying():
+    from datetime import datetime
+
+    from audit.gate import counted_failures, waiver_state, waivers_for_model
+
+    class W:
+        def __init__(self, expires_at, active=True):
+            self.check, self.subject, self.analysis, self.model_sha256, self.model_path = "accuracy", None, None, "", ""
+            self.expires_at, self.active = expires_at, active
+
+    finding = {"check": "accuracy", "subject": None, "analysis": "performance", "severity": "high", "verdict": "failed"}
+    last_day = W(datetime(2026, 12, 31))
+    assert waiver_state(last_day, now=datetime(2026, 12, 31, 23, 59)) == "active"  # the last day is included
+    assert waiver_state(last_day, now=datetime(2027, 1, 1, 0, 1)) == "expired"
+    assert waiver_state(W(None, active=False)) == "revoked"
+    in_force = waivers_for_model([last_day], "sha", "m.onnx", now=datetime(2027, 1, 1, 0, 1))
+    assert in_force == [] and counted_failures([finding], "high", in_force) == [finding]
+    assert counted_failures([finding], "high", waivers_for_model([last_day], "sha", "m.onnx", now=datetime(2026, 6, 1))) == []
+
+
+def test_waiving_a_check_that_passes_is_refused_unless_forced(cli, assets):
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    code, out, err = cli("waive", run_id, "accuracy", "--reason", "pre-accept")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("Error: accuracy passed in run") and "--force" in err
+    assert json.loads(cli("waivers", "--all", "--json")[1]) == []
+    code, out, err = cli("waive", run_id, "accuracy", "--reason", "pre-accept", "--force")
+    assert code == 0 and "0 failed finding(s)" in out, err

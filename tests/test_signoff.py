@@ -106,3 +106,17 @@ def test_bad_sign_off_is_one_error_line(finished_run, cli, tmp_path, args, messa
 def test_verify_a_missing_file_is_exit_2(cli, tmp_path):
     code, _, err = cli("verify", tmp_path / "nope.html")
     assert code == 2 and "not found" in err
+
+
+def test_verify_says_when_waivers_changed_after_the_report(finished_run, cli, tmp_path):
+    """Waivers are not run records (the digest does not cover them), but they change the gate: verify says so."""
+    run_id = finished_run["run_id"]
+    code, out, err = cli("verify", tmp_path / "r.html")
+    assert code == 0 and "note:" not in out, out + err
+    code, out, err = cli("waive", run_id, "accuracy", "--reason", "accepted", "--author", "lee", "--force")
+    assert code == 0, err
+    code, out, err = cli("verify", tmp_path / "r.html")
+    assert code == 0 and "verified" in out  # the records themselves are unchanged
+    assert "note: waiver 1 (accuracy, by lee) was added after the report was written" in out
+    notes = json.loads(cli("verify", tmp_path / "r.html", "--json")[1])["notes"]
+    assert len(notes) == 1 and "the gate counts that check no more" in notes[0]

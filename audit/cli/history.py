@@ -57,18 +57,34 @@ def runs(
     rows = store.runs(model=model, status="running" if status == "abandoned" else status, since=cutoff, limit=limit)
     if status in ("running", "abandoned"):
         rows = [r for r in rows if effective_status(r) == status]
-    out = [
-        {"run_id": r.id, "started_at": r.started_at.isoformat(), "status": effective_status(r), "exit_code": r.exit_code,
-         "model": r.model_path, "model_sha256": r.model_sha256, "data": r.data_path, "rows": r.data_rows, "provider": r.provider}
-        for r in rows
-    ]
+    from audit.gate import verdict_of
+
+    out = []
+    for r in rows:
+        verdicts = [verdict_of(f) for f in store.findings(r.id)]
+        out.append({"run_id": r.id, "started_at": r.started_at.isoformat(), "status": effective_status(r), "exit_code": r.exit_code,
+                    "model": r.model_path, "model_sha256": r.model_sha256, "data": r.data_path, "rows": r.data_rows, "provider": r.provider,
+                    "fail_on": r.fail_on, **{v: verdicts.count(v) for v in ("passed", "failed", "inconclusive")}})
     if as_json:
         print(json.dumps(out, indent=2))
         return
     if not out:
         print("No runs match.")
+        return
+    print(f"{'RUN':<12}  {'STARTED (UTC)':<16}  {'STATUS':<11} {'EXIT':>4}  {'GATE':<8} {'PASS':>5} {'FAIL':>5} {'INCONC':>6}  {'ROWS':>9}  MODEL")
     for r in out:
-        print(f"{r['run_id']}  {r['started_at'][:19]}  {r['status']:<11} {r['model']}  ({r['rows']:,} rows, {r['provider']})")
+        exit_code = "" if r["exit_code"] is None else str(r["exit_code"])
+        print(f"{r['run_id']:<12}  {r['started_at'][:16].replace('T', ' '):<16}  {r['status']:<11} {exit_code:>4}  {r['fail_on']:<8} "
+              f"{r['passed']:>5} {r['failed']:>5} {r['inconclusive']:>6}  {r['rows']:>9,}  {r['model']}")
+    print(f"{len(out)} run{'s' if len(out) != 1 else ''}" + (f" (at most {limit}; --limit shows more)" if len(out) == limit else "")
+          + ": " + ", ".join(f"{n} {status}" for status, n in sorted(_count(r["status"] for r in out).items())))
+
+
+def _count(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
 
 
 def show(

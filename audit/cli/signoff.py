@@ -75,6 +75,8 @@ def verify(
                 print("  unsigned")
         for problem in result["problems"]:
             print(f"  CHANGED: {problem}")
+        for note in result.get("notes", []):
+            print(f"  note: {note} (waivers are not covered by the records digest)")
         if not result["problems"]:
             print("  verified: the run's records are as they were when the report was written" + (" and signed" if result["signoffs"] else ""))
     raise typer.Exit(1 if result["problems"] else 0)

@@ -59,6 +59,9 @@ class Dataset:
     ignored_columns: list[str] = field(default_factory=list)  # tables: columns neither feature, label nor attribute
     # tables: categorical (string) feature -> its categories; its column of x holds codes, indices into that list
     categories: dict[str, list[str]] = field(default_factory=dict)
+    # {attribute: {str(raw value): label}}: what a coded attribute's values mean (sex 0 -> "female").
+    # Text attributes (CSV strings) label themselves and need no entry; see `label_of`.
+    value_labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -112,7 +115,30 @@ class Dataset:
             "feature_source": self.feature_source,
             "ignored_columns": list(self.ignored_columns),
             **({"categorical_columns": {name: len(values) for name, values in self.categories.items()}} if self.categories else {}),
+            "value_labels": {a: dict(labels) for a, labels in self.value_labels.items()},
         }
+
+    def label_of(self, attribute: str, value) -> str:
+        """The label of one raw attribute value: from `value_labels`, else the value as text."""
+        return label_value(self.value_labels, attribute, value)
+
+
+def label_value(value_labels: dict[str, dict[str, str]] | None, attribute: str, value) -> str:
+    """``value``'s label under ``value_labels`` ({attribute: {str(raw): label}}), else the value as text.
+
+    A whole number stored as a float (1.0, a model input column) finds the label keyed "1".
+    """
+    labels = (value_labels or {}).get(attribute) or {}
+    text = str(value)
+    if text in labels:
+        return labels[text]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return text
+    if number.is_integer() and str(int(number)) in labels:
+        return labels[str(int(number))]
+    return text
 
 
 def sha256_of(path: Path) -> str:
@@ -199,6 +225,7 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
     feature_names = [str(f) for f in arrays.pop("feature_names")] if "feature_names" in arrays else None
     class_names = [str(c) for c in arrays.pop("class_names")] if "class_names" in arrays else None
     declared = [str(a) for a in arrays.pop("attributes").reshape(-1)] if "attributes" in arrays else []
+    value_labels = _npz_value_labels(arrays.pop("value_labels"), path) if "value_labels" in arrays else {}
     per_row = {key: value for key, value in arrays.items() if value.ndim == 1 and len(value) == n}
     if options.attributes:
         wanted = list(options.attributes)
@@ -225,7 +252,31 @@ def load_npz(path: Path, options: DataOptions) -> Dataset:
         class_names=class_names,
         feature_names=feature_names,
         attribute_features=attribute_features,
+        value_labels={a: labels for a, labels in value_labels.items() if a in attributes},
     )
+
+
+def _npz_value_labels(array: np.ndarray, path: Path) -> dict[str, dict[str, str]]:
+    """The optional ``value_labels`` array of an NPZ: string(s) holding a JSON object {attribute: {raw value: label}}.
+
+    Parsed with json, never unpickled; several strings are merged in order.
+    """
+    import json
+
+    if array.dtype.kind != "U":
+        raise AuditError(f"{path}: 'value_labels' must be a string array holding JSON, e.g. "
+                         "np.array([json.dumps({'sex': {'0': 'female', '1': 'male'}})]); got dtype " + str(array.dtype))
+    merged: dict[str, dict[str, str]] = {}
+    for text in array.reshape(-1):
+        try:
+            parsed = json.loads(str(text))
+        except ValueError as error:
+            raise AuditError(f"{path}: 'value_labels' is not valid JSON ({first_line(error, 80)})") from None
+        if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+            raise AuditError(f"{path}: 'value_labels' must be a JSON object {{attribute: {{raw value: label}}}}")
+        for attribute, labels in parsed.items():
+            merged.setdefault(str(attribute), {}).update({str(k): str(v) for k, v in labels.items()})
+    return merged
 
 
 def _attribute_values(values: np.ndarray) -> np.ndarray:

@@ -56,16 +56,19 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     for finding in findings:
         waiver = waiver_for(finding, waivers)
         finding["waiver"] = None if waiver is None else {
-            "reason": waiver.reason, "author": waiver.author, "created_at": str(waiver.created_at)[:19]}
+            "id": waiver.id, "reason": waiver.reason, "author": waiver.author, "created_at": str(waiver.created_at)[:19],
+            "expires_at": None if getattr(waiver, "expires_at", None) is None else str(waiver.expires_at)[:10]}
 
-    sections = _sections(results, findings, metrics, artifacts)
+    value_labels = (run.data_info or {}).get("value_labels") or {}
+    sections = _sections(results, findings, metrics, artifacts, value_labels)
 
     failures = counted_failures(findings, run.fail_on, waivers, inconclusive_fails=bool(getattr(run, "fail_on_inconclusive", False)))
     failed_ids = {id(f) for f in failures}
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
         finding["severity_rank"] = Severity.rank_of(finding["severity"])
-    from audit.report.summary import executive_summary
+    from audit.report.glossary import glossary
+    from audit.report.summary import area_lines, executive_summary
 
     run_row = _row(run)
     # Waivers recorded after the run change its gate: show the status and exit
@@ -74,8 +77,11 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     run_row["status"], run_row["exit_code"] = gated_run_status(status, run.exit_code, [r["status"] for r in results], failures)
     from audit.store.seal import records_digest
 
+    statement = dict((run_row.get("config") or {}).get("report") or {})
     return {
-        "summary": executive_summary(findings),
+        "summary": executive_summary(findings, value_labels=value_labels),
+        "areas": area_lines(findings, results, value_labels),
+        "value_labels": value_labels,
         "records_digest": records_digest(store, run),
         "signoffs": [_row(s) for s in store.signoffs(run.id)],
         "run": run_row,
@@ -84,7 +90,11 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
         "findings": findings,
         "metrics": metrics,
         "verdict": _verdict(findings, failures, results),
-        "compliance": compliance_matrix(findings, run_frameworks(run), {r["analysis"]: r["category"] for r in results}),
+        "compliance": compliance_matrix(findings, run_frameworks(run), {r["analysis"]: r["category"] for r in results},
+                                        statement, status),
+        "conformity_rule": CONFORMITY_RULE,
+        "glossary": glossary(findings, results),
+        "statement": statement,
         "frameworks_stored": run.frameworks is not None,
         "cost": {
             "clean_forward_rows": run.clean_forward_rows,
@@ -96,7 +106,7 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     }
 
 
-def _sections(results: list[dict], findings: list[dict], metrics: list[dict], artifacts) -> list[dict]:
+def _sections(results: list[dict], findings: list[dict], metrics: list[dict], artifacts, value_labels=None) -> list[dict]:
     """One section per analysis result: its findings, metrics (also as tables) and figures as data URIs."""
     by_result: dict[int, dict[str, list]] = defaultdict(lambda: {"findings": [], "metrics": [], "figures": []})
     for finding in findings:
@@ -106,13 +116,14 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
     for artifact in artifacts:
         by_result[artifact.result_id]["figures"].append({
             "name": artifact.name, "title": artifact.title, "caption": artifact.caption, "subject": artifact.subject,
+            "detail": " x " in (artifact.subject or ""),  # intersections: the PDF shows them in the appendix
             "mime": artifact.mime,
             "data_uri": f"data:{artifact.mime};base64,{base64.b64encode(artifact.content).decode()}",
         })
     sections = []
     for result in results:
         parts = by_result[result["id"]]
-        sections.append({**result, **parts, "metric_tables": _metric_tables(parts["metrics"])})
+        sections.append({**result, **parts, "metric_tables": _metric_tables(parts["metrics"], value_labels)})
     return sections
 
 
@@ -128,11 +139,24 @@ def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[
         },
         **{verdict: sum(1 for f in findings if f["verdict"] == verdict) for verdict in VERDICTS},
         "gating_failures": len(failures),
+        "waived": sum(1 for f in findings if f["verdict"] == "failed" and f.get("waiver")),
         "status_counts": dict(Counter(r["status"] for r in results)),
     }
 
 
-def _metric_tables(metrics: list[dict]) -> list[dict]:
+# A pivot with more metric columns than this is split into several tables, so every table fits the page.
+MAX_TABLE_COLUMNS = 7
+
+
+def _chunked(table: dict) -> list[dict]:
+    columns = table["columns"]
+    if len(columns) <= MAX_TABLE_COLUMNS:
+        return [table]
+    return [{**table, "columns": columns[i:i + MAX_TABLE_COLUMNS], "part": i // MAX_TABLE_COLUMNS + 1}
+            for i in range(0, len(columns), MAX_TABLE_COLUMNS)]
+
+
+def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> list[dict]:
     """Arrange metrics as readable tables.
 
     Metrics without a subject or group are one list; metrics with a subject but
@@ -157,14 +181,25 @@ def _metric_tables(metrics: list[dict]) -> list[dict]:
             columns[metric["subject"]].append(metric["name"])
     tables = []
     if plain:
-        tables.append({"subject": None, "kind": "plain", "rows": plain})
+        tables.append({"subject": None, "kind": "plain", "rows": plain, "detail": len(plain) > 12})
     if by_subject:
-        tables.append({"subject": None, "kind": "subjects", "columns": subject_columns,
-                       "rows": [{"group": subject, "cells": cells} for subject, cells in by_subject.items()]})
+        tables += _chunked({"subject": None, "kind": "subjects", "columns": subject_columns, "detail": len(by_subject) > 12,
+                            "rows": [{"group": subject, "cells": cells} for subject, cells in by_subject.items()]})
+    from audit.report.summary import relabel
+
     for subject, rows in grouped.items():
-        tables.append({"subject": subject, "kind": "grouped", "columns": columns[subject],
-                       "rows": [{"group": group, "cells": cells} for group, cells in rows.items()]})
+        # Intersections and long tables are details: the PDF moves them to the appendix.
+        detail = " x " in str(subject) or len(rows) > 12
+        tables += _chunked({"subject": subject, "kind": "grouped", "columns": columns[subject], "detail": detail,
+                            "rows": [{"group": _group_name(group, subject, value_labels, relabel), "cells": cells}
+                                     for group, cells in rows.items()]})
     return tables
+
+
+def _group_name(group: str, subject: str | None, value_labels: dict | None, relabel) -> str:
+    """A group as its label with the code beside it ("female (0)"), or as stored when it has no label."""
+    labelled = relabel(str(group), subject, value_labels)
+    return labelled if labelled == str(group) else f"{labelled} ({group})"
 
 
 def run_frameworks(run) -> list[dict]:
@@ -181,36 +216,82 @@ def run_frameworks(run) -> list[dict]:
     return [dict(framework) for framework in BUILTIN_FRAMEWORKS]
 
 
-def compliance_matrix(findings: list[dict], frameworks: list[dict], categories: dict[str, str] | None = None) -> list[dict]:
-    """Per framework and requirement: the findings that bear on it, and a status.
+CONFORMITY_RULE = (
+    "A test requirement is met when its evidence (the findings of the analysis categories it names, or tagged with it) "
+    "includes every category it requires and every check in it passed; not met when a check the gate counts failed; "
+    "partly met when checks failed below the gate, were waived or were inconclusive, when a required category has no "
+    "finding (its analyses were skipped or not run), or when a statement it needs is missing from [report]; not assessed "
+    "when no finding bears on it. A documentation duty is met by this report once the run finished. A process no test "
+    "can show needs a person's attestation ([report] attestations)."
+)
+STATUSES = ("met", "not met", "partly met", "not assessed", "needs attestation", "attested")
 
-    A finding bears on a requirement through a tag ``framework:requirement``,
-    or, where a (third-party) requirement lists categories, through its
-    analysis's category. A requirement no finding bears on is "not assessed",
-    never "passed". ``frameworks`` are the stored ones (see `run_frameworks`).
+
+def _requirement_spec(spec) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"text": spec, "kind": "test", "categories": [], "requires": []}
+    return {"text": spec.get("text", ""), "kind": spec.get("kind", "test"), "categories": list(spec.get("categories") or []),
+            "requires": list(spec.get("requires") or []), "needs_statement": spec.get("needs_statement")}
+
+
+def compliance_matrix(findings: list[dict], frameworks: list[dict], categories: dict[str, str] | None = None,
+                      statement: dict[str, Any] | None = None, run_status: str = "ok") -> list[dict]:
+    """Per framework and requirement: a status (met, not met, partly met, not assessed, needs attestation), why, and the evidence.
+
+    The rule is `CONFORMITY_RULE`; ``frameworks`` are the stored ones (see
+    `run_frameworks`), ``statement`` the run's [report] table.
     """
     categories = categories or {}
+    statement = statement or {}
+    attestations = statement.get("attestations") or {}
+    finished = run_status in ("ok", "failed")
     matrix = []
     for framework in frameworks:
         rows = []
-        for requirement, spec in framework["requirements"].items():
-            text = spec if isinstance(spec, str) else spec.get("text", requirement)
-            by_category = set() if isinstance(spec, str) else set(spec.get("categories") or [])
+        for requirement, raw in framework["requirements"].items():
+            spec = _requirement_spec(raw)
             tag = f"{framework['id']}:{requirement}"
-            evidence = [f for f in findings if tag in (f.get("tags") or []) or categories.get(f["analysis"]) in by_category]
-            if not evidence:
-                status = "not assessed"
-            elif any(f["verdict"] == "failed" and not f.get("waiver") for f in evidence):
-                status = "failed"
-            elif any(f["verdict"] == "inconclusive" for f in evidence):
-                status = "inconclusive"
-            elif any(f["verdict"] == "failed" for f in evidence):
-                status = "passed with waivers"
+            evidence, why = [], ""
+            if spec["kind"] == "attestation":
+                if tag in attestations:
+                    status, why = "attested", str(attestations[tag])
+                else:
+                    status, why = "needs attestation", f"a person states it under [report] attestations, key \"{tag}\""
+            elif spec["kind"] == "documentation":
+                status = "met" if finished else "partly met"
+                why = ("this report documents the tests, metrics, thresholds, intervals and results (and its records digest "
+                       "binds them to the database)" if finished else f"the run did not finish ({run_status}): the record is incomplete")
             else:
-                status = "passed"
-            rows.append({"id": requirement, "tag": tag, "text": text, "status": status,
+                evidence = [f for f in findings if tag in (f.get("tags") or []) or categories.get(f["analysis"]) in spec["categories"]]
+                assessed = {categories.get(f["analysis"]) for f in evidence}
+                missing = [c for c in spec["requires"] if c not in assessed]
+                gating = [f for f in evidence if f.get("gating")]
+                doubtful = [f for f in evidence if f["verdict"] != "passed"]
+                unstated = spec.get("needs_statement") and not statement.get(spec["needs_statement"])
+                if not evidence:
+                    status, why = "not assessed", "no finding bears on it" + (f" (no {', '.join(spec['requires'])} analysis ran)" if spec["requires"] else "")
+                elif gating:
+                    status, why = "not met", f"{len(gating)} check(s) the gate counts failed"
+                elif doubtful or missing or unstated:
+                    reasons = []
+                    if missing:
+                        reasons.append(f"not assessed for {', '.join(missing)} (skipped or not run)")
+                    failed_below = sum(1 for f in doubtful if f["verdict"] == "failed")
+                    if failed_below:
+                        reasons.append(f"{failed_below} check(s) failed below the gate or waived")
+                    undecided = sum(1 for f in doubtful if f["verdict"] == "inconclusive")
+                    if undecided:
+                        reasons.append(f"{undecided} inconclusive")
+                    if unstated:
+                        reasons.append(f"{spec['needs_statement'].replace('_', ' ')} not stated in [report]")
+                    status, why = "partly met", "; ".join(reasons)
+                else:
+                    status, why = "met", f"all {len(evidence)} checks passed"
+            ordered = sorted(evidence, key=lambda f: ({"failed": 0, "inconclusive": 1, "passed": 2}[f["verdict"]],
+                                                      not f.get("gating"), -f.get("severity_rank", 0)))
+            rows.append({"id": requirement, "tag": tag, "text": spec["text"], "kind": spec["kind"], "status": status, "why": why,
                          **{verdict: sum(1 for f in evidence if f["verdict"] == verdict) for verdict in VERDICTS},
-                         "findings": evidence})
+                         "findings": ordered})
         matrix.append({"id": framework["id"], "title": framework["title"], "plugin": framework.get("plugin", ""), "requirements": rows})
     return matrix
 
@@ -276,6 +357,7 @@ def environment(template_dir: str | None = None, plugin_manager=None):
         lstrip_blocks=True,
     )
     env.filters["num"] = format_number
+    env.filters["plain"] = plain_value
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     env.globals["section_template"] = lambda name, plugin=None: _section_template(env, name, plugin)
     return env
@@ -296,6 +378,17 @@ def _section_template(env, analysis_name: str, plugin: str | None = None) -> str
     return "analysis/_default.html"
 
 
+def plain_value(value) -> str:
+    """An option or config value as text a reader scans: lists joined, tables as key = value, numbers formatted."""
+    if isinstance(value, dict):
+        return "; ".join(f"{k} = {plain_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain_value(v) for v in value) or "none"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format_number(value)
+    return "none" if value is None else str(value)
+
+
 def format_number(value, digits: int = 3) -> str:
     if value is None:
         return "–"
@@ -304,6 +397,9 @@ def format_number(value, digits: int = 3) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     magnitude = abs(value)
+    # Counts stored as floats (rows, queries) are whole numbers: print them as such, not "1,034.0".
+    if value == value and magnitude != float("inf") and float(value).is_integer() and magnitude >= 1:
+        return f"{int(value):,}"
     if magnitude != 0 and (magnitude < 10 ** -digits or magnitude >= 1e6):
         return f"{value:.{digits}g}"
     return f"{value:.{digits}f}".rstrip("0").rstrip(".") if magnitude < 1000 else f"{value:,.1f}"

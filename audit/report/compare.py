@@ -52,6 +52,7 @@ def compare_runs(store, ref_a: str, ref_b: str) -> dict[str, Any]:
     return {
         "a": _identity(a["run"]),
         "b": _identity(b["run"]),
+        "differences": differences(a["run"], b["run"], a["results"], b["results"]),
         "counts": counts,
         "new_failures": [r for r in rows if r["change"] == "new failure"],
         "fixed": [r for r in rows if r["change"] == "fixed"],
@@ -61,7 +62,30 @@ def compare_runs(store, ref_a: str, ref_b: str) -> dict[str, Any]:
 
 def _identity(run) -> dict[str, Any]:
     return {"run_id": run["id"], "started_at": str(run["started_at"])[:19], "status": run["status"], "model": run["model_path"],
-            "model_sha256": run["model_sha256"], "data": run["data_path"], "data_sha256": run["data_sha256"]}
+            "model_sha256": run["model_sha256"], "data": run["data_path"], "data_sha256": run["data_sha256"], "seed": run["seed"],
+            "fail_on": run["fail_on"]}
+
+
+def differences(a: dict, b: dict, results_a: list[dict], results_b: list[dict]) -> list[str]:
+    """What differs between the two runs besides their findings, in words: a change may come from these, not the model."""
+    said = []
+    if a["model_sha256"] != b["model_sha256"]:
+        said.append("different model files (sha256 differ)")
+    if a["data_sha256"] != b["data_sha256"]:
+        said.append(f"different data ({a['data_rows']:,} vs {b['data_rows']:,} rows; sha256 differ)")
+    if a["seed"] != b["seed"]:
+        said.append(f"different seeds ({a['seed']} vs {b['seed']}): sampled results (bootstrap, attacks, permutations) vary with it")
+    if a["fail_on"] != b["fail_on"]:
+        said.append(f"different gates (--fail-on {a['fail_on']} vs {b['fail_on']})")
+    options_a = {r["analysis"]: r.get("options") for r in results_a}
+    options_b = {r["analysis"]: r.get("options") for r in results_b}
+    changed = sorted(name for name in set(options_a) & set(options_b) if options_a[name] != options_b[name])
+    if changed:
+        said.append(f"different options for {', '.join(changed)}")
+    only = sorted(set(options_a) ^ set(options_b))
+    if only:
+        said.append(f"analyses run in only one of them: {', '.join(only)}")
+    return said
 
 
 def render_compare_html(diff: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""JUnit XML: one test case per check, failures for failed checks, so CI shows the audit as tests."""
+"""JUnit XML: one test case per check, a failure only where the gate counts one, so CI's test view and job status agree."""
 
 from __future__ import annotations
 
@@ -15,7 +15,20 @@ def _xml(value) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(value))
 
 
+def _counts_as_failure(finding) -> bool:
+    """Whether the gate counts this finding (at or above --fail-on, not waived; inconclusive only with --fail-on-inconclusive)."""
+    return bool(finding.get("gating"))
+
+
 def render_junit(view) -> str:
+    """One <testsuite> per analysis, one <testcase> per check.
+
+    <failure>: the checks the gate counts, so the red tests are exactly what
+    fails the job. <skipped>: inconclusive checks (not shown either way) and
+    waived ones. Every other check, passed or failed below the gate, is a passed
+    test case whose properties carry its verdict and severity and whose
+    system-out carries its message.
+    """
     run = view["run"]
     suites = ET.Element("testsuites", name=_xml(f"audit {run['id']}"))
     by_analysis: dict[str, list] = {}
@@ -23,11 +36,13 @@ def render_junit(view) -> str:
         by_analysis.setdefault(finding["analysis"], []).append(finding)
     for result in view["results"]:
         findings = by_analysis.get(result["analysis"], [])
+        failing = [f for f in findings if _counts_as_failure(f)]
+        skipped = [f for f in findings if not _counts_as_failure(f) and (f["verdict"] == "inconclusive" or (f["verdict"] == "failed" and f.get("waiver")))]
         suite = ET.SubElement(
             suites, "testsuite", name=_xml(result["analysis"]), tests=str(max(len(findings), 1)),
-            failures=str(sum(1 for f in findings if f["verdict"] == "failed" and not f.get("waiver"))),
+            failures=str(len(failing)),
             errors=str(1 if result["status"] in ("error", "not run") or (result["status"] == "interrupted" and not findings) else 0),
-            skipped=str(1 if result["status"] == "skipped" else sum(1 for f in findings if f["verdict"] == "inconclusive" or (f["verdict"] == "failed" and f.get("waiver")))),
+            skipped=str(1 if result["status"] == "skipped" else len(skipped)),
             time=f"{result['seconds']:.3f}",
         )
         if result["status"] in ("skipped", "error", "interrupted", "not run") and not findings:
@@ -38,14 +53,23 @@ def render_junit(view) -> str:
         for finding in findings:
             name = finding["check"] + (f" [{finding['subject']}]" if finding["subject"] else "")
             case = ET.SubElement(suite, "testcase", classname=_xml(result["analysis"]), name=_xml(name))
-            if finding["verdict"] == "inconclusive":
+            interval = "" if finding.get("lower") is None else f" [{finding['lower']:.4g}, {finding['upper']:.4g}]"
+            detail = f"value={finding['value']}{interval} threshold={finding['threshold']} severity={finding['severity']} verdict={finding['verdict']}"
+            if _counts_as_failure(finding):
+                failure = ET.SubElement(case, "failure", message=_xml(finding["message"]), type=_xml(finding["severity"]))
+                failure.text = _xml(detail)
+            elif finding["verdict"] == "failed" and finding.get("waiver"):
+                ET.SubElement(case, "skipped", message=_xml(f"waived: {finding['waiver']['reason']}"))
+            elif finding["verdict"] == "inconclusive":
                 # Not shown to pass, not shown to fail: a skipped test, never a red one.
                 ET.SubElement(case, "skipped", message=_xml(f"inconclusive: {finding['message']}"))
-            elif finding["verdict"] == "failed":
-                if finding.get("waiver"):
-                    ET.SubElement(case, "skipped", message=_xml(f"waived: {finding['waiver']['reason']}"))
-                else:
-                    failure = ET.SubElement(case, "failure", message=_xml(finding["message"]), type=_xml(finding["severity"]))
-                    failure.text = _xml(f"value={finding['value']} threshold={finding['threshold']} severity={finding['severity']}")
+            else:
+                props = ET.SubElement(case, "properties")
+                for key in ("verdict", "severity"):
+                    ET.SubElement(props, "property", name=key, value=_xml(finding[key]))
+                if finding["verdict"] == "failed":
+                    ET.SubElement(props, "property", name="below_gate", value=_xml(f"fails below --fail-on {run['fail_on']}"))
+                out = ET.SubElement(case, "system-out")
+                out.text = _xml(f"{finding['message']}\n{detail}")
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

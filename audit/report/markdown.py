@@ -1,4 +1,4 @@
-"""A model-card style Markdown summary: the evaluation results a model card carries."""
+"""A Hugging Face model card section: front matter with a short model-index, and prose on risks, limitations and evaluation."""
 
 from __future__ import annotations
 
@@ -31,18 +31,44 @@ def _cell(value) -> str:
     return _text(value) if isinstance(value, str) else format_number(value)
 
 
+# Hugging Face task ids (pipeline_tag) for the data modalities audit reads; "tensor" data has none.
+TASKS = {
+    "tabular": ("tabular-classification", "Tabular Classification"),
+    "image": ("image-classification", "Image Classification"),
+    "text": ("text-classification", "Text Classification"),
+}
+MAX_INDEX_METRICS = 8
+MAX_CARD_ROWS = 20
+
+
+def task_of(view) -> tuple[str, str] | None:
+    return TASKS.get((view["run"].get("data_info") or {}).get("modality"))
+
+
 def model_index(view) -> list[str]:
-    """YAML front matter in the model-index form a Hugging Face model card reads."""
+    """YAML front matter as a Hugging Face model card reads it: pipeline_tag and a model-index of the headline metrics.
+
+    The metrics are the performance checks (accuracy and the like), a handful;
+    every check is in the report itself. Without a task id (tensor data) there
+    is no model-index, which requires one.
+    """
     run = view["run"]
     name = run["model_path"].replace("\\", "/").rsplit("/", 1)[-1]
     dataset = run["data_path"].replace("\\", "/").rsplit("/", 1)[-1]
-    lines = ["---", "model-index:", f"- name: {_yaml(name)}", "  results:", "  - task:", "      type: classification",
-             "    dataset:", f"      name: {_yaml(dataset)}", f"      type: {_yaml(dataset)}", "    metrics:"]
-    for f in view["findings"]:
-        if f["value"] is None:
-            continue
+    task = task_of(view)
+    lines = ["---", "tags:", "- audit", "- model-audit"]
+    if task is None:
+        return [*lines, "---"]
+    categories = {r["analysis"]: r.get("category") for r in view["results"]}
+    headline = [f for f in view["findings"] if categories.get(f["analysis"]) == "performance" and f["value"] is not None]
+    lines += [f"pipeline_tag: {task[0]}"]
+    if not headline:
+        return [*lines, "---"]
+    lines += ["model-index:", f"- name: {_yaml(name)}", "  results:", "  - task:", f"      type: {task[0]}", f"      name: {_yaml(task[1])}",
+              "    dataset:", f"      name: {_yaml(dataset)}", f"      type: {_yaml(dataset)}", "    metrics:"]
+    for f in headline[:MAX_INDEX_METRICS]:
         label = f["check"] + (f" ({f['subject']})" if f["subject"] else "")
-        lines += [f"    - type: {_yaml(f['analysis'] + '.' + f['check'])}", f"      value: {f['value']:.6g}", f"      name: {_yaml(label)}",
+        lines += [f"    - type: {_yaml(f['check'])}", f"      value: {f['value']:.6g}", f"      name: {_yaml(label)}",
                   "      verified: false"]
     lines.append("---")
     return lines
@@ -54,29 +80,88 @@ def _yaml(text: str) -> str:
     return f'"{escaped}"'
 
 
+def _interval(f) -> str:
+    from audit.report import format_number
+
+    if f.get("lower") is None or f.get("upper") is None:
+        return ""
+    return f" [{round((f.get('level') or 0.95) * 100)}% CI {format_number(f['lower'])}, {format_number(f['upper'])}]"
+
+
 def render_markdown(view) -> str:
+    """The card: front matter, then Uses, "Bias, Risks, and Limitations" and "Evaluation" in prose, then the audit record."""
     run = view["run"]
     verdict = view["verdict"]
+    statement = view.get("statement") or {}
+    name = run["model_path"].replace("\\", "/").rsplit("/", 1)[-1]
+    gate = f"status **{_text(run['status'])}** " + ("(not gated: fail-on never)" if run["fail_on"] == "never"
+                                                  else f"(fail-on {_text(run['fail_on'])}: {verdict['gating_failures']} checks at or above it failed)")
     lines = [
         *model_index(view),
         "",
-        f"## Evaluation results (audit run {_code(run['id'])})",
+        f"# {_text(statement.get('model_name') or name)}",
         "",
-        f"- Model: {_code(run['model_path'])} (sha256 {_code(run['model_sha256'][:16] + '…')}, {_text(run['model_format'])}, {_text(run['provider'])})",
-        f"- Data: {_code(run['data_path'])} ({run['data_rows']:,} rows, sha256 {_code((run['data_sha256'] or '')[:16] + '…')})",
-        f"- Verdict: {verdict['passed']} checks passed, {verdict['failed']} failed, {verdict['inconclusive']} inconclusive; status **{_text(run['status'])}** (fail-on {_text(run['fail_on'])})",
+        f"Audited by audit run {_code(run['id'])} on {_code(run['data_path'])} ({run['data_rows']:,} rows). "
+        f"Verdict: {gate}; {verdict['passed']} checks passed, {verdict['failed']} failed, {verdict['inconclusive']} inconclusive"
+        + (f", {verdict['waived']} waived" if verdict.get("waived") else "") + ".",
+        "",
+        "## Uses",
+        "",
+        "### Direct Use",
+        "",
+        _text(statement["intended_use"]) if statement.get("intended_use") else "Not stated (`intended_use` under `[report]` in the audit config).",
+        "",
+        "### Out-of-Scope Use",
+        "",
+        *([f"- {_text(item)}" for item in statement["out_of_scope"]] if statement.get("out_of_scope")
+          else ["Not stated (`out_of_scope` under `[report]`)."]),
+        "",
+        "## Bias, Risks, and Limitations",
+        "",
+    ]
+    for area in view.get("areas") or []:
+        sentence = _text(area["sentence"]) if area["sentence"] else ""
+        lines.append(f"- **{area['title']}**: {area['state']}." + (f" {sentence}" if sentence else ""))
+    lines += ["", "Known limitations stated by the owner:", ""]
+    lines += [f"- {_text(item)}" for item in statement["limitations"]] if statement.get("limitations") else \
+        ["- Not stated (`limitations` under `[report]`)."]
+    lines += [
+        "",
+        "## Evaluation",
+        "",
+        "### Testing Data",
+        "",
+        f"{_code(run['data_path'])}: {run['data_rows']:,} rows, sha256 {_code((run['data_sha256'] or '')[:16] + '…')}"
+        + (f"; attributes {_text(', '.join((run.get('data_info') or {}).get('attributes') or []))}" if (run.get("data_info") or {}).get("attributes") else "") + ".",
+        "",
+        "### Results",
+        "",
+        "Checks that did not pass, those that fail the gate first (every check, with its interval and method, is in the audit report):",
         "",
         "| Analysis | Check | Subject | Value | Threshold | Severity | Result |",
         "|---|---|---|---|---|---|---|",
     ]
-    for f in view["findings"]:
-        result = {"passed": "pass", "inconclusive": "inconclusive"}.get(f["verdict"]) or ("waived" if f.get("waiver") else "FAIL")
+    not_passed = sorted((f for f in view["findings"] if f["verdict"] != "passed"),
+                        key=lambda f: (not f.get("gating"), -f.get("severity_rank", 0)))
+    shown = not_passed[:MAX_CARD_ROWS]
+    for f in shown:
+        result = "inconclusive" if f["verdict"] == "inconclusive" else ("waived" if f.get("waiver") else ("FAIL (gate)" if f.get("gating") else "fail"))
+        value = _cell(f["value"]) + _text(_interval(f))
         lines.append(
-            f"| {_cell(f['analysis'])} | {_cell(f['check'])} | {_cell(f['subject'] or '')} | {_cell(f['value'])} | "
+            f"| {_cell(f['analysis'])} | {_cell(f['check'])} | {_cell(f['subject'] or '')} | {value} | "
             f"{_cell(f['threshold'])} | {_cell(f['severity'])} | {result} |"
         )
+    if not shown:
+        lines.append("| | every check passed | | | | | |")
+    if len(not_passed) > len(shown):
+        lines += ["", f"{len(not_passed) - len(shown)} more checks did not pass; the report lists them."]
     skipped = [r for r in view["results"] if r["status"] != "ok"]
     if skipped:
         lines += ["", "Not run:", ""]
         lines += [f"- {_text(r['analysis'])}: {_text(r['status'])} ({_cell(r['reason'] or '')})" for r in skipped]
+    signoffs = view.get("signoffs") or []
+    lines += ["", "## Audit record", "",
+              f"- Model: {_code(run['model_path'])} (sha256 {_code(run['model_sha256'][:16] + '…')}, {_text(run['model_format'])})",
+              f"- Records digest: {_code(view.get('records_digest') or '')}",
+              "- Sign-off: " + ("; ".join(f"{_text(s['decision'])} by {_text(s['name'])} ({_text(s['role'])})" for s in signoffs) if signoffs else "unsigned")]
     return "\n".join(lines) + "\n"

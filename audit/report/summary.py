@@ -14,14 +14,15 @@ def exceedance(finding: dict[str, Any]) -> float:
     return abs(value - threshold) / max(abs(threshold), 1e-9)
 
 
-def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analysis: int = 2) -> list[dict[str, Any]]:
-    """The most important failed checks: highest severity first, then furthest past the threshold.
+def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analysis: int = 2,
+                      value_labels: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """The most important failed checks: those the gate counts first, then highest severity, then furthest past the threshold.
 
     At most ``per_analysis`` come from one analysis, so one noisy analysis
     cannot crowd out the rest.
     """
     failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver")]
-    failed.sort(key=lambda f: (-Severity.rank_of(f["severity"]), -exceedance(f)))
+    failed.sort(key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
     chosen, per = [], {}
     for finding in failed:
         if per.get(finding["analysis"], 0) >= per_analysis:
@@ -30,7 +31,115 @@ def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analys
         # The plugin that owns the check says what it means (stored in details); the core knows no check ids.
         meaning = (finding.get("details") or {}).get("meaning") or \
             f"This {finding['severity']}-severity check failed; see the analysis section for what was measured."
-        chosen.append({**finding, "meaning": meaning})
+        chosen.append({**finding, "meaning": meaning, "sentence": plain_sentence(finding, value_labels)})
         if len(chosen) == limit:
             break
     return chosen
+
+
+# The areas page 1 has one line for, and the analysis categories each gathers.
+AREAS = (
+    ("performance", "Performance", ("performance",)),
+    ("fairness", "Fairness", ("bias", "fairness")),
+    ("robustness", "Robustness", ("robustness",)),
+    ("explainability", "Explainability", ("attribution", "explainability")),
+)
+
+
+def _split_groups(text: str) -> list[str]:
+    """"[19, 33), 0" -> ["[19, 33)", "0"]: a cell of an intersection, split at the commas outside brackets."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[(" and 1 or 0
+        depth -= char in "])" and 1 or 0
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, str]] | None) -> str:
+    """``text`` with the coded values of ``subject``'s attributes ("0", "1") replaced by their labels.
+
+    Only whole tokens that stand as a group name (at the start or after "(", a space or a comma,
+    and at the end or before ")", ",", ";" or a space) are replaced, and only for the
+    attributes the subject names ("sex", "age x sex"), so numbers elsewhere are left alone.
+    """
+    import re
+
+    if not text or not subject or not value_labels:
+        return text
+    labels: dict[str, str] = {}
+    for attribute in subject.split(" x "):
+        labels.update(value_labels.get(attribute.strip()) or {})
+    for code in sorted(labels, key=len, reverse=True):
+        if labels[code] != code:
+            text = re.sub(rf"(?<![^( ,]){re.escape(code)}(?![^),; ])", labels[code], text)
+    return text
+
+
+def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, str]] | None = None) -> str:
+    """One finding as a sentence a reviewer reads: the plugin's own plain sentence, else its message, groups by label.
+
+    A plugin may store ``details["plain"]``; the report adds the interval when the
+    sentence does not already carry one.
+    """
+    from audit.report import format_number
+
+    details = finding.get("details") or {}
+    text = relabel(str(details.get("plain") or finding.get("message") or finding.get("title") or finding["check"]),
+                   finding.get("subject"), value_labels)
+    if finding.get("lower") is not None and finding.get("upper") is not None and "CI" not in text and "interval" not in text:
+        level = round((finding.get("level") or 0.95) * 100)
+        text += f" [{level}% CI {format_number(finding['lower'])}, {format_number(finding['upper'])}]"
+    return text
+
+
+def _worst(findings: list[dict[str, Any]]) -> dict[str, Any] | None:
+    ranked = sorted(findings, key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
+    return ranked[0] if ranked else None
+
+
+def area_lines(findings: list[dict[str, Any]], results: list[dict[str, Any]],
+               value_labels: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """One line per area: its state under the gate and its worst finding as a sentence.
+
+    State: "failed" when a finding the gate counts is in it; "concerns" when
+    checks failed below the gate (or are waived); "inconclusive" when none failed but
+    some could not be decided; "passed" when every check passed; "not assessed" when
+    no analysis of the area produced a finding (skipped, or not requested).
+    """
+    categories = {r["analysis"]: r.get("category") for r in results}
+    lines = []
+    for key, title, members in AREAS:
+        analyses = [r for r in results if r.get("category") in members]
+        own = [f for f in findings if categories.get(f["analysis"]) in members]
+        failed = [f for f in own if f["verdict"] == "failed"]
+        gating = [f for f in failed if f.get("gating")]
+        inconclusive = [f for f in own if f["verdict"] == "inconclusive"]
+        if not own:
+            state = "not assessed"
+            skipped = [r for r in analyses if r["status"] != "ok"]
+            # The reason's first clause: the hint after it ("declare them with ...") is in the analysis section.
+            why = ("; ".join(f"{r['analysis']} {r['status']}: {(r.get('reason') or '').split(' (')[0]}".rstrip(": ") for r in skipped)
+                   if skipped else "no analysis of this area was run")
+            lines.append({"key": key, "title": title, "state": state, "sentence": why, "finding": None,
+                          "counts": {"passed": 0, "failed": 0, "inconclusive": 0}, "gating": 0})
+            continue
+        if gating:
+            state, worst = "failed", _worst(gating)
+        elif failed:
+            state, worst = "concerns", _worst([f for f in failed if not f.get("waiver")] or failed)
+        elif inconclusive:
+            state, worst = "inconclusive", _worst(inconclusive)
+        else:
+            state, worst = "passed", _worst(own)
+        lines.append({
+            "key": key, "title": title, "state": state, "finding": worst,
+            "sentence": plain_sentence(worst, value_labels) if worst else "",
+            "counts": {v: sum(1 for f in own if f["verdict"] == v) for v in ("passed", "failed", "inconclusive")},
+            "gating": len(gating),
+        })
+    return lines

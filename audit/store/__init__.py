@@ -301,6 +301,23 @@ class Store:
         with self.session() as session:
             return list(session.exec(query).all())
 
+    def revoke_waiver(self, waiver_id: int, by: str):
+        """Mark a waiver revoked (it stays listed, with who revoked it and when); None if there is no such waiver."""
+        from audit.store.models import Waiver, utcnow
+
+        def write():
+            with self.session() as session:
+                waiver = session.get(Waiver, waiver_id)
+                if waiver is None:
+                    return None
+                waiver.active, waiver.revoked_at, waiver.revoked_by = False, utcnow().replace(microsecond=0), by
+                session.add(waiver)
+                session.commit()
+                session.refresh(waiver)
+                return waiver
+
+        return _retrying(write)
+
     # -- sign-off and report files ---------------------------------------------
     def signoffs(self, run_id: str):
         from sqlmodel import select

@@ -215,6 +215,14 @@ def m005_finding_verdicts_and_intervals(connection):
 
 
 @migration
+def m006_waiver_expiry(connection):
+    """Waivers a reviewer controls: an optional last day, and who revoked one and when (revoked waivers stay listed)."""
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN expires_at DATETIME"))
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN revoked_at DATETIME"))
+    connection.execute(text("ALTER TABLE waiver ADD COLUMN revoked_by VARCHAR NOT NULL DEFAULT ''"))
+
+
+@migration
 def m007_cost_plans(connection):
     """Each run's cost plan (calibrated speed, budget) and each result's planned passes, estimated seconds and budget reductions."""
     connection.execute(text("ALTER TABLE run ADD COLUMN cost_plan JSON"))

@@ -149,7 +149,10 @@ class Waiver(SQLModel, table=True):
     reason: str
     author: str = ""
     source_run_id: str | None = None
-    active: bool = True
+    active: bool = True  # False once revoked (`audit unwaive`)
+    expires_at: datetime | None = None  # the last day it applies (00:00 UTC of that day); None: no expiry
+    revoked_at: datetime | None = None
+    revoked_by: str = ""
 
 
 class SignOff(SQLModel, table=True):

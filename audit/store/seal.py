@@ -151,4 +151,37 @@ def verify_file(store, path) -> dict[str, Any]:
     result["problems"].extend(check_signoffs(signoffs))
     if signoffs and signoffs[-1].records_digest != current:
         result["problems"].append(f"the run's records changed after the last sign-off ({signoffs[-1].name}, {signoffs[-1].created_at})")
+    result["notes"] = waiver_notes(store, run, row.created_at, signoffs[-1].created_at if signoffs else None)
     return result
+
+
+def waiver_notes(store, run, rendered_at, signed_at=None) -> list[str]:
+    """Waivers of this run's model added, revoked or expired since the report was written or signed.
+
+    Waivers are not records of the run, so the digest does not cover them; they
+    change the gate a report shows, so `verify` says what changed.
+    """
+    from datetime import datetime, timezone
+
+    from audit.gate import waiver_covers_model, waiver_state
+
+    def naive(moment):
+        return None if moment is None else moment.replace(tzinfo=None)
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    notes = []
+    for label, since in (("written", naive(rendered_at)), ("signed", naive(signed_at))):
+        if since is None:
+            continue
+        for waiver in store.waivers(active_only=False):
+            if not waiver_covers_model(waiver, run.model_sha256, run.model_path):
+                continue
+            what = f"waiver {waiver.id} ({waiver.check}{f' [{waiver.subject}]' if waiver.subject else ''}, by {waiver.author})"
+            expires = naive(waiver.expires_at)
+            if naive(waiver.created_at) > since and waiver_state(waiver) == "active":
+                notes.append(f"{what} was added after the report was {label}: the gate counts that check no more")
+            elif waiver.revoked_at is not None and naive(waiver.revoked_at) > since and naive(waiver.created_at) <= since:
+                notes.append(f"{what} was revoked after the report was {label}: the gate counts that check again")
+            elif expires is not None and since.date() <= expires.date() < now.date():
+                notes.append(f"{what} expired after the report was {label}: the gate counts that check again")
+    return notes
