@@ -76,15 +76,28 @@ def _worker_model(model_path: str, load_options):
     return _worker_models[key]
 
 
-def _analyse(model_path: str, load_options, dataset, predictions, logits, analysis, seed: int):
-    """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored."""
+def _analyse(model_path: str, load_options, dataset, predictions, logits, analysis, seed: int, rows=None):
+    """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored.
+
+    Its ``ctx.map_rows`` shards go to ``rows``, the run's pool of row workers.
+    """
     from audit.runner import RunInterrupted, execute
+    from audit.sharding import rows_on
 
     model = _worker_model(model_path, load_options)
     try:
-        return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
+        with rows_on(rows):
+            return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
     except RunInterrupted as stop:
         return stop.outcome
+
+
+def cluster_workers(on_gpu: bool) -> int:
+    """How many row workers the run's pool gets: one per GPU on a GPU run, else one per CPU of the cluster."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if on_gpu else "CPU", 1)))
 
 
 class RayAnalyses:
@@ -99,8 +112,13 @@ class RayAnalyses:
     def __init__(self, spec, dataset, predictions, logits, analyses: dict[str, Any], load_options):
         import ray
 
+        from audit.sharding import RayRows
+
         init_ray(getattr(spec, "ray_address", None))
-        gpus = 1 if str(spec.device or "").startswith("cuda") else 0
+        on_gpu = str(spec.device or "").startswith("cuda")
+        # On a GPU an analysis and a row worker share each device: both hold half of
+        # it, so a pool that held whole GPUs could never leave one to the analyses.
+        gpus = 0.5 if on_gpu else 0
         # Retries cover a worker process that dies (Ray's system failures); an
         # analysis that raises is caught inside `execute` and comes back as its error.
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_analyse)
@@ -110,8 +128,9 @@ class RayAnalyses:
         from pathlib import Path
 
         model_path = str(Path(spec.model).resolve())
+        self.rows = RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus)
         self.refs = {
-            name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed))
+            name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed), self.rows)
             for name, analysis in analyses.items()
         }
 
@@ -127,6 +146,9 @@ class RayAnalyses:
         except KeyboardInterrupt:
             self.cancel()
             raise
+        finally:
+            if not self.refs:
+                self.rows.close()  # the last analysis is back: the row workers and their models go
         except ray.exceptions.RayError as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             return AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
@@ -141,3 +163,4 @@ class RayAnalyses:
         for ref in self.refs.values():
             ray.cancel(ref, force=True)
         self.refs.clear()
+        self.rows.close()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import audit
+from audit.sharding import SHARD_ROWS
 
 TAGS = {"eu-ai-act:art15", "nist-ai-rmf:measure-2.5", "nist-ai-rmf:measure-2.7", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
 
@@ -21,6 +22,9 @@ MEANINGS = {
     "selective_risk_at_90": "Even keeping only the 90% of cases it is most confident about, the model errs too often to defer the rest to people.",
     "ood_auroc": "The model cannot tell unfamiliar inputs from familiar ones by its confidence; it will be confidently wrong outside its domain.",
 }
+
+SHARD_ROWS_HELP = ("rows per shard of the per-row work (shards run on Ray workers under --executor ray); "
+                   "each shard draws from its own seeded stream, so results depend on this, not on the workers")
 
 
 class Corruptions(audit.Analysis):
@@ -44,6 +48,7 @@ class Corruptions(audit.Analysis):
         max_accuracy_drop: float = Field(0.1, ge=0, le=1, description="worst corruption's accuracy drop above this fails")
         max_mean_corruption_error: float = Field(0.15, ge=0, le=1, description="mean error increase over clean above this fails")
         max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description=SHARD_ROWS_HELP)
 
     def run(self, ctx):
         if ctx.data.modality == "text":
@@ -107,6 +112,7 @@ class BlackBoxAttack(audit.Analysis):
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
         max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description=SHARD_ROWS_HELP)
 
     def run(self, ctx):
         if ctx.data.modality == "text":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,21 +57,22 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     return names
 
 
-def _corrupter(ctx, x, layout, bounds):
-    """corrupted(name, severity) -> the rows corrupted, in the model's layout; and the image side (None for tabular)."""
-    rng = ctx.rng
+def _rows_to_corrupt(x, layout, bounds):
+    """The rows as the corruptions take them: images in [0, 1] as (N, C, H, W), tabular rows as they are; and the image side."""
     if layout:
         nchw = layout.to_nchw(x)
-        unit = ((nchw - bounds.low) / bounds.span).astype(np.float32)
+        return ((nchw - bounds.low) / bounds.span).astype(np.float32), max(nchw.shape[2:])
+    return x, None
 
-        def corrupted(name, severity):
-            u = C.corrupt_image(name, unit, severity, rng)
-            return layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
 
-        return corrupted, max(nchw.shape[2:])
-    mean = ctx.data.x.mean(axis=0).astype(np.float32)
-    std = ctx.data.x.std(axis=0).astype(np.float32)
-    return (lambda name, severity: C.corrupt_tabular(name, x, severity, rng, mean, std)), None
+def _corrupted_predictions(model, rng, rows, *, name, severity, layout, bounds, mean, std, keep):
+    """One shard: its rows corrupted, the model's probabilities on them, and the first ``keep`` corrupted rows (model layout)."""
+    if layout:
+        u = C.corrupt_image(name, rows, severity, rng)
+        batch = layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
+    else:
+        batch = C.corrupt_tabular(name, rows, severity, rng, mean, std)
+    return model.predict(batch), batch[:keep]  # one batched pass per shard, corruption and severity
 
 
 def measure(ctx, options) -> CorruptionTable:
@@ -81,7 +83,10 @@ def measure(ctx, options) -> CorruptionTable:
     names = _corruption_names(ctx, options, layout)
     severities = sorted(set(options.severities))
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    corrupted, side = _corrupter(ctx, x, layout, bounds)
+    rows, side = _rows_to_corrupt(x, layout, bounds)
+    mean = std = None
+    if not layout:
+        mean, std = ctx.data.x.mean(axis=0).astype(np.float32), ctx.data.x.std(axis=0).astype(np.float32)
     table = CorruptionTable(
         names=names, severities=severities,
         judged=options.judged_severity if options.judged_severity in severities else max(severities),
@@ -92,8 +97,10 @@ def measure(ctx, options) -> CorruptionTable:
     with ctx.progress(len(names) * len(severities), "corruptions") as bar:
         for name in names:
             for severity in severities:
-                batch = corrupted(name, severity)
-                probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
+                keep = n_examples if layout and severity == table.judged else 0
+                corrupt = functools.partial(_corrupted_predictions, name=name, severity=severity, layout=layout, bounds=bounds,
+                                            mean=mean, std=std, keep=keep)
+                probabilities, head = ctx.map_rows(corrupt, rows, purpose=f"{name}/s{severity}", shard_rows=options.shard_rows)
                 predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)
                 table.accuracy[key] = float(np.mean(predicted == y))
@@ -101,7 +108,7 @@ def measure(ctx, options) -> CorruptionTable:
                 table.confidence[key] = float(np.mean(probabilities.max(axis=1)))
                 table.parameters[key] = C.describe(name, severity, side)
                 if layout and severity == table.judged:
-                    table.examples[name] = (batch[:n_examples], predicted[:n_examples])
+                    table.examples[name] = (head[:n_examples], predicted[:n_examples])
                 bar.advance(1)
     return table
 

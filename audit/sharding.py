@@ -1,0 +1,176 @@
+"""Per-row work over row shards: in this process one shard after another, or on a pool of Ray actors that hold the model.
+
+An analysis calls ``ctx.map_rows(fn, *arrays, purpose=..., shard_rows=...)``.
+The rows are cut into shards of ``shard_rows`` (the last one shorter) and
+``fn(model, rng, *shard_arrays)`` runs once per shard, its ``rng`` seeded from
+the analysis seed, ``purpose`` and the shard's index. The shards, not the
+number of workers, fix every random draw, so the same seed gives the same
+results bit for bit whether the shards ran here one after another or on any
+number of Ray workers. With as many rows as ``shard_rows`` or fewer there is
+one shard and ``fn`` gets the arrays as they are: the in-process path costs
+one function call more than calling ``fn`` directly.
+
+``fn`` must be picklable without the Context (a module-level function, or a
+``functools.partial`` of one): under ``--executor ray`` it travels to the
+workers. It returns one array, or a tuple of arrays, with one entry per row
+(axis 0); the shards' results are concatenated in row order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from audit.analysis import derive_seed
+
+__all__ = ["SHARD_ROWS", "LocalRows", "RayRows", "map_rows", "shard_bounds", "shard_seeds"]
+
+# Large enough that every built-in analysis at its default max_rows is one shard:
+# in one process nothing changes; over Ray an audit of 10^6 rows is 16 shards.
+SHARD_ROWS = 65_536
+
+
+def shard_bounds(n: int, shard_rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each shard of ``n`` rows; one (0, n) shard when n <= shard_rows (n = 0 included)."""
+    if int(shard_rows) < 1:
+        raise ValueError(f"shard_rows must be at least 1, not {shard_rows}")
+    if n <= shard_rows:
+        return [(0, n)]
+    return [(start, min(start + shard_rows, n)) for start in range(0, n, shard_rows)]
+
+
+def shard_seeds(seed: int, purpose: str, count: int) -> list[int]:
+    """One seed per shard, from the analysis seed, the purpose and the shard's index: never from a worker."""
+    return [derive_seed(seed, f"{purpose}/shard{index}") for index in range(count)]
+
+
+def _combine(results: list):
+    """The shards' results in row order: each array (or each position of a tuple) concatenated along axis 0."""
+    import numpy as np
+
+    if len(results) == 1:
+        return results[0]
+    if isinstance(results[0], tuple):
+        return tuple(np.concatenate(parts, axis=0) for parts in zip(*results))
+    return np.concatenate(results, axis=0)
+
+
+def _run_shard(model, fn: Callable, seed: int, arrays: Sequence):
+    import numpy as np
+
+    return fn(model, np.random.default_rng(seed), *arrays)
+
+
+class LocalRows:
+    """The shards in this process, one after another, on the run's model."""
+
+    def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
+        if len(bounds) == 1:  # no slicing, no copies: the same call as without sharding
+            return [_run_shard(model, fn, seeds[0], arrays)]
+        return [_run_shard(model, fn, seed, [a[start:stop] for a in arrays]) for (start, stop), seed in zip(bounds, seeds)]
+
+
+class _RowWorker:
+    """A Ray actor holding the run's model, loaded once; it runs shards and reports the passes they cost."""
+
+    def __init__(self, model_path: str, load_options):
+        from audit.executor import _worker_model
+
+        self.model = _worker_model(model_path, load_options)
+
+    def run(self, fn: Callable, seed: int, *arrays):
+        start = self.model.counters.snapshot()
+        result = _run_shard(self.model, fn, seed, arrays)
+        used = self.model.counters.since(start)
+        return result, (used.forward_rows, used.backward_rows, used.forward_seconds, used.backward_seconds)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+
+# A worker process whose actor is killed (out of memory, a lost node) is restarted,
+# loading the model again, and the shards it held are run again: their seeds do not
+# depend on where they run, so a retried shard returns what the first try would have.
+ACTOR_RESTARTS = 2
+
+
+class RayRows:
+    """The shards spread over a pool of Ray actors, each holding the model; a plain list of actor handles, so it pickles."""
+
+    def __init__(self, actors: list):
+        self.actors = list(actors)
+
+    @classmethod
+    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0) -> "RayRows":
+        """Start ``workers`` actors, each loading the model once.
+
+        On CPU the actors reserve no CPU: the analysis task waiting on their shards
+        holds one and sits idle, so reserving another would only let the pool starve
+        the analyses of CPUs. On a GPU each takes ``gpus_each`` of one.
+        """
+        import ray
+
+        worker = ray.remote(num_cpus=0, num_gpus=gpus_each, max_restarts=ACTOR_RESTARTS,
+                            max_task_retries=ACTOR_RESTARTS, scheduling_strategy="SPREAD")(_RowWorker)
+        return cls([worker.remote(model_path, load_options) for _ in range(max(1, int(workers)))])
+
+    def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
+        """Submit every shard at once, round robin over the actors; results in shard order, their passes counted on ``model``."""
+        import ray
+
+        pending = [
+            self.actors[index % len(self.actors)].run.remote(fn, seed, *[a[start:stop] for a in arrays])
+            for index, ((start, stop), seed) in enumerate(zip(bounds, seeds))
+        ]
+        try:
+            done = ray.get(pending)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)
+            raise
+        counters = model.counters
+        results = []
+        for result, (forward_rows, backward_rows, forward_seconds, backward_seconds) in done:
+            counters.forward_rows += forward_rows
+            counters.backward_rows += backward_rows
+            counters.forward_seconds += forward_seconds
+            counters.backward_seconds += backward_seconds
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+LOCAL = LocalRows()
+# Set by the Ray executor in a worker for the analysis it runs; None: this process.
+_current: Any = None
+
+
+@contextlib.contextmanager
+def rows_on(executor):
+    """Run the shards of ``ctx.map_rows`` calls made inside this block on ``executor`` (a Ray worker runs one task at a time)."""
+    global _current
+    previous, _current = _current, executor
+    try:
+        yield
+    finally:
+        _current = previous
+
+
+def map_rows(ctx, fn: Callable, arrays: Sequence, purpose: str, shard_rows: int = SHARD_ROWS):
+    """``fn(model, rng, *shard)`` over the row shards of ``arrays`` (all of one length), results concatenated in row order."""
+    lengths = {len(a) for a in arrays}
+    if len(lengths) != 1:
+        raise ValueError(f"map_rows: the arrays have different numbers of rows {sorted(lengths)}")
+    bounds = shard_bounds(lengths.pop(), shard_rows)
+    seeds = shard_seeds(ctx.seed, purpose, len(bounds))
+    executor = _current if _current is not None and len(bounds) > 1 else LOCAL
+    return _combine(executor.map(ctx.model, fn, arrays, bounds, seeds))
