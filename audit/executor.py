@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from typing import Any
 
-from audit.errors import AuditError
+from audit.errors import AuditError, Terminated
 
 EXECUTORS = ("local", "ray")
 
@@ -100,6 +101,34 @@ def cluster_workers(on_gpu: bool) -> int:
     return max(1, int(resources.get("GPU" if on_gpu else "CPU", 1)))
 
 
+@contextlib.contextmanager
+def _sigterm_noted():
+    """Note a SIGTERM that arrives inside ``ray.get``.
+
+    Ray turns whatever a signal handler raises during ``ray.get`` into a plain
+    KeyboardInterrupt, so the run's Terminated would read as Ctrl-C (exit 130,
+    not 143); the note lets the executor raise Terminated again.
+    """
+    import signal
+    import threading
+
+    noted: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield noted
+        return
+
+    def note(signum, frame):
+        noted.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class RayAnalyses:
     """The analyses of one run submitted as Ray tasks at once; their outcomes collected in the run's order.
 
@@ -142,19 +171,21 @@ class RayAnalyses:
 
         ref = self.refs.pop(name)
         try:
-            outcome = ray.get(ref)
-        except KeyboardInterrupt:
+            with _sigterm_noted() as noted:
+                outcome = ray.get(ref)
+        except KeyboardInterrupt as stop:
             self.cancel()
+            if noted and not isinstance(stop, Terminated):
+                raise Terminated() from None
             raise
-        finally:
-            if not self.refs:
-                self.rows.close()  # the last analysis is back: the row workers and their models go
         except ray.exceptions.RayError as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
+            outcome = AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
+        if not self.refs:
+            self.rows.close()  # the last analysis is back: the row workers and their models go
         if outcome.status == "interrupted":
             self.cancel()
-            raise RunInterrupted(outcome)
+            raise RunInterrupted(outcome, KeyboardInterrupt(outcome.reason))
         return outcome
 
     def cancel(self) -> None:

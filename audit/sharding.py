@@ -85,11 +85,6 @@ class _RowWorker:
         used = self.model.counters.since(start)
         return result, (used.forward_rows, used.backward_rows, used.forward_seconds, used.backward_seconds)
 
-    def pid(self) -> int:
-        import os
-
-        return os.getpid()
-
 
 # A worker process whose actor is killed (out of memory, a lost node) is restarted,
 # loading the model again, and the shards it held are run again: their seeds do not
