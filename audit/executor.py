@@ -141,7 +141,7 @@ class RayAnalyses:
     def __init__(self, spec, dataset, predictions, logits, analyses: dict[str, Any], load_options):
         import ray
 
-        from audit.sharding import RayRows
+        from audit.sharding import SHARD_ROWS, RayRows
 
         init_ray(getattr(spec, "ray_address", None))
         on_gpu = str(spec.device or "").startswith("cuda")
@@ -157,7 +157,11 @@ class RayAnalyses:
         from pathlib import Path
 
         model_path = str(Path(spec.model).resolve())
-        self.rows = RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus)
+        # The row workers start only when some analysis can cut the data into more than one shard:
+        # with fewer rows, map_rows runs in the analysis's own task and a pool would be idle cost.
+        declared = [getattr(a.options, "shard_rows", None) for a in analyses.values()]
+        smallest_shard = min([SHARD_ROWS] + [rows for rows in declared if isinstance(rows, int) and rows >= 1])
+        self.rows = RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus) if len(dataset) > smallest_shard else None
         self.refs = {
             name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed), self.rows)
             for name, analysis in analyses.items()
@@ -181,7 +185,7 @@ class RayAnalyses:
         except ray.exceptions.RayError as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             outcome = AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
-        if not self.refs:
+        if not self.refs and self.rows is not None:
             self.rows.close()  # the last analysis is back: the row workers and their models go
         if outcome.status == "interrupted":
             self.cancel()
@@ -194,4 +198,5 @@ class RayAnalyses:
         for ref in self.refs.values():
             ray.cancel(ref, force=True)
         self.refs.clear()
-        self.rows.close()
+        if self.rows is not None:
+            self.rows.close()

@@ -233,3 +233,35 @@ def test_a_ray_run_whose_driver_stops_or_dies_is_interrupted_or_abandoned(tmp_pa
     for pid in subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split():
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.ray
+def test_several_models_as_one_ray_job_each_its_own_run_equal_to_in_process(ray_session, cli, assets, tmp_path):
+    from audit.store import Store
+
+    manifest = tmp_path / "models.toml"
+    manifest.write_text(f"""
+[[run]]
+model = "{assets.mlp_onnx}"
+data = "{assets.data_npz}"
+analyses = ["performance", "robustness.corruptions"]
+set = ["robustness.corruptions.shard_rows=64"]
+
+[[run]]
+model = "{assets.cnn_onnx}"
+data = "{assets.images_npz}"
+analyses = ["performance"]
+""")
+    code, out, err = cli("run", "--manifest", manifest, "--json", "--fail-on", "never", "--seed", "3")
+    assert code == 0, err
+    local = [document["run_id"] for document in json.loads(out)]
+    code, out, err = cli("run", "--manifest", manifest, "--json", "--fail-on", "never", "--seed", "3", "--executor", "ray")
+    assert code == 0, err
+    distributed = [document["run_id"] for document in json.loads(out)]
+    store = Store()
+    assert len(set(local + distributed)) == 4
+    for here, there in zip(local, distributed):
+        assert store.resolve_run(there).config["executor"] == "ray"
+        assert store.resolve_run(there).model_path == store.resolve_run(here).model_path
+        assert _findings(store, there) == _findings(store, here) and _findings(store, here)
+        assert _metrics(store, there) == _metrics(store, here)
