@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,8 @@ def main() -> None:
                                   capture_output=True, text=True, timeout=3600)
             line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
             result = json.loads(line[7:]) if line else {"error": done.stderr.strip().splitlines()[-1:]}
-            row = {"rows": rows, "mode": mode, "workers": workers, **result}
+            # Others share this machine: the 1-minute load average when the configuration ended goes with its figures.
+            row = {"rows": rows, "mode": mode, "workers": workers, **result, "load_1min": round(os.getloadavg()[0], 1)}
             table.append(row)
             print(json.dumps(row), flush=True)
     print_table(table)
@@ -118,14 +120,14 @@ def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 
 def print_table(table: list[dict]) -> None:
-    print("\n| rows | mode | workers | wall s | ray.init s | speed-up vs one process | corruptions s | group fairness s | findings digest |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| rows | mode | workers | wall s | ray.init s | speed-up vs one process | corruptions s | group fairness s | findings digest | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in table:
         local = next((r for r in table if r["rows"] == row["rows"] and r["mode"] == "local"), {})
         speedup = local.get("wall_s", 0) / row["wall_s"] if row.get("wall_s") else float("nan")
         seconds = row.get("analysis_s", {})
         print(f"| {row['rows']:,} | {row['mode']} | {row['workers']} | {row.get('wall_s')} | {row.get('ray_init_s')} | {speedup:.2f} | "
-              f"{seconds.get('robustness.corruptions')} | {seconds.get('bias.group_fairness')} | {row.get('digest')} |")
+              f"{seconds.get('robustness.corruptions')} | {seconds.get('bias.group_fairness')} | {row.get('digest')} | {row.get('load_1min')} |")
     lines = {}
     for key in sorted({(r["mode"], r["workers"]) for r in table if "wall_s" in r}):
         lines[key] = fit([(r["rows"], r["wall_s"]) for r in table if (r["mode"], r["workers"]) == key and "wall_s" in r])

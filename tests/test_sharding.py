@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from audit.analysis import derive_seed
-from audit.sharding import LOCAL, map_rows, shard_bounds, shard_seeds
+from audit.sharding import map_rows, shard_bounds, shard_seeds
 
 
 class FakeModel:
@@ -59,12 +59,6 @@ def test_one_shard_passes_the_arrays_themselves():
 def test_arrays_of_different_lengths_are_refused():
     with pytest.raises(ValueError, match="different numbers of rows"):
         map_rows(FakeContext(0), noisy_double, (np.ones(3), np.ones(4)), "p", shard_rows=2)
-
-
-def test_local_executor_is_the_default():
-    import audit.sharding as sharding
-
-    assert sharding._current is None and LOCAL is not None
 
 
 def test_corruptions_without_randomness_do_not_depend_on_the_shards(assets):
