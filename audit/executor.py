@@ -1,4 +1,4 @@
-"""Where the analyses of one run execute: in this process, or as Ray tasks with this process the only writer."""
+"""Where the analyses of one run execute: in this process, or as Ray tasks (their row shards on Ray actors) with this process the only writer."""
 
 from __future__ import annotations
 
@@ -101,6 +101,79 @@ def cluster_workers(on_gpu: bool) -> int:
     return max(1, int(resources.get("GPU" if on_gpu else "CPU", 1)))
 
 
+class _RowWorker:
+    """A Ray actor holding the run's model, loaded once; it runs shards and reports the passes they cost."""
+
+    def __init__(self, model_path: str, load_options):
+        self.model = _worker_model(model_path, load_options)
+
+    def run(self, fn: Callable, seed: int, *arrays):
+        start = self.model.counters.snapshot()
+        from audit.sharding import run_shard
+
+        result = run_shard(self.model, fn, seed, arrays)
+        used = self.model.counters.since(start)
+        return result, (used.forward_rows, used.backward_rows, used.forward_seconds, used.backward_seconds)
+
+
+# A worker process whose actor is killed (out of memory, a lost node) is restarted,
+# loading the model again, and the shards it held are run again: their seeds do not
+# depend on where they run, so a retried shard returns what the first try would have.
+ACTOR_RESTARTS = 2
+
+
+class RayRows:
+    """The shards spread over a pool of Ray actors, each holding the model; a plain list of actor handles, so it pickles."""
+
+    def __init__(self, actors: list):
+        self.actors = list(actors)
+
+    @classmethod
+    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0) -> "RayRows":
+        """Start ``workers`` actors, each loading the model once.
+
+        On CPU the actors reserve no CPU: the analysis task waiting on their shards
+        holds one and sits idle, so reserving another would only let the pool starve
+        the analyses of CPUs. On a GPU each takes ``gpus_each`` of one.
+        """
+        import ray
+
+        worker = ray.remote(num_cpus=0, num_gpus=gpus_each, max_restarts=ACTOR_RESTARTS,
+                            max_task_retries=ACTOR_RESTARTS, scheduling_strategy="SPREAD")(_RowWorker)
+        return cls([worker.remote(model_path, load_options) for _ in range(max(1, int(workers)))])
+
+    def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
+        """Submit every shard at once, round robin over the actors; results in shard order, their passes counted on ``model``."""
+        import ray
+
+        pending = [
+            self.actors[index % len(self.actors)].run.remote(fn, seed, *[a[start:stop] for a in arrays])
+            for index, ((start, stop), seed) in enumerate(zip(bounds, seeds))
+        ]
+        try:
+            done = ray.get(pending)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)
+            raise
+        counters = model.counters
+        results = []
+        for result, (forward_rows, backward_rows, forward_seconds, backward_seconds) in done:
+            counters.forward_rows += forward_rows
+            counters.backward_rows += backward_rows
+            counters.forward_seconds += forward_seconds
+            counters.backward_seconds += backward_seconds
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
 @contextlib.contextmanager
 def _sigterm_noted():
     """Note a SIGTERM that arrives inside ``ray.get``.
@@ -141,7 +214,7 @@ class RayAnalyses:
     def __init__(self, spec, dataset, predictions, logits, analyses: dict[str, Any], load_options):
         import ray
 
-        from audit.sharding import SHARD_ROWS, RayRows
+        from audit.sharding import SHARD_ROWS
 
         init_ray(getattr(spec, "ray_address", None))
         on_gpu = str(spec.device or "").startswith("cuda")

@@ -24,7 +24,7 @@ from typing import Any
 
 from audit.analysis import derive_seed
 
-__all__ = ["SHARD_ROWS", "LocalRows", "RayRows", "map_rows", "shard_bounds", "shard_seeds"]
+__all__ = ["SHARD_ROWS", "LocalRows", "map_rows", "rows_on", "shard_bounds", "shard_seeds"]
 
 # Large enough that every built-in analysis at its default max_rows is one shard:
 # in one process nothing changes; over Ray an audit of 10^6 rows is 16 shards.
@@ -56,7 +56,7 @@ def _combine(results: list):
     return np.concatenate(results, axis=0)
 
 
-def _run_shard(model, fn: Callable, seed: int, arrays: Sequence):
+def run_shard(model, fn: Callable, seed: int, arrays: Sequence):
     import numpy as np
 
     return fn(model, np.random.default_rng(seed), *arrays)
@@ -67,85 +67,12 @@ class LocalRows:
 
     def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
         if len(bounds) == 1:  # no slicing, no copies: the same call as without sharding
-            return [_run_shard(model, fn, seeds[0], arrays)]
-        return [_run_shard(model, fn, seed, [a[start:stop] for a in arrays]) for (start, stop), seed in zip(bounds, seeds)]
-
-
-class _RowWorker:
-    """A Ray actor holding the run's model, loaded once; it runs shards and reports the passes they cost."""
-
-    def __init__(self, model_path: str, load_options):
-        from audit.executor import _worker_model
-
-        self.model = _worker_model(model_path, load_options)
-
-    def run(self, fn: Callable, seed: int, *arrays):
-        start = self.model.counters.snapshot()
-        result = _run_shard(self.model, fn, seed, arrays)
-        used = self.model.counters.since(start)
-        return result, (used.forward_rows, used.backward_rows, used.forward_seconds, used.backward_seconds)
-
-
-# A worker process whose actor is killed (out of memory, a lost node) is restarted,
-# loading the model again, and the shards it held are run again: their seeds do not
-# depend on where they run, so a retried shard returns what the first try would have.
-ACTOR_RESTARTS = 2
-
-
-class RayRows:
-    """The shards spread over a pool of Ray actors, each holding the model; a plain list of actor handles, so it pickles."""
-
-    def __init__(self, actors: list):
-        self.actors = list(actors)
-
-    @classmethod
-    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0) -> "RayRows":
-        """Start ``workers`` actors, each loading the model once.
-
-        On CPU the actors reserve no CPU: the analysis task waiting on their shards
-        holds one and sits idle, so reserving another would only let the pool starve
-        the analyses of CPUs. On a GPU each takes ``gpus_each`` of one.
-        """
-        import ray
-
-        worker = ray.remote(num_cpus=0, num_gpus=gpus_each, max_restarts=ACTOR_RESTARTS,
-                            max_task_retries=ACTOR_RESTARTS, scheduling_strategy="SPREAD")(_RowWorker)
-        return cls([worker.remote(model_path, load_options) for _ in range(max(1, int(workers)))])
-
-    def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
-        """Submit every shard at once, round robin over the actors; results in shard order, their passes counted on ``model``."""
-        import ray
-
-        pending = [
-            self.actors[index % len(self.actors)].run.remote(fn, seed, *[a[start:stop] for a in arrays])
-            for index, ((start, stop), seed) in enumerate(zip(bounds, seeds))
-        ]
-        try:
-            done = ray.get(pending)
-        except KeyboardInterrupt:
-            for ref in pending:
-                ray.cancel(ref)
-            raise
-        counters = model.counters
-        results = []
-        for result, (forward_rows, backward_rows, forward_seconds, backward_seconds) in done:
-            counters.forward_rows += forward_rows
-            counters.backward_rows += backward_rows
-            counters.forward_seconds += forward_seconds
-            counters.backward_seconds += backward_seconds
-            results.append(result)
-        return results
-
-    def close(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor)
-        self.actors = []
+            return [run_shard(model, fn, seeds[0], arrays)]
+        return [run_shard(model, fn, seed, [a[start:stop] for a in arrays]) for (start, stop), seed in zip(bounds, seeds)]
 
 
 LOCAL = LocalRows()
-# Set by the Ray executor in a worker for the analysis it runs; None: this process.
+# Set by the Ray executor (audit.executor.RayRows) in a worker for the analysis it runs; None: this process.
 _current: Any = None
 
 

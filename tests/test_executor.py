@@ -158,6 +158,7 @@ def test_a_row_worker_that_dies_is_restarted_and_its_shard_run_again(ray_session
     import numpy as np
 
     from audit import models, sharding
+    from audit.executor import RayRows
     from audit.runner import make_context
 
     ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -166,7 +167,7 @@ def test_a_row_worker_that_dies_is_restarted_and_its_shard_run_again(ray_session
     x = np.asarray(assets.x, dtype=np.float32)
     ctx = make_context(model, type("Data", (), {"x": x})(), seed=3, analysis_name="test.rows")
     fn = functools.partial(_dies_in_its_first_worker, marker=str(tmp_path / "died"))
-    pool = sharding.RayRows.start(str(assets.mlp_onnx), options, workers=2)
+    pool = RayRows.start(str(assets.mlp_onnx), options, workers=2)
     try:
         with sharding.rows_on(pool):
             before = model.counters.forward_rows
