@@ -266,3 +266,45 @@ analyses = ["performance"]
         assert store.resolve_run(there).model_path == store.resolve_run(here).model_path
         assert _findings(store, there) == _findings(store, here) and _findings(store, here)
         assert _metrics(store, there) == _metrics(store, here)
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_during_a_ray_fan_out_marks_every_run_in_flight_interrupted(tmp_path, assets, cli):
+    import contextlib
+    import signal
+    import subprocess
+    import time
+
+    from test_signals import SCRIPT
+
+    script = tmp_path / "slow_run.py"
+    script.write_text(SCRIPT.replace("class Second(audit.Analysis):\n", "class Second(audit.Analysis):\n    READY = sys.argv[1]\n")
+                      .replace("pathlib.Path(sys.argv[1])", "pathlib.Path(self.READY)"))
+    ready = tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(ready), "run", str(assets.mlp_onnx), str(assets.mlp_pt), "--data", str(assets.data_npz),
+         "-a", "t.first", "-a", "t.second", "--executor", "ray"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not ready.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no run reached its second analysis"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        for pid in subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert process.returncode == 143, err
+    code, listed, _ = cli("runs", "--json")
+    statuses = [r["status"] for r in json.loads(listed)]
+    # The run in t.second is interrupted; the other, if its thread had already stored it, too (or, if it stored
+    # it in the instant between the marking and the exit, abandoned): none is left "running".
+    assert "interrupted" in statuses and set(statuses) <= {"interrupted", "abandoned"}, statuses

@@ -28,6 +28,7 @@ def test_worst_exit_code_ranks_refused_over_error_over_failed_over_pass():
     assert worst_exit_code([3, 2, 1]) == 2
     assert worst_exit_code([0, 0]) == 0
     assert worst_exit_code([]) == 0
+    assert worst_exit_code([2, 143, 3]) == 143  # a stop ends them all
 
 
 def test_two_models_on_the_command_line_are_two_runs(cli, assets):

@@ -38,8 +38,10 @@ REFUSED_KEYS = {
     "db": "the runs of a manifest share one store: give --db (or AUDIT_DB) on the command line",
     "trust_model_code": "a manifest may not turn on unpickling: pass --trust-model-code on the command line",
 }
-# Worst first: a model refused when loaded, an analysis errored, failures at or above --fail-on, a pass.
+# Worst first: a model refused when loaded, an analysis errored, failures at or above --fail-on, a pass;
+# a stop (130 Ctrl-C, 143 SIGTERM) ranks above them all.
 SEVERITY_OF_EXIT = {2: 3, 3: 2, 1: 1, 0: 0}
+STOPPED = (130, 143)
 
 
 def worst_exit_code(codes: list[int]) -> int:
@@ -161,12 +163,16 @@ def run_many(base_spec, models: list[str], manifest: str | None, as_json: bool) 
 
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         if specs[0].executor == "ray":
-            _run_on_ray(specs, show)
+            stopped = _run_on_ray(specs, show)
+            if stopped is not None:
+                codes.append(stopped)
         else:
             for spec in specs:
                 if not as_json:
                     print(f"== {spec.model} on {spec.data}")
                 show(spec, _one_run(spec, progress=not as_json))
+                if codes[-1] in STOPPED:  # Ctrl-C or SIGTERM ended this run: the rest do not start
+                    break
     if as_json:
         print(json.dumps(documents, indent=2, default=str))
     return worst_exit_code(codes)
@@ -184,13 +190,14 @@ def _one_run(spec, progress: bool):
     return code, view, written, None
 
 
-def _run_on_ray(specs: list, show) -> None:
+def _run_on_ray(specs: list, show) -> int | None:
     """The runs as one Ray job: up to one run per worker slot at once, each run's analyses (and their shards) as Ray tasks.
 
     Each run's driver side (load, clean pass, storing) runs in a thread of this
     process, the only writer; the results are shown in the runs' order. A stop
     (Ctrl-C, SIGTERM) marks this process's runs still in flight interrupted and
-    ends the job without waiting for them (daemon threads).
+    ends the job without waiting for them (daemon threads): its exit code (130,
+    143) is returned, as a single run returns it; None when every run finished.
     """
     import threading
 
@@ -212,6 +219,9 @@ def _run_on_ray(specs: list, show) -> None:
                 done[index].set()
 
     threads = [threading.Thread(target=one, args=(i,), name=f"audit-run-{i}", daemon=True) for i in range(len(specs))]
+    from audit.store.models import utcnow
+
+    began = utcnow()
     try:
         with sigterm_as_interrupt():
             for thread in threads:
@@ -223,12 +233,22 @@ def _run_on_ray(specs: list, show) -> None:
                     raise results[index]
                 show(spec, results[index])
     except KeyboardInterrupt as stop:
-        _mark_in_flight_interrupted(specs[0].db, stop)
-        raise
+        import ray
+
+        finished = {result[1]["run"]["id"] for event, result in zip(done, results)
+                    if event.is_set() and isinstance(result, tuple) and result[1] is not None}
+        # Ray's tasks stop with it, so the runs in flight end now (as errors) instead of
+        # writing on; then they are marked interrupted, the last word on them.
+        ray.shutdown()
+        for thread in threads:
+            thread.join(timeout=60)
+        return _mark_in_flight_interrupted(specs[0].db, stop, began, finished)
+    return None
 
 
-def _mark_in_flight_interrupted(db, stop: BaseException) -> None:
-    """The runs this process left running are stored interrupted (their analyses so far kept), as one run's stop does."""
+def _mark_in_flight_interrupted(db, stop: BaseException, began, finished: set) -> int:
+    """The runs this process left running are stored interrupted (their analyses so far kept), as one run's stop does;
+    returns the stop's exit code."""
     import os
 
     from audit.gate import EXIT_INTERRUPTED, EXIT_TERMINATED
@@ -238,6 +258,9 @@ def _mark_in_flight_interrupted(db, stop: BaseException) -> None:
 
     store = Store(db)
     code = EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-    for run in store.runs(status="running"):
-        if run.pid == os.getpid() and run.host == this_host():
+    for run in store.runs(since=began):
+        if run.pid == os.getpid() and run.host == this_host() and run.id not in finished:
             store.update_run(run.id, status="interrupted", exit_code=code, finished_at=utcnow())
+    print(f"Error: {'terminated (SIGTERM)' if code == EXIT_TERMINATED else 'interrupted'}: the runs in flight are stored as interrupted",
+          file=sys.stderr)
+    return code
