@@ -1,6 +1,6 @@
 """audit: audit trained classifiers before they ship; this module is the public plugin API."""
 
-from audit.analysis import Analysis, Context, Figure, Finding, Metric, Options, Severity, predicted_classes
+from audit.analysis import Analysis, Context, Figure, Finding, Metric, Options, Plan, PlanInfo, Severity, predicted_classes
 from audit.errors import AuditError
 from audit.hookspecs import hookimpl
 
@@ -14,6 +14,8 @@ __all__ = [
     "Finding",
     "Metric",
     "Options",
+    "Plan",
+    "PlanInfo",
     "Severity",
     "hookimpl",
     "predicted_classes",

@@ -72,35 +72,108 @@ class Options(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=True)
 
 
+VERDICTS = ("passed", "failed", "inconclusive")
+
+
 @dataclass
 class Finding:
-    """One check with a verdict: `check` is a stable id, `subject` what it is about."""
+    """One check with a verdict: `check` is a stable id, `subject` what it is about.
+
+    ``value`` is the estimate; ``lower``/``upper`` its interval at confidence
+    ``level``, made by ``method``, from ``rows`` rows. ``verdict`` is one of
+    passed, failed, inconclusive: passed or failed only where the evidence (the
+    interval) lies wholly on one side of ``threshold``. Give either ``verdict``
+    or ``passed``; ``passed`` is kept for plugins written before verdicts, and is
+    true exactly when the verdict is "passed". An inconclusive finding never
+    counts as a failure. Build judged findings with `Finding.judged` or
+    `Finding.graded` rather than by hand.
+    """
 
     check: str
     title: str
     severity: Severity
-    passed: bool
+    passed: bool | None = None
     value: float | None = None
     threshold: float | None = None
     message: str = ""
     subject: str | None = None
     tags: frozenset[str] = frozenset()
     details: dict[str, Any] = field(default_factory=dict)
+    verdict: str | None = None
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
+    method: str | None = None
+    rows: int | None = None
 
     def __post_init__(self):
         self.severity = Severity.parse(self.severity)
-        self.passed = bool(self.passed)
+        self.verdict, self.passed = _settle_verdict(self.verdict, self.passed, self.check)
         self.value = _plain_number(self.value)
         self.threshold = _plain_number(self.threshold)
+        self.lower = _plain_number(self.lower)
+        self.upper = _plain_number(self.upper)
+        self.level = _plain_number(self.level)
+        self.rows = None if self.rows is None else int(self.rows)
         self.tags = frozenset(self.tags)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "failed"
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.verdict == "inconclusive"
+
+    @classmethod
+    def judged(cls, check: str, title: str, value, lower, upper, *, severity: "Severity | str", floor=None, ceiling=None,
+               level: float = 0.95, method: str = "", rows: int | None = None, min_rows: int = 1, message: str = "",
+               subject: str | None = None, details: dict[str, Any] | None = None) -> "Finding":
+        """A value with its interval, judged against one limit by the interval, not by the point.
+
+        Give exactly one of ``floor`` (higher is better: passes when ``lower``
+        is at or above it) or ``ceiling`` (lower is better: passes when
+        ``upper`` is at or below it). Fails when the interval lies wholly on the
+        bad side; otherwise, or with fewer than ``min_rows`` rows, or without
+        an interval, it is inconclusive and ``details["needs_rows"]`` estimates
+        the rows that would settle it. The finding keeps ``severity`` whatever
+        the verdict (the one severity rule).
+        """
+        if (floor is None) == (ceiling is None):
+            raise ValueError("Finding.judged: give exactly one of floor= or ceiling=")
+        from audit import stats
+
+        limit = floor if ceiling is None else ceiling
+        number, low, high = _plain_number(value), _plain_number(lower), _plain_number(upper)
+        details = dict(details or {})
+        enough = rows is None or rows >= min_rows
+        if not enough:
+            outcome = "inconclusive"
+            details.setdefault("inconclusive_because", f"{rows} row(s); the check needs at least {min_rows}")
+            details.setdefault("needs_rows", int(min_rows))
+        elif low is None or high is None or number is None:
+            outcome = "inconclusive"
+            details.setdefault("inconclusive_because", "no interval could be computed")
+        else:
+            outcome = stats.verdict(low, high, limit, higher_is_better=ceiling is None)
+            if outcome == "inconclusive":
+                details.setdefault("inconclusive_because", "the interval straddles the threshold")
+                needed = stats.rows_to_decide(number, low, high, limit, rows)
+                if needed is not None:
+                    details.setdefault("needs_rows", needed)
+        return cls(check=check, title=title, severity=severity, verdict=outcome, value=number, threshold=limit,
+                   lower=low, upper=high, level=level, method=method or None, rows=rows, message=message,
+                   subject=subject, details=details)
 
     @classmethod
     def against_limit(cls, check: str, title: str, value, *, severity: "Severity | str", floor=None, ceiling=None,
                       message: str = "", subject: str | None = None, details: dict[str, Any] | None = None) -> "Finding":
-        """A value judged against one limit: it passes at or above ``floor``, or at or below ``ceiling``.
+        """A value judged against one limit by its point value, for figures that have no sampling error
+        (a count of broken constraints, a determinism check).
 
         Give exactly one of the two. The finding keeps ``severity`` whether it
         passes or fails (the one severity rule). A missing or NaN value fails.
+        For an estimate from a sample, use `Finding.judged` with its interval.
         """
         if (floor is None) == (ceiling is None):
             raise ValueError("Finding.against_limit: give exactly one of floor= or ceiling=")
@@ -111,25 +184,56 @@ class Finding:
                    message=message, subject=subject, details=dict(details or {}))
 
     @classmethod
-    def graded(cls, check: str, title: str, value, *, medium, high, by=None, message: str = "", subject: str | None = None,
-               details: dict[str, Any] | None = None) -> "Finding":
+    def graded(cls, check: str, title: str, value, *, medium, high, by=None, lower=None, upper=None, level: float = 0.95,
+               method: str = "", rows: int | None = None, min_rows: int = 1, message: str = "",
+               subject: str | None = None, details: dict[str, Any] | None = None) -> "Finding":
         """A value where larger is worse, graded: above ``high`` fails high, above ``medium`` fails medium.
 
-        At or below ``medium`` it passes, with severity medium: a passed finding
-        carries the lowest severity its failure would have (the one severity
-        rule). ``threshold`` is ``medium``, where failing starts. ``by`` grades
-        another number than the one shown (a signed shift graded by its size).
-        A missing or NaN value fails, graded medium.
+        With an interval (``lower``/``upper``, on the scale of ``by`` when given)
+        the evidence decides: failed when the interval lies wholly above
+        ``medium`` (high severity when it also lies wholly above ``high``),
+        passed when it lies at or below ``medium``, inconclusive otherwise or
+        with fewer than ``min_rows`` rows. Without an interval the point value
+        decides (for figures with no sampling error). A passed or inconclusive
+        finding carries severity medium, the lowest its failure would have (the
+        one severity rule). ``threshold`` is ``medium``. ``by`` grades another
+        number than the one shown (a signed shift graded by its size). A
+        missing or NaN value fails, graded medium, unless an interval is given.
         """
         number = _plain_number(value if by is None else by)
-        if number is not None and number > high:
-            severity, passed = Severity.HIGH, False
-        elif number is not None and number > medium:
-            severity, passed = Severity.MEDIUM, False
-        else:  # NaN compares False above: an unknown value is no pass
-            severity, passed = Severity.MEDIUM, number is not None and number == number
-        return cls(check=check, title=title, severity=severity, passed=passed, value=value, threshold=medium,
-                   message=message, subject=subject, details=dict(details or {}))
+        low, high_end = _plain_number(lower), _plain_number(upper)
+        if low is None and high_end is None and lower is None and upper is None and rows is None:
+            if number is not None and number > high:
+                severity, passed = Severity.HIGH, False
+            elif number is not None and number > medium:
+                severity, passed = Severity.MEDIUM, False
+            else:  # NaN compares False above: an unknown value is no pass
+                severity, passed = Severity.MEDIUM, number is not None and number == number
+            return cls(check=check, title=title, severity=severity, passed=passed, value=value, threshold=medium,
+                       message=message, subject=subject, details=dict(details or {}))
+        finding = cls.judged(check, title, number, low, high_end, severity=Severity.MEDIUM, ceiling=medium, level=level,
+                             method=method, rows=rows, min_rows=min_rows, message=message, subject=subject,
+                             details=details)
+        finding.value = _plain_number(value)
+        if finding.failed and low is not None and low > high:
+            finding.severity = Severity.HIGH
+        return finding
+
+
+def _settle_verdict(verdict, passed, check):
+    """One verdict from ``verdict`` and/or the older ``passed`` flag; they must agree when both are given."""
+    if verdict is None:
+        if passed is None:
+            raise ValueError(f"Finding {check!r}: give verdict= (passed, failed or inconclusive) or passed=")
+        if hasattr(passed, "item"):
+            passed = passed.item()
+        return ("passed" if passed else "failed"), passed
+    verdict = str(verdict).lower()
+    if verdict not in VERDICTS:
+        raise ValueError(f"Finding {check!r}: verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+    if passed is not None and bool(passed) != (verdict == "passed"):
+        raise ValueError(f"Finding {check!r}: passed={passed!r} contradicts verdict={verdict!r}")
+    return verdict, verdict == "passed"
 
 
 @dataclass
@@ -335,6 +439,14 @@ class Analysis:
     def run(self, ctx: Context) -> Iterable[Record]:
         raise NotImplementedError(f"{type(self).__name__}.run is not implemented")
 
+    # The cost contract (see `Plan`): options a budget may scale down, in the
+    # order it reduces them, each mapped to the smallest value it may take.
+    budget_knobs: ClassVar[dict[str, int]] = {}
+
+    def plan(self, info: "PlanInfo") -> "Plan | None":
+        """Estimate the model passes ``run`` will make on data like ``info``; None: the runner assumes a conservative default."""
+        return None
+
 
 TIE_TOLERANCE = 1e-5
 
@@ -381,6 +493,36 @@ def iter_records(result: Iterable[Record] | None) -> Iterator[Record]:
     return iter(result)
 
 
+@dataclass
+class PlanInfo:
+    """What an analysis's `plan` sees: the data's size and shape and what the model offers; no model passes."""
+
+    rows: int
+    row_shape: tuple
+    modality: str
+    n_classes: int
+    capabilities: frozenset = frozenset()
+    attributes: tuple = ()  # protected attribute names
+    feature_names: tuple | None = None
+    sample: int | None = None  # the run's --sample, when given
+
+
+@dataclass
+class Plan:
+    """An analysis's estimated cost: rows it sends forward (gradient rows included) and, of those, backward.
+
+    ``other_seconds`` is work outside model passes (bootstraps, probes);
+    ``shared`` names passes another analysis of the run may already have made
+    (key -> (forward_rows, backward_rows)): the run counts each key once.
+    """
+
+    forward_rows: int = 0
+    backward_rows: int = 0
+    other_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    shared: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
 __all__ = [
     "Analysis",
     "Context",
@@ -388,8 +530,11 @@ __all__ = [
     "Finding",
     "Metric",
     "Options",
+    "Plan",
+    "PlanInfo",
     "Progress",
     "Record",
     "Severity",
+    "VERDICTS",
     "predicted_classes",
 ]

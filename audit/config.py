@@ -18,7 +18,8 @@ from audit.gate import FAIL_ON_CHOICES
 
 TOP_LEVEL_KEYS = {
     "model", "data", "analyses", "device", "seed", "batch_size", "db", "reports", "fail_on",
-    "trust_model_code", "template_dir", "analysis", "threads", "min_rows",
+    "trust_model_code", "template_dir", "analysis", "threads", "min_rows", "fail_on_inconclusive",
+    "budget",
 }
 MODEL_KEYS = {"output", "path", "gradients", "optimize", "tokenizer"}
 DATA_KEYS = {f.name for f in fields(DataOptions)} | {"path"}
@@ -71,12 +72,21 @@ class Settings(pydantic.BaseModel):
     db: str | None = None
     reports: list[str] | None = None
     fail_on: str | None = None
+    fail_on_inconclusive: bool | None = None
     trust_model_code: bool | None = None
     template_dir: str | None = None
     min_rows: Annotated[int, pydantic.Field(ge=0)] | None = None
     analysis: dict[str, Any] | None = None
     executor: str | None = None  # checked, with the fix, by runner.check_executor
     ray_address: str | None = None
+    budget: str | int | float | None = None  # seconds after parsing: 90, "90s", "5m", "1h", "quick"
+
+    @pydantic.field_validator("budget")
+    @classmethod
+    def _budget(cls, value):
+        from audit.cost import parse_duration
+
+        return None if value is None else parse_duration(value)
 
     @pydantic.field_validator("fail_on")
     @classmethod
@@ -157,12 +167,14 @@ class RunSpec:
     db: str | None = None
     reports: list[str] = field(default_factory=list)
     fail_on: str = "high"
+    fail_on_inconclusive: bool = False
     trust_model_code: bool = False
     template_dir: str | None = None
     min_rows: int = MIN_ROWS
     config_file: str | None = None
     executor: str = "local"  # local | ray
     ray_address: str | None = None
+    budget: float | None = None  # seconds of estimated analysis time the run fits its plan into
     argv: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -279,7 +291,7 @@ def _apply_data_table(spec: RunSpec, data: dict[str, Any], base: Path, where: st
 
 def _apply_top_level(spec: RunSpec, settings: Settings, base: Path) -> None:
     """The top-level keys other than model, data and [analysis]."""
-    for key in ("device", "seed", "batch_size", "threads", "fail_on", "trust_model_code", "min_rows"):
+    for key in ("device", "seed", "batch_size", "threads", "fail_on", "fail_on_inconclusive", "trust_model_code", "min_rows", "budget"):
         value = getattr(settings, key)
         if value is not None:
             setattr(spec, key, value)

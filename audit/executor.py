@@ -85,7 +85,10 @@ def _analyse(model_path: str, load_options, dataset, predictions, logits, analys
     from audit.runner import RunInterrupted, execute
     from audit.sharding import rows_on
 
+    from audit.data import bind_model
+
     model = _worker_model(model_path, load_options)
+    bind_model(dataset, model)  # string inputs read their categories from the data, in every process
     try:
         with rows_on(rows):
             return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)

@@ -59,15 +59,29 @@ def waiver_for(finding, waivers: Iterable):
     return next((w for w in waivers if waiver_covers_finding(w, finding)), None)
 
 
-def counted_failures(findings: Iterable, fail_on: str, waivers: Iterable = ()) -> list:
-    """Failed findings at or above ``fail_on`` that no waiver covers (waivers already narrowed to the model)."""
+def verdict_of(finding) -> str:
+    """passed, failed or inconclusive; a record from before verdicts (no ``verdict``) says it by ``passed``."""
+    verdict = _field(finding, "verdict")
+    if verdict:
+        return str(verdict)
+    return "passed" if _field(finding, "passed") else "failed"
+
+
+def counted_failures(findings: Iterable, fail_on: str, waivers: Iterable = (), inconclusive_fails: bool = False) -> list:
+    """Failed findings at or above ``fail_on`` that no waiver covers (waivers already narrowed to the model).
+
+    An inconclusive finding is no failure: the evidence does not show the check
+    failing. With ``inconclusive_fails`` (`--fail-on-inconclusive`, for reviewers
+    who want a model shown to be fine) it counts as one.
+    """
     if fail_on == "never":
         return []
     floor = Severity.parse(fail_on).rank
     waivers = list(waivers)
+    blocking = ("failed", "inconclusive") if inconclusive_fails else ("failed",)
     return [
         f for f in findings
-        if not _field(f, "passed") and Severity.rank_of(_field(f, "severity")) >= floor and waiver_for(f, waivers) is None
+        if verdict_of(f) in blocking and Severity.rank_of(_field(f, "severity")) >= floor and waiver_for(f, waivers) is None
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit.analysis import Figure, Finding, Metric
+from audit.analysis import VERDICTS, Figure, Finding, Metric
 
 
 def _text(value, owner: str, field_name: str, *, optional: bool = False, numbers: bool = False):
@@ -36,6 +36,15 @@ def _number(value, owner: str, field_name: str):
     return value if math.isfinite(value) else None
 
 
+def _count(value, owner: str, field_name: str):
+    if value is None:
+        return None
+    count = value.item() if isinstance(value, np.generic) else value
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"{owner}: {field_name} must be a whole number or None, not {type(count).__name__} ({str(count)[:60]!r})")
+    return int(count)
+
+
 def checked_record(record, analysis_name: str):
     """Coerce a record's fields to the stored types (numpy scalars to int/float/str) or refuse it, naming the analysis.
 
@@ -54,8 +63,23 @@ def checked_record(record, analysis_name: str):
             record.passed = record.passed.item()
         if not isinstance(record.passed, bool):
             raise TypeError(f"{owner}: passed must be true or false, not {type(record.passed).__name__}")
+        if record.verdict not in VERDICTS:
+            raise TypeError(f"{owner}: verdict must be one of {', '.join(VERDICTS)}, not {record.verdict!r}")
+        if record.passed != (record.verdict == "passed"):
+            # Both are set at construction and agree; a later change to one of them cannot say which one is meant.
+            raise TypeError(f"{owner}: passed={record.passed} contradicts verdict={record.verdict!r}; "
+                            "change a finding's outcome by setting verdict (passed follows it) when you build it")
         record.value = _number(record.value, owner, "value")
         record.threshold = _number(record.threshold, owner, "threshold")
+        record.lower = _number(record.lower, owner, "lower")
+        record.upper = _number(record.upper, owner, "upper")
+        record.level = _number(record.level, owner, "level")
+        if record.level is not None and not 0.0 < record.level < 1.0:
+            raise TypeError(f"{owner}: level must lie strictly between 0 and 1 (0.95 for a 95% interval), not {record.level}")
+        if (record.lower is None) != (record.upper is None):
+            raise TypeError(f"{owner}: give both ends of the interval (lower and upper) or neither")
+        record.method = _text(record.method, owner, "method", optional=True)
+        record.rows = _count(record.rows, owner, "rows")
         if not isinstance(record.details, dict):
             raise TypeError(f"{owner}: details must be a dict, not {type(record.details).__name__}")
         record.tags = frozenset(_text(tag, owner, "a tag") for tag in record.tags)
@@ -68,11 +92,7 @@ def checked_record(record, analysis_name: str):
         record.value = _number(record.value, owner, "value")
         record.lower = _number(record.lower, owner, "lower")
         record.upper = _number(record.upper, owner, "upper")
-        if record.count is not None:
-            count = record.count.item() if isinstance(record.count, np.generic) else record.count
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise TypeError(f"{owner}: count must be a whole number or None, not {type(count).__name__} ({str(count)[:60]!r})")
-            record.count = int(count)
+        record.count = _count(record.count, owner, "count")
         if not isinstance(record.details, dict):
             raise TypeError(f"{owner}: details must be a dict, not {type(record.details).__name__}")
     elif isinstance(record, Figure):

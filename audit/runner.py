@@ -294,7 +294,8 @@ def prepare(spec, plugin_manager=None, warn=None):
 
     spec.executor = check_executor(getattr(spec, "executor", "local"), getattr(spec, "ray_address", None))
     model = models.load(spec.model, model_load_options(spec), plugin_manager=pm)
-    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None))
+    dataset = data_module.load(spec.data, spec.data_options, seed=spec.seed, model_features=getattr(model, "feature_names", None),
+                               string_features=getattr(model, "string_features", None))
     data_module.validate_against_model(dataset, model)
     if len(dataset) < spec.min_rows:
         raise AuditError(
@@ -370,8 +371,11 @@ def judged_frameworks(plugin_manager, warn=None) -> list[dict[str, Any]]:
     ]
 
 
-def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None) -> RunOutcome:
-    """Run an audit end to end and persist it; bad input raises AuditError before any write."""
+def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, on_analysis=None, on_plan=None) -> RunOutcome:
+    """Run an audit end to end and persist it; bad input raises AuditError before any write.
+
+    ``on_plan`` gets the plan's printable lines (run order, passes, estimated seconds, budget reductions) before the first analysis.
+    """
     from pathlib import Path
 
     from audit.allocator import tune_malloc
@@ -389,9 +393,45 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
     clean = model.counters.since(clean_start)
     check_outputs(spec.model, dataset.x, predictions, logits)
     store = Store(db_location)
+    names, instances, cost_plan = plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256)
+    if on_plan is not None:
+        on_plan(cost_plan["lines"])
     with sigterm_as_interrupt():
         return _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
-                           predictions, logits, clean, frameworks, model_sha256)
+                           predictions, logits, clean, frameworks, model_sha256, cost_plan)
+
+
+def plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256):
+    """The run's plan: the model's speed, each analysis's estimated passes, the budget fitted, cheap analyses first.
+
+    Returns (names in run order, the analyses with their budgeted options, the plan as stored with the run).
+    """
+    from audit import cost
+
+    try:
+        speed = cost.calibrate(model, dataset.x, store, model_sha256, spec.threads)
+    except Exception as error:  # noqa: BLE001 - a model that cannot be timed is still audited, estimated from its clean pass
+        per_row = clean.forward_seconds / max(1, clean.forward_rows)
+        speed = cost.Speed(per_row, None, int(model.batch_size), int(model.gradient_batch_size), measured_at=f"clean pass ({type(error).__name__})")
+    info = cost.plan_info(model, dataset, spec.data_options.sample)
+    categories = {name: registry[name].cls.category for name in names}
+    skipped = {name: reason for name in names if (reason := unmet_requirement(registry[name].cls, model, dataset)) is not None}
+    budget = getattr(spec, "budget", None)
+    if budget is None:
+        entries = {name: cost.Planned(name, cost.plan_for(instances[name], info, skipped.get(name))) for name in names}
+        order, fitted = cost.order_and_count(entries, categories, speed), True
+    else:
+        instances, entries, order, fitted = cost.fit_budget(budget, names, instances, spec.options,
+                                                           lambda cls, values: cls(build_options(cls, values)), info, categories, speed, skipped)
+    lines = cost.plan_lines(entries, order, speed, budget, fitted)
+    plan = {
+        "calibration": {**speed.as_dict(), "key": cost.calibration_key(model, spec.threads)},
+        "budget_seconds": budget, "fitted": fitted,
+        "estimated_seconds": sum(e.seconds for e in entries.values()),
+        "analyses": {name: entries[name].as_dict() for name in order},
+        "lines": lines,
+    }
+    return order, instances, plan
 
 
 def check_outputs(model_path, x, predictions, logits) -> None:
@@ -409,10 +449,11 @@ def check_outputs(model_path, x, predictions, logits) -> None:
 
 
 def _run_stored(spec, store, registry, names, instances, model, dataset, progress_factory, on_analysis,
-                predictions, logits, clean, frameworks, model_sha256) -> RunOutcome:
+                predictions, logits, clean, frameworks, model_sha256, cost_plan=None) -> RunOutcome:
     from audit.store.artifacts import figure_to_artifact
 
-    run = _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256)
+    cost_plan = cost_plan or {}
+    run = _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256, cost_plan)
     status = "running"
     try:
         shared: dict = {}  # one per run: analyses share work through ctx.shared
@@ -426,7 +467,8 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
             outcome, stop = _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions, logits,
                                               progress_factory, shared)
             with signals_deferred():
-                _persist(store, run.id, position, registry[name], analysis, outcome, figure_to_artifact)
+                _persist(store, run.id, position, registry[name], analysis, outcome, figure_to_artifact,
+                         cost_plan.get("analyses", {}).get(name))
                 store.update_run(run.id, heartbeat_at=_now())
             if on_analysis is not None:
                 on_analysis(outcome)
@@ -443,7 +485,7 @@ def _run_stored(spec, store, registry, names, instances, model, dataset, progres
     return RunOutcome(run.id, status, exit_code, store)
 
 
-def _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256):
+def _create_run(spec, store, registry, names, model, dataset, clean, frameworks, model_sha256, cost_plan=None):
     """The stored run, before any analysis: its inputs, versions, planned analyses and the clean pass's cost."""
     import os
 
@@ -466,6 +508,7 @@ def _create_run(spec, store, registry, names, model, dataset, clean, frameworks,
         config=hide_passwords(_jsonable(spec.as_dict())),
         versions=versions(registry, names),
         fail_on=spec.fail_on,
+        fail_on_inconclusive=bool(spec.fail_on_inconclusive),
         template_dir=spec.template_dir,
         frameworks=frameworks,
         pid=os.getpid(),
@@ -474,6 +517,7 @@ def _create_run(spec, store, registry, names, model, dataset, clean, frameworks,
         planned=list(names),
         clean_forward_rows=clean.forward_rows,
         clean_seconds=clean.forward_seconds,
+        cost_plan=_jsonable(cost_plan) if cost_plan else None,
     )
 
 
@@ -496,13 +540,16 @@ def _analysis_outcome(spec, name, analysis, remote, model, dataset, predictions,
 def _gate(spec, store, run_id, model_sha256) -> tuple[str, int]:
     """The finished run's status and exit code: its results, and its findings less the model's waivers against --fail-on."""
     waivers = waivers_for_model(store.waivers(), model_sha256, str(spec.model))
-    failures = counted_failures(store.findings(run_id), spec.fail_on, waivers)
+    failures = counted_failures(store.findings(run_id), spec.fail_on, waivers, inconclusive_fails=bool(spec.fail_on_inconclusive))
     return gate_status([r.status for r in store.results(run_id)], failures)
 
 
-def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome, figure_to_artifact) -> None:
+def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome, figure_to_artifact, plan=None) -> None:
     findings, metrics, artifacts = [], [], []
     notes = list(outcome.notes)
+    if plan and plan.get("reduced"):
+        changes = ", ".join(f"{option} {was} -> {now}" for option, (was, now) in plan["reduced"].items())
+        notes.append(f"reduced to fit the run's budget ({changes}): fewer samples, so wider intervals and more inconclusive checks")
     for record in outcome.records:
         if isinstance(record, Finding):
             findings.append({
@@ -510,6 +557,8 @@ def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome,
                 "severity": record.severity.value, "passed": record.passed, "value": _finite(record.value),
                 "threshold": _finite(record.threshold), "message": record.message,
                 "tags": sorted(record.tags), "details": _jsonable(record.details),
+                "verdict": record.verdict, "lower": _finite(record.lower), "upper": _finite(record.upper),
+                "level": _finite(record.level), "method": record.method, "rows": record.rows,
             })
         elif isinstance(record, Metric):
             metrics.append({
@@ -531,7 +580,7 @@ def _persist(store, run_id, position, entry, analysis, outcome: AnalysisOutcome,
             "options": _jsonable(analysis.options.model_dump()),
             "status": outcome.status, "reason": outcome.reason, "traceback": outcome.traceback,
             "seconds": outcome.seconds, "forward_rows": outcome.forward_rows, "backward_rows": outcome.backward_rows,
-            "notes": notes, "tags": sorted(cls.tags),
+            "notes": notes, "tags": sorted(cls.tags), "plan": _jsonable(plan) if plan is not None else None,
         },
         findings, metrics, artifacts,
     )

@@ -170,11 +170,17 @@ def test_every_explainer_ranks_the_only_relevant_feature_first_and_beats_random(
     exact = ((p + 0.5) / 2 * 0.25 + 0.5 * 0.75).mean()
     random_curve = np.array([p.mean() * (1 - k / 4) + 0.5 * k / 4 for k in range(5)])
     expected_random = ((random_curve[1:] + random_curve[:-1]) / 2 * 0.25).sum()
+    random_auc = records.metric("deletion_auc", subject="random").value
     for name in ALL_EXPLAINERS:
-        assert records.finding("deletion_auc", subject=name).value == pytest.approx(exact, abs=1e-6), name
-        assert records.finding("faithful_vs_random", subject=name).passed, name
-    assert records.metric("deletion_auc", subject="random").value == pytest.approx(expected_random, abs=0.01)
-    assert records.finding("deletion_auc", subject="saliency").threshold > exact + 0.02
+        deletion = records.finding("deletion_auc", subject=name)
+        assert deletion.details["auc"] == pytest.approx(exact, abs=1e-6), name
+        assert records.metric("deletion_auc", subject=name).value == pytest.approx(exact, abs=1e-6), name
+        # The judged figure is the paired difference from the random orders (lower is better), shown below 0.
+        assert deletion.value == pytest.approx(exact - random_auc, abs=1e-6) and deletion.threshold == 0.0, name
+        assert deletion.verdict == "passed" and deletion.upper < 0 and deletion.details["comparisons"] == len(ALL_EXPLAINERS), name
+        assert records.finding("faithful_vs_random", subject=name).verdict == "passed", name
+    assert random_auc == pytest.approx(expected_random, abs=0.01)
+    assert records.finding("deletion_auc", subject="saliency").details["random_auc"] > exact + 0.02
 
 
 def test_faithfulness_correlation_and_infidelity_closed_forms():
@@ -189,7 +195,7 @@ def test_faithfulness_correlation_and_infidelity_closed_forms():
     assert records.metric("infidelity", subject="rise").value > 0.01
 
 
-def test_a_map_of_noise_fails_faithful_vs_random_and_the_true_map_passes():
+def test_faithful_vs_random_passes_the_true_map_fails_the_reversed_one_and_leaves_noise_inconclusive():
     from audit_attribution._metrics import curve_auc, order_ranks, removal_curves
     from audit_attribution._run import gain_over_random
 
@@ -205,9 +211,21 @@ def test_a_map_of_noise_fails_faithful_vs_random_and_the_true_map_passes():
     deletion, insertion, fractions = removal_curves(ModelScorer(model), Layout((4,), "tabular"), x, np.zeros_like(x), targets, ranks, 4)
     d, i = curve_auc(deletion, fractions), curve_auc(insertion, fractions)
     rd, ri = d[2:].mean(0), i[2:].mean(0)
-    assert gain_over_random(d[0], i[0], rd, ri, rng, 0.0)[3]
-    gain, low, high, passed = gain_over_random(d[1], i[1], rd, ri, rng, 0.0)
-    assert not passed and low < 0 < high
+    assert gain_over_random(d[0], i[0], rd, ri, 0.0)[2] == "passed"
+    # Noise is no better than random, and not shown worse either: inconclusive, never passed.
+    gain, interval, verdict = gain_over_random(d[1], i[1], rd, ri, 0.0)
+    assert verdict == "inconclusive" and interval.lower < 0 < interval.upper
+    # A map ranking the relevant feature last is shown worse than random: failed.
+    assert gain_over_random(*_curve_aucs(model, x, targets, -true_map, random_ranks, rng), 0.0)[2] == "failed"
+
+
+def _curve_aucs(model, x, targets, explainer_map, random_ranks, rng):
+    from audit_attribution._metrics import curve_auc, order_ranks, removal_curves
+
+    ranks = np.concatenate([order_ranks(explainer_map, rng)[None], random_ranks])
+    deletion, insertion, fractions = removal_curves(ModelScorer(model), Layout((4,), "tabular"), x, np.zeros_like(x), targets, ranks, 4)
+    d, i = curve_auc(deletion, fractions), curve_auc(insertion, fractions)
+    return d[0], i[0], d[1:].mean(0), i[1:].mean(0)
 
 
 # -- model randomisation -------------------------------------------------------------------
@@ -237,7 +255,7 @@ def test_onnx_models_get_black_box_explainers_and_the_same_numbers(tmp_path):
     torch_records = run_analysis(attribution.Faithfulness, mlp, data, **options)
     for check in ("deletion_auc", "insertion_auc"):
         for name in ("occlusion", "sobol", "rise"):
-            assert onnx_records.finding(check, subject=name).value == pytest.approx(torch_records.finding(check, subject=name).value, abs=1e-5)
+            assert onnx_records.finding(check, subject=name).details["auc"] == pytest.approx(torch_records.finding(check, subject=name).details["auc"], abs=1e-5)
     sanity = run_analysis(attribution.Sanity, onnx_model, data, grid_samples=4, **options)
     assert {f.check for f in sanity.findings} == {"grid_share"}
     assert sanity.finding("grid_share", subject="occlusion").details["max_outside"] == 0.0

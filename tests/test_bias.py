@@ -60,7 +60,10 @@ def test_hand_built_confusion_tables_give_known_rates_and_findings():
     # Aggregates use a and b only: c (selection 0.4) is reported, not judged.
     dpd = records.finding("demographic_parity_difference", subject="grp")
     assert dpd.value == pytest.approx(0.5 - 25 / 120)
-    assert dpd.severity.value == "high" and not dpd.passed
+    # Verdicts rest on the interval (issue 13): the gap 0.29 fails because its interval, at the level the
+    # family of checks tested it, lies wholly above 0.1; it is graded high only if that interval clears 0.2 too.
+    assert dpd.verdict == "failed" and dpd.lower > 0.1
+    assert dpd.severity.value == ("high" if dpd.lower > 0.2 else "medium")
     assert "c (n=10)" in dpd.message and dpd.details["excluded_small_groups"] == {"c": 10}
     ratio = records.finding("demographic_parity_ratio", subject="grp")
     assert ratio.value == pytest.approx((25 / 120) / 0.5) and ratio.severity.value == "high"
@@ -79,7 +82,7 @@ def test_too_few_large_groups_are_not_judged():
     records = run_analysis(GroupFairness, logit_passthrough(), Dataset(x=x, y=y, attributes={"grp": g}))
     finding = records.finding("demographic_parity_difference", subject="grp")
     assert finding.value is None and finding.passed is False and finding.severity.value == "info"
-    assert "not judged" in finding.message
+    assert finding.verdict == "inconclusive" and "not judged" in finding.message
 
 
 def test_without_labels_only_label_free_checks_run():
@@ -139,7 +142,8 @@ def test_distance_covariance_categorical_shortcut_equals_one_hot():
     fast = _stats.distance_covariance(scores, None, np.random.default_rng(5), 99, codes=codes)
     direct = _stats.distance_covariance(scores, np.eye(3)[codes], np.random.default_rng(5), 99)
     assert fast["dcov2"] == pytest.approx(direct["dcov2"], rel=1e-12)
-    assert fast["p_value"] == direct["p_value"]
+    # Beyond the permutations the p-value is a gamma tail fitted to the float32 null: equal to its rounding.
+    assert fast["p_value"] == pytest.approx(direct["p_value"], rel=1e-4)
 
 
 def test_js_divergence_is_zero_for_identical_groups():

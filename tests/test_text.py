@@ -105,7 +105,7 @@ def test_demo_models_load_as_text_models_and_match_the_torch_twin():
         assert model.counters.forward_rows == len(texts)
         assert model.counters.forward_seconds > 0
     assert "token_gradients" in load_text_model(DEMO / "text.pt").capabilities
-    assert "token_gradients" not in load_text_model(DEMO / "text.onnx").capabilities
+    assert "token_gradients" in load_text_model(DEMO / "text.onnx").capabilities  # through its checked torch conversion
 
 
 def test_a_torch_export_text_model_gives_the_torchscript_scores_and_token_ig(tmp_path):
@@ -298,7 +298,14 @@ def test_counterfactual_on_the_demo_finds_the_gender_dependence_and_not_on_a_bli
     findings = [r for r in biased.records if type(r).__name__ == "Finding"]
     assert any(f.subject == "gender" and not f.passed and "female terms for male terms" in f.message for f in findings) or \
         any(f.subject == "gender" and not f.passed and "terms" in f.message for f in findings)
-    assert all(f.passed for f in blind.records if type(f).__name__ == "Finding")
+    # Verdicts rest on intervals (issue 13): no shift passes; no flip in the few texts per swap cannot show the
+    # flip rate is under 1%, so it is inconclusive and says how many texts would show it (it never fails).
+    for finding in (r for r in blind.records if type(r).__name__ == "Finding"):
+        if finding.check == "counterfactual_score_shift":
+            assert finding.passed, finding.message
+        else:
+            assert finding.value == 0.0 and finding.verdict in ("passed", "inconclusive"), finding.message
+            assert finding.passed or finding.details["needs_rows"] > finding.rows
     # One batched call for all variants: forward rows = variants (each row once per other group of each set).
     assert biased.forward_rows == with_terms["gender"] + with_terms["demo_names"]  # one row per variant, nothing else
 
@@ -321,7 +328,12 @@ def test_a_model_that_ignores_the_swapped_tokens_shows_exactly_no_shift(tmp_path
     assert {m.subject for m in metrics} == {"gender", "names"}
     for metric in metrics:
         assert metric.value == 0.0, metric
-    assert all(f.passed and f.value == 0.0 for f in outcome.records if type(f).__name__ == "Finding")
+    findings = [r for r in outcome.records if type(r).__name__ == "Finding"]
+    assert findings and all(f.value == 0.0 and not f.failed for f in findings)
+    # Exactly no shift: a zero-width paired interval passes. No flip in ~30 texts is not yet evidence of a flip
+    # rate under 1% (Wilson upper bound ~0.11): inconclusive, never failed (issue 13).
+    assert all(f.passed for f in findings if f.check == "counterfactual_score_shift")
+    assert all(f.verdict == "inconclusive" and f.upper > 0.01 for f in findings if f.check == "counterfactual_flip_rate")
 
 
 def test_shipped_term_sets_on_the_demo_note_absent_sets_and_unknown_terms():

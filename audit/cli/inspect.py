@@ -1,4 +1,4 @@
-"""`audit plugins` and `audit analyses`: what is installed, without importing torch."""
+"""`audit plugins`, `audit analyses` and `audit schema`: what is installed and what the JSON holds, without importing torch."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import typer
 
 from audit.cli.options import JsonOption
 
+
 def register(app: typer.Typer) -> None:
     app.command("plugins")(plugins)
     app.command("analyses")(analyses)
+    app.command("schema")(schema)
+
+
+def schema():
+    """Print the JSON Schema of a run document (`audit run --json`, `audit show --json`, .json reports)."""
+    from importlib import resources
+
+    print(resources.files("audit").joinpath("schemas/run.schema.json").read_text(encoding="utf-8"), end="")
 
 
 def plugins(as_json: JsonOption = False):

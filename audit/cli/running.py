@@ -32,6 +32,7 @@ def run(
     db: DbOption = None,
     report: list[str] = typer.Option(None, "--report", "-r", metavar="PATH", help="Also write a report here; format from the suffix: .html .pdf .json .xml .md (repeatable)."),
     fail_on: str = typer.Option(None, "--fail-on", help="Exit 1 if a check at or above this severity fails: info, low, medium, high, critical, never. Default: high."),
+    fail_on_inconclusive: bool = typer.Option(False, "--fail-on-inconclusive", help="Also exit 1 if a check at or above --fail-on is inconclusive (not shown to pass). Default: only failures gate."),
     as_json: JsonOption = False,
     label: str = typer.Option(None, "--label", help="CSV/Parquet: the label column."),
     attribute: list[str] = typer.Option(None, "--attribute", metavar="NAME", help="Protected attribute column or array (repeatable)."),
@@ -45,6 +46,8 @@ def run(
     executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
     ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
     manifest: str = typer.Option(None, "--manifest", metavar="FILE", help="TOML file of [[run]] tables (model, data, options): one run each; exit code the worst."),
+    budget: str = typer.Option(None, "--budget", metavar="TIME", help="Fit the analyses into about this time (90s, 5m, 1h) by sampling less; the plan lists what was reduced."),
+    quick: bool = typer.Option(False, "--quick", help="A first look: --budget quick (30s of analyses)."),
 ):
     """Audit MODEL on --data: run the analyses, store every finding, write the report, exit 0/1/3."""
     from audit.config import RunSpec, apply_config, apply_environment, apply_flags, apply_set, find_config
@@ -64,11 +67,13 @@ def run(
         spec.analyses = list(analysis)
     apply_flags(spec, {"device": device, "seed": seed, "batch_size": batch_size, "threads": threads, "db": db,
                        "fail_on": fail_on, "template_dir": template_dir, "min_rows": min_rows,
-                       "executor": executor, "ray_address": ray_address})
+                       "executor": executor, "ray_address": ray_address, "budget": "quick" if quick and budget is None else budget})
     if report:
         spec.reports = list(report)
     if trust_model_code:
         spec.trust_model_code = True
+    if fail_on_inconclusive:
+        spec.fail_on_inconclusive = True
     if label is not None:
         spec.data_options.label = label
     if attribute:
@@ -124,7 +129,8 @@ def _audit_and_report(spec, progress, default_report, extra_formats):
     if default_report:  # the default report folder is an output too: checked before any work
         check_report_path(str(Path(".audit") / "reports" / "run.html"))
     with console_progress(enabled=progress) as (factory, on_analysis):
-        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis)
+        outcome = run_audit(spec, progress_factory=factory, on_analysis=on_analysis,
+                            on_plan=(lambda lines: print("\n".join(lines), file=sys.stderr)) if progress else None)
     store = outcome.store
     targets = list(spec.reports)
     if default_report:
@@ -151,8 +157,9 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     print(f"Config: {config_file or 'none (no --config, audit.toml or [tool.audit] in pyproject.toml)'}")
     for result in view["results"]:
         findings = [f for f in view["findings"] if f["analysis"] == result["analysis"]]
-        failed = sum(1 for f in findings if not f["passed"])
-        detail = f"{len(findings) - failed} passed, {failed} failed" if result["status"] == "ok" else (result["reason"] or "")
+        counts = {verdict: sum(1 for f in findings if f["verdict"] == verdict) for verdict in ("passed", "failed", "inconclusive")}
+        detail = (f"{counts['passed']} passed, {counts['failed']} failed, {counts['inconclusive']} inconclusive"
+                  if result["status"] == "ok" else (result["reason"] or ""))
         print(f"  {result['analysis']:<32} {result['status']:<8} {detail}")
     gating = [f for f in view["findings"] if f.get("gating")]
     if gating:
@@ -166,7 +173,8 @@ def print_summary(view, written: list[str], config_file: str | None = None) -> N
     if run["status"] == "skipped":
         print("Nothing was assessed: every analysis was skipped (see the reasons above), so the run does not pass.")
     gate = "not gating (--fail-on never)" if run["fail_on"] == "never" else f"{verdict['gating_failures']} at or above {run['fail_on']}"
-    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed ({gate}); status {run['status']}, exit code {run['exit_code']}")
+    print(f"{verdict['passed']} checks passed, {verdict['failed']} failed, {verdict['inconclusive']} inconclusive ({gate}); "
+          f"status {run['status']}, exit code {run['exit_code']}")
 
 
 def demo_assets() -> Path:

@@ -57,6 +57,8 @@ class Dataset:
     sha256: str | None = None
     feature_source: str | None = None  # tables: what chose the feature columns
     ignored_columns: list[str] = field(default_factory=list)  # tables: columns neither feature, label nor attribute
+    # tables: categorical (string) feature -> its categories; its column of x holds codes, indices into that list
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -64,6 +66,28 @@ class Dataset:
     @property
     def has_labels(self) -> bool:
         return self.y is not None
+
+    @property
+    def categorical_columns(self) -> list[int]:
+        """Indices of the columns of ``x`` that hold category codes: they may be swapped for other codes, never shifted."""
+        if not self.categories or not self.feature_names:
+            return []
+        return [j for j, name in enumerate(self.feature_names) if name in self.categories]
+
+    @property
+    def numeric_columns(self) -> list[int]:
+        """Indices of the columns of a table's ``x`` that hold numbers (every column where none is categorical)."""
+        skip = set(self.categorical_columns)
+        return [j for j in range(self.x.shape[1]) if j not in skip] if self.x.ndim == 2 else []
+
+    def keep_categorical(self, perturbed: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """``perturbed`` with its categorical columns put back from ``original``: noise, attacks and masks move numbers only."""
+        columns = self.categorical_columns
+        if not columns:
+            return perturbed
+        out = np.array(perturbed, dtype=np.float32, copy=True)
+        out[:, columns] = np.broadcast_to(np.asarray(original, dtype=np.float32), out.shape)[:, columns]
+        return out
 
     def subset(self, index: np.ndarray) -> "Dataset":
         return replace(
@@ -87,6 +111,7 @@ class Dataset:
             "features": list(self.feature_names) if self.feature_names and self.modality == "tabular" else None,
             "feature_source": self.feature_source,
             "ignored_columns": list(self.ignored_columns),
+            **({"categorical_columns": {name: len(values) for name, values in self.categories.items()}} if self.categories else {}),
         }
 
 
@@ -103,10 +128,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load(path, options: DataOptions | None = None, seed: int = 0, model_features: list[str] | None = None) -> Dataset:
+def load(path, options: DataOptions | None = None, seed: int = 0, model_features: list[str] | None = None,
+         string_features: list[str] | None = None) -> Dataset:
     """Read a data set from ``path`` (NPZ, CSV, Parquet or an image folder).
 
     ``model_features``: the model's input column names, if it declares them; a table's other columns are ignored.
+    ``string_features``: those of them the model reads as strings (categorical columns, coded in ``x``).
     """
     options = options or DataOptions()
     path = Path(path)
@@ -126,7 +153,7 @@ def load(path, options: DataOptions | None = None, seed: int = 0, model_features
     elif suffix in (".csv", ".tsv", ".parquet", ".pq"):
         from audit.data.tabular import load_table
 
-        dataset = load_table(path, options, model_features=model_features)
+        dataset = load_table(path, options, model_features=model_features, string_features=string_features)
     else:
         raise AuditError(f"{path}: unknown data format {suffix or '(no suffix)'}; use .npz, .csv, .parquet, .jsonl (text) or a folder of images")
     dataset.path = str(path)
@@ -269,11 +296,30 @@ def check_values(dataset: Dataset, options: DataOptions) -> None:
         )
 
 
+def bind_model(dataset: Dataset, model) -> None:
+    """Give a model with string inputs the data's categories, which its codes in ``x`` index (every process that runs it)."""
+    strings = list(getattr(model, "string_features", None) or [])
+    if not strings:
+        return
+    if dataset.modality != "tabular" or not dataset.categories:
+        raise AuditError(f"{dataset.path}: the model reads {', '.join(strings)} as strings (categorical columns); give a CSV or "
+                         "Parquet table with those columns, named as the model's inputs")
+    names = list(dataset.feature_names or [])
+    model_names = list(getattr(model, "feature_names", None) or [])
+    if names != model_names and len(names) == len(model_names):
+        # --features named the model's inputs by position
+        categories = {m: dataset.categories[n] for n, m in zip(names, model_names) if n in dataset.categories}
+    else:
+        categories = dataset.categories
+    model.bind_categories(categories)
+
+
 def validate_against_model(dataset: Dataset, model) -> None:
     """Check shapes and labels against the model; a probe on two rows catches the rest."""
     from audit.data.text import check_model_matches
 
     check_model_matches(dataset, model)
+    bind_model(dataset, model)
     row_shape = tuple(dataset.x.shape[1:])
     expected = tuple(model.input_shape)
     if expected and (len(expected) != len(row_shape) or any(e is not None and e != r for e, r in zip(expected, row_shape))):

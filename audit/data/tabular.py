@@ -14,8 +14,12 @@ MISSING = "missing"
 BLOCK_ROWS = 8192
 
 
-def load_table(path: Path, options, model_features: list[str] | None = None):
-    """Read a table; the features are --features, else the model's input names, else every other numeric column."""
+def load_table(path: Path, options, model_features: list[str] | None = None, string_features: list[str] | None = None):
+    """Read a table; the features are --features, else the model's input names, else every other numeric column.
+
+    ``string_features``: the model's inputs that are string tensors (categorical columns). They are read as text
+    and coded in ``x`` as indices into their sorted categories (``Dataset.categories``); every other feature is a number.
+    """
     from audit.data import Dataset
 
     parquet = path.suffix.lower() in (".parquet", ".pq")
@@ -33,18 +37,29 @@ def load_table(path: Path, options, model_features: list[str] | None = None):
         chosen, source = None, "every numeric column but the label"
     if chosen is not None:
         unknown = [f for f in chosen if f not in names]
+        if unknown and source == "the model's input names":
+            raise AuditError(f"{path}: no feature column {', '.join(unknown)} (named by the model's input names; columns: "
+                             f"{', '.join(names)}); rename the columns to the model's input names ({', '.join(chosen)}), "
+                             "or pass --features with the file's columns in the model's input order")
         if unknown:
             raise AuditError(f"{path}: no feature column {', '.join(unknown)} (named by {source}; columns: {', '.join(names)})")
+    strings = _string_columns(chosen, model_features, string_features)
     if options.label is not None and options.label in (chosen or []):
         raise AuditError(f"{path}: the label column {options.label!r} cannot also be a feature")
     candidates = chosen if chosen is not None else [n for n in names if n != options.label]
     # A text attribute is a grouping column, not a model input, unless the features were named.
     droppable = set() if chosen is not None else set(options.attributes)
-    others = list(dict.fromkeys([*([options.label] if options.label else []), *options.attributes]))
+    others = list(dict.fromkeys([*([options.label] if options.label else []), *options.attributes, *strings]))
+    numeric = [c for c in candidates if c not in strings]
+    hint = _numeric_hint(source)
     if parquet:
-        x, features, raw = _read_parquet(path, candidates, others, droppable)
+        x, features, raw = _read_parquet(path, numeric, others, droppable, hint)
     else:
-        x, features, raw = _read_csv(path, names, candidates, others, droppable)
+        x, features, raw = _read_csv(path, names, numeric, others, droppable, hint)
+    categories: dict[str, list[str]] = {}
+    if strings:
+        x, categories = _with_categories(path, options, candidates, x, features, raw, strings)
+        features = list(candidates)
     if not features:
         raise AuditError(f"{path}: no numeric feature columns left; name them with --features")
 
@@ -63,7 +78,51 @@ def load_table(path: Path, options, model_features: list[str] | None = None):
         attribute_features={a: features.index(a) for a in options.attributes if a in features},
         feature_source=source,
         ignored_columns=ignored,
+        categories=categories,
     )
+
+
+def _string_columns(chosen, model_features, string_features) -> list[str]:
+    """The chosen columns the model reads as strings: by name, or by position when --features renamed the model's inputs."""
+    if not string_features or chosen is None:
+        return []
+    wanted = set(string_features)
+    if model_features and list(chosen) != list(model_features) and len(chosen) == len(model_features):
+        return [c for c, m in zip(chosen, model_features) if m in wanted]
+    return [c for c in chosen if c in wanted]
+
+
+def _numeric_hint(source: str) -> str:
+    if source == "the model's input names":
+        return ("the model's input of that name is a numeric tensor: put numbers in the column, or export the model "
+                "with a string input for it (skl2onnx StringTensorType)")
+    return "list the model's input columns with --features"
+
+
+def _with_categories(path: Path, options, candidates: list[str], numbers: np.ndarray, numeric: list[str], raw: dict, strings: list[str]):
+    """The feature matrix in ``candidates`` order, each string column as codes into its sorted categories."""
+    x = np.empty((len(numbers), len(candidates)), dtype=np.float32)
+    categories: dict[str, list[str]] = {}
+    position = {name: j for j, name in enumerate(numeric)}
+    for j, name in enumerate(candidates):
+        if name not in strings:
+            x[:, j] = numbers[:, position[name]]
+            continue
+        values = raw[name]
+        if values.dtype.kind not in "USO":
+            raise AuditError(f"{path}: column {name!r} holds {values.dtype} values, but the model's input {name!r} is a string "
+                             "tensor; store the column as text (e.g. df[col] = df[col].astype(str)) or export the model with a "
+                             "numeric input for it")
+        text = values.astype(str)
+        blank = np.flatnonzero(np.char.strip(text) == "")
+        if len(blank) and not options.allow_nan:
+            raise AuditError(f"{path}: column {name!r} (the model's string input) has {len(blank)} empty or missing value(s), "
+                             f"first in data row {int(blank[0]) + 1}; fill them with a category (e.g. 'missing'), or set "
+                             "allow_nan = true under [data] to feed them as empty strings")
+        found, codes = np.unique(text, return_inverse=True)
+        categories[name] = [str(v) for v in found]
+        x[:, j] = codes.reshape(-1)
+    return x, categories
 
 
 # -- CSV ------------------------------------------------------------------------------------------------
@@ -84,7 +143,7 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
-def _read_csv(path: Path, header: list[str], candidates: list[str], others: list[str], droppable: set[str]):
+def _read_csv(path: Path, header: list[str], candidates: list[str], others: list[str], droppable: set[str], hint: str = ""):
     """Stream the file: features parsed to float32 block by block, label and attributes kept as compact text arrays.
 
     A block without quotes goes through numpy's C parser (15x faster than csv.reader and a string per cell);
@@ -92,6 +151,7 @@ def _read_csv(path: Path, header: list[str], candidates: list[str], others: list
     first quote on, csv.reader reads the rest, since a quoted field may hold the delimiter or span lines.
     """
     reader = _CsvBlocks(path, header, candidates, others, droppable)
+    reader.hint = hint or reader.hint
     reader.read()
     return reader.assemble()
 
@@ -110,6 +170,7 @@ class _CsvBlocks:
         self.blocks: list[np.ndarray | None] = []
         self.other_blocks: dict[str, list[np.ndarray]] = {n: [] for n in others}
         self.dropped: set[str] = set()
+        self.hint = "list the model's input columns with --features"  # the fix named when a feature holds text
 
     def read(self) -> None:
         """Numpy's parser for each unquoted block, csv.reader from the first quote on (see _read_csv)."""
@@ -140,7 +201,7 @@ class _CsvBlocks:
 
     def add_cells(self, rows: list[list[str]]) -> None:
         cells = np.array(rows, dtype=str)
-        self.blocks.append(_feature_block(self.path, cells[:, self.feature_index], self.candidates, self.droppable, self.dropped))
+        self.blocks.append(_feature_block(self.path, cells[:, self.feature_index], self.candidates, self.droppable, self.dropped, self.hint))
         for name, index in self.other_index.items():
             self.other_blocks[name].append(_compact(cells[:, index]))
 
@@ -223,7 +284,8 @@ def _compact(column: np.ndarray) -> np.ndarray:
     return column.astype(f"U{max(1, int(np.char.str_len(column).max()))}") if len(column) else column
 
 
-def _feature_block(path, cells: np.ndarray, names: list[str], droppable: set[str], dropped: set[str]) -> np.ndarray:
+def _feature_block(path, cells: np.ndarray, names: list[str], droppable: set[str], dropped: set[str],
+                   hint: str = "list the model's input columns with --features") -> np.ndarray:
     try:
         return cells.astype(np.float32)
     except ValueError:
@@ -240,8 +302,17 @@ def _feature_block(path, cells: np.ndarray, names: list[str], droppable: set[str
                 dropped.add(name)
                 out[:, j] = np.nan
                 continue
-            raise AuditError(f"{path}: column {name!r} is not numeric; list the model's input columns with --features") from None
+            sample = next(v for v in np.where(blank, "0", column) if not _is_number(v))
+            raise AuditError(f"{path}: column {name!r} is not numeric (it holds {sample[:40]!r}); {hint}") from None
     return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- Parquet --------------------------------------------------------------------------------------------
@@ -262,7 +333,8 @@ def _parquet_columns(path: Path) -> list[str]:
         raise AuditError(f"{path}: not a readable Parquet file ({first_line(error, 120)})") from None
 
 
-def _read_parquet(path: Path, candidates: list[str], others: list[str], droppable: set[str]):
+def _read_parquet(path: Path, candidates: list[str], others: list[str], droppable: set[str],
+                  hint: str = "list the model's input columns with --features"):
     pq = _pyarrow(path)
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys([*candidates, *others])))
@@ -276,7 +348,7 @@ def _read_parquet(path: Path, candidates: list[str], others: list[str], droppabl
         if numbers is None:
             if name in droppable:
                 continue
-            raise AuditError(f"{path}: column {name!r} is not numeric; list the model's input columns with --features")
+            raise AuditError(f"{path}: column {name!r} is not numeric ({values.dtype}); {hint}")
         features.append(name)
         columns.append(numbers.astype(np.float32))
     x = np.stack(columns, axis=1) if columns else np.empty((table.num_rows, 0), np.float32)

@@ -146,9 +146,9 @@ class OnnxModel(Model):
 
     format = "onnx"
 
-    def __init__(self, path: Path, options: LoadOptions):
+    def __init__(self, path: Path, options: LoadOptions, proto=None):
         device = parse_device(options.device)
-        proto = _load_checked(path)
+        proto = _load_checked(path) if proto is None else proto
         self.proto = proto
         session, session_options, in_use, cuda_index = _start_session(path, proto, device, options)
         self.session = session
@@ -158,7 +158,7 @@ class OnnxModel(Model):
         self.cuda_index = cuda_index
         resolved = f"cuda:{cuda_index}" if cuda_index is not None else "cpu"
 
-        self.input_name, input_dtype, self.fixed_batch, row_shape = _read_input(path, session)
+        self.input_name, input_dtype, self.fixed_batch, row_shape = self._read_inputs(path, session)
         self.output_name, self.output_is_map, n_classes, self.label_output = self._pick_output(session)
         super().__init__(
             path=path,
@@ -185,6 +185,10 @@ class OnnxModel(Model):
             # A fully known input shape lets the conversion be checked now, on
             # seeded synthetic rows; otherwise the first real rows do it.
             self.prepare_for(np.random.default_rng(0).normal(size=(8, *self.input_shape)).astype(self.input_dtype))
+
+    def _read_inputs(self, path: Path, session):
+        """(input name, dtype, fixed batch or None, one row's shape): one input tensor here; MultiInputOnnxModel maps several."""
+        return _read_input(path, session)
 
     def _pick_output(self, session):
         """Find the class-score output: a float tensor, or scikit-learn's probability map."""
@@ -309,7 +313,7 @@ class OnnxModel(Model):
             self.gradient_reason = "onnxruntime runs on CUDA but torch sees no CUDA device"
             return
         try:
-            module = convert(self.proto, self.input_name, target).to(self.device)
+            module = self._convert_graph(convert, target).to(self.device)
         except UnsupportedGraph as error:
             self.gradient_reason = f"the graph uses {error}, which the ONNX-to-torch conversion does not cover"
             return
@@ -328,6 +332,10 @@ class OnnxModel(Model):
             return
         self._torch_module = module
         self.conversion_difference = difference
+
+    def _convert_graph(self, convert, target: str):
+        """The graph from its input to ``target`` as a torch module taking this model's rows."""
+        return convert(self.proto, self.input_name, target)
 
     def torch_module(self):
         if self._torch_module is None:
@@ -352,9 +360,13 @@ class OnnxModel(Model):
         if self.fixed_batch is not None and len(x) < self.fixed_batch:
             # The last chunk of a fixed-batch model is padded, and the padding dropped.
             pad = np.zeros((self.fixed_batch - len(x), *x.shape[1:]), dtype=x.dtype)
-            outs = session.run(names, {self.input_name: np.concatenate([x, pad], axis=0)})
+            outs = session.run(names, self._feeds(np.concatenate([x, pad], axis=0)))
             return [o[: len(x)] for o in outs]
-        return session.run(names, {self.input_name: x})
+        return session.run(names, self._feeds(x))
+
+    def _feeds(self, x: np.ndarray) -> dict:
+        """The session's input feed for a batch of rows."""
+        return {self.input_name: x}
 
     def _forward_numpy(self, x: np.ndarray) -> np.ndarray:
         (out,) = self._run(self.session, [self.output_name], x)
@@ -385,7 +397,14 @@ class OnnxModel(Model):
 
 
 def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
-    return OnnxModel(path, options)
+    """An OnnxModel; a graph with several inputs (skl2onnx's one tensor per column) is a MultiInputOnnxModel."""
+    proto = _load_checked(path)
+    initializers = {i.name for i in proto.graph.initializer}
+    if sum(1 for i in proto.graph.input if i.name not in initializers) > 1:
+        from audit.models.onnx_inputs import MultiInputOnnxModel
+
+        return MultiInputOnnxModel(path, options, proto=proto)
+    return OnnxModel(path, options, proto=proto)
 
 
 def _feature_names(session, row_shape: tuple) -> list[str] | None:

@@ -154,6 +154,11 @@ def _run_node(t, node, values, attrs):
         low = values[1] if len(values) > 1 and values[1] is not None else attrs.get("min")
         high = values[2] if len(values) > 2 and values[2] is not None else attrs.get("max")
         return t.clamp(x, low, high)
+    if op == "ReduceSum":
+        axes = _axes(node.input, values, attrs)
+        if not axes:
+            return x if attrs.get("noop_with_empty_axes", 0) else x.sum(keepdim=bool(attrs.get("keepdims", 1)), dim=tuple(range(x.dim())))
+        return x.sum(dim=axes, keepdim=bool(attrs.get("keepdims", 1)))
     if op == "ReduceMean":
         axes = _axes(node.input, values, attrs)
         return x.mean(dim=axes, keepdim=bool(attrs.get("keepdims", 1))) if axes else x.mean()
@@ -260,8 +265,15 @@ def _needed_nodes(graph, output_name: str, known: set[str]):
     return [node for node in graph.node if id(node) in needed]
 
 
-def convert(proto, input_name: str, output_name: str):
-    """A torch.nn.Module computing ``output_name`` from ``input_name``; UnsupportedGraph if it cannot."""
+def convert(proto, input_name, output_name: str):
+    """A torch.nn.Module computing ``output_name`` from ``input_name``; UnsupportedGraph if it cannot.
+
+    ``input_name`` may also be a list of (name, first column, width, rank) for a
+    graph with several inputs: the module then takes one row matrix and gives
+    each input its block of columns (rank 1: a single column as a vector). A
+    list of names makes a module taking one tensor per input, in that order
+    (a text model's input_ids and attention_mask).
+    """
     import onnx
     import onnx.numpy_helper
     import torch
@@ -271,7 +283,12 @@ def convert(proto, input_name: str, output_name: str):
     nodes = []
     # Only what the output depends on is converted: scikit-learn graphs compute
     # their label on a branch of their own (ArgMax, ArrayFeatureExtractor).
-    for node in _needed_nodes(graph, output_name, {input_name}):
+    separate = not isinstance(input_name, str) and all(isinstance(i, str) for i in input_name)
+    if isinstance(input_name, str) or separate:
+        blocks = [(name, 0, None, None) for name in ([input_name] if isinstance(input_name, str) else input_name)]
+    else:
+        blocks = list(input_name)
+    for node in _needed_nodes(graph, output_name, {name for name, *_ in blocks}):
         attrs = _attrs(node)
         if node.op_type == "Constant":
             if "value" not in attrs:
@@ -287,21 +304,45 @@ def convert(proto, input_name: str, output_name: str):
     if unknown:
         raise UnsupportedGraph(f"operator(s) {', '.join(unknown)}")
 
+    width_of_first = blocks[0][2]
+    weights = layer_weights([node for node, _ in nodes], constants)
+
     class OnnxGraphModule(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.names = {}
+            # The weights of each weighted node are the parameters of one child module, in
+            # graph order, as a torch module's layers own theirs: code that walks a module's
+            # parameterised layers (model randomisation) sees the same layers on both.
+            # They never need gradients, so they ask for none.
+            self.layers = torch.nn.ModuleList()
+            owned = {}
+            for slots in weights:
+                layer = torch.nn.Module()
+                for slot, name in slots.items():
+                    tensor = torch.from_numpy(np.array(constants[name])).float()
+                    layer.register_parameter(slot, torch.nn.Parameter(tensor, requires_grad=False))
+                    owned[name] = (len(self.layers), slot)
+                self.layers.append(layer)
+            self.owned = owned
             for index, (name, array) in enumerate(constants.items()):
+                if name in owned:
+                    continue
                 tensor = torch.from_numpy(np.array(array))
                 if tensor.is_floating_point():
                     tensor = tensor.float()
                 self.register_buffer(f"c{index}", tensor, persistent=False)
                 self.names[name] = f"c{index}"
 
-        def forward(self, x):
-            env = {input_name: x}
+        def forward(self, x, *more):
+            if width_of_first is None:
+                env = dict(zip([name for name, *_ in blocks], (x, *more)))
+            else:
+                env = {name: x[:, start] if rank == 1 else x[:, start : start + width] for name, start, width, rank in blocks}
             for name, buffer in self.names.items():
                 env[name] = getattr(self, buffer)
+            for name, (index, slot) in self.owned.items():
+                env[name] = getattr(self.layers[index], slot)
             for node, attrs in nodes:
                 values = [env[i] if i else None for i in node.input]
                 out = _run_node(torch, node, values, attrs)
@@ -311,12 +352,49 @@ def convert(proto, input_name: str, output_name: str):
     return OnnxGraphModule().eval()
 
 
+def layer_weights(nodes, constants) -> list[dict[str, str]]:
+    """Per weighted node, in graph order: its float constant inputs by torch's names (weight, bias).
+
+    Gemm and Conv take (weight, bias) as inputs 1 and 2; BatchNormalization its
+    scale and shift (its running statistics stay buffers, as in torch); a MatMul
+    its constant operand, with the constant of an Add right after it as its bias
+    (how some exporters write a linear layer). A constant two nodes share belongs
+    to the first.
+    """
+    def is_weight(name):
+        return name in constants and np.asarray(constants[name]).dtype.kind == "f" and name not in taken
+
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    taken: set[str] = set()
+    layers = []
+    for node in nodes:
+        slots = {}
+        if node.op_type in ("Gemm", "Conv", "BatchNormalization"):
+            slots = {slot: node.input[i] for slot, i in (("weight", 1), ("bias", 2)) if len(node.input) > i and is_weight(node.input[i])}
+        elif node.op_type == "MatMul":
+            constant = [name for name in node.input if is_weight(name)]
+            if constant:
+                slots["weight"] = constant[0]
+                after = consumers.get(node.output[0], [])
+                if len(after) == 1 and after[0].op_type == "Add":
+                    bias = [name for name in after[0].input if is_weight(name)]
+                    if bias:
+                        slots["bias"] = bias[0]
+        if slots:
+            taken.update(slots.values())
+            layers.append(slots)
+    return layers
+
+
 _CAST_TYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 
 _SUPPORTED = {
     "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Pow", "Relu", "LeakyRelu", "Elu", "Sigmoid", "Tanh", "Erf", "Sqrt", "Exp",
     "Neg", "Softplus", "Gelu", "Softmax", "LogSoftmax", "Flatten", "Reshape", "Transpose", "Concat", "Identity", "Dropout",
-    "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Clip", "ReduceMean", "Conv", "MaxPool", "AveragePool",
+    "Cast", "Shape", "Gather", "Unsqueeze", "Squeeze", "Clip", "ReduceMean", "ReduceSum", "Conv", "MaxPool", "AveragePool",
     "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "ArgMax",
 }
 # Operators with several outputs whose converted result is not the first: a

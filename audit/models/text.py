@@ -171,6 +171,47 @@ class OnnxTokenRunner:
         self._providers = in_use
         self._layer_session = None
 
+    # -- a torch twin of the graph, for Integrated Gradients on its embedding table ------
+    module = None  # set by torch_twin once the conversion matches onnxruntime
+    twin_reason = "not converted yet"
+
+    def torch_twin(self, ids: np.ndarray, mask: np.ndarray):
+        """The graph converted to a torch module taking (input_ids, attention_mask, ...), checked against onnxruntime
+        on these padded rows; None (and ``twin_reason``) when the conversion does not cover the graph or disagrees."""
+        if self.twin_reason != "not converted yet":
+            return self.module
+        self.twin_reason = None
+        try:
+            import torch
+
+            from audit.models.onnx_torch import UnsupportedGraph, convert
+        except ImportError:
+            self.twin_reason = "torch is not installed"
+            return None
+        try:
+            module = convert(self.proto, self.inputs, self.output_name).to(self.device)
+            expected = self(ids, mask, np.zeros_like(ids))
+            with torch.inference_mode():
+                got = module(*self.tensors(ids, mask, np.zeros_like(ids))).double().cpu().numpy().reshape(expected.shape)
+        except UnsupportedGraph as error:
+            self.twin_reason = f"the graph uses {error}, which the ONNX-to-torch conversion does not cover"
+            return None
+        except Exception as error:  # noqa: BLE001 - any failure means no IG, never a failed run
+            self.twin_reason = f"the converted graph did not run ({type(error).__name__}: {first_line(error, 120)})"
+            return None
+        difference = float(np.max(np.abs(got - expected)))
+        if not difference <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
+            self.twin_reason = f"the converted graph disagrees with onnxruntime by {difference:.2g}"
+            return None
+        self.module = module.eval()
+        return self.module
+
+    def tensors(self, ids, mask, type_ids):
+        """The graph's inputs as torch tensors on the device, in the converted module's argument order."""
+        import torch
+
+        return [torch.as_tensor(value, device=self.device) for value in self._feeds(ids, mask, type_ids).values()]
+
     def _feeds(self, ids, mask, type_ids) -> dict:
         feeds = {self.ids_name: ids}
         for name in self.other_inputs:
@@ -327,8 +368,9 @@ class TextModel(Model):
             "max_length_source": self.max_length_source,
             "pad_id": self.pad_id,
             "inputs": list(self.runner.inputs),
-            "token_gradients": ("embedding output (IG)" if self.embedding_parameter() is not None
-                                else "none: Integrated Gradients needs a TorchScript or torch.export model with an embedding table"),
+            "token_gradients": ("embedding output (IG)" + (" of the graph's torch conversion, checked against onnxruntime"
+                                                            if hasattr(self.runner, "torch_twin") else "")
+                                if self.embedding_parameter() is not None else self.token_gradient_reason()),
         })
         return info
 
@@ -463,19 +505,32 @@ class TextModel(Model):
             return self._embedding
         self._embedding_checked = True
         module = getattr(self.runner, "module", None)
+        if module is None and hasattr(self.runner, "torch_twin"):
+            # An ONNX graph: its torch conversion (checked against onnxruntime) holds the table as a constant.
+            ids, _ = self.encode(["a check sentence", "another one"])
+            module = self.runner.torch_twin(*self.pad(ids))
         if module is None:
             return None
-        for name, parameter in module.named_parameters():
-            if parameter.dim() == 2 and parameter.shape[0] == self.vocab_size:
+        for name, parameter in [*module.named_parameters(), *module.named_buffers()]:
+            if parameter.dim() == 2 and parameter.shape[0] == self.vocab_size and parameter.is_floating_point():
                 self._embedding = name
                 break
         if self._embedding is not None and not self._lookup_checks():
             self._embedding = None
         return self._embedding
 
+    def token_gradient_reason(self) -> str:
+        """Why this model has no Integrated Gradients on its embeddings."""
+        reason = getattr(self.runner, "twin_reason", None)
+        if reason:
+            return f"none: the ONNX graph has no torch twin ({reason})"
+        return ("none: Integrated Gradients needs an embedding table that is a plain lookup (TorchScript, torch.export, "
+                "or an ONNX graph the torch conversion covers)")
+
     def _table(self):
-        # ScriptModules have no get_parameter; named_parameters works on every module.
-        return dict(self.runner.module.named_parameters())[self._embedding]
+        # ScriptModules have no get_parameter; named_parameters works on every module (an ONNX twin's table is a buffer).
+        module = self.runner.module
+        return {**dict(module.named_buffers()), **dict(module.named_parameters())}[self._embedding]
 
     def _lookup_checks(self) -> bool:
         ids, _ = self.encode(["a check sentence", "another one"])

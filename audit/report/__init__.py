@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from audit.analysis import Severity
+from audit.analysis import VERDICTS, Severity
 from audit.errors import AuditError
 from audit.gate import counted_failures, gated_run_status, waiver_for, waivers_for_model
 
@@ -60,7 +60,7 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
 
     sections = _sections(results, findings, metrics, artifacts)
 
-    failures = counted_failures(findings, run.fail_on, waivers)
+    failures = counted_failures(findings, run.fail_on, waivers, inconclusive_fails=bool(getattr(run, "fail_on_inconclusive", False)))
     failed_ids = {id(f) for f in failures}
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
@@ -121,13 +121,12 @@ def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[
     return {
         "counts": {
             severity: {
-                "passed": sum(1 for f in findings if f["severity"] == severity and f["passed"]),
-                "failed": sum(1 for f in findings if f["severity"] == severity and not f["passed"]),
+                verdict: sum(1 for f in findings if f["severity"] == severity and f["verdict"] == verdict)
+                for verdict in VERDICTS
             }
             for severity in SEVERITIES
         },
-        "passed": sum(1 for f in findings if f["passed"]),
-        "failed": sum(1 for f in findings if not f["passed"]),
+        **{verdict: sum(1 for f in findings if f["verdict"] == verdict) for verdict in VERDICTS},
         "gating_failures": len(failures),
         "status_counts": dict(Counter(r["status"] for r in results)),
     }
@@ -201,15 +200,17 @@ def compliance_matrix(findings: list[dict], frameworks: list[dict], categories: 
             evidence = [f for f in findings if tag in (f.get("tags") or []) or categories.get(f["analysis"]) in by_category]
             if not evidence:
                 status = "not assessed"
-            elif any(not f["passed"] and not f.get("waiver") for f in evidence):
+            elif any(f["verdict"] == "failed" and not f.get("waiver") for f in evidence):
                 status = "failed"
-            elif any(not f["passed"] for f in evidence):
+            elif any(f["verdict"] == "inconclusive" for f in evidence):
+                status = "inconclusive"
+            elif any(f["verdict"] == "failed" for f in evidence):
                 status = "passed with waivers"
             else:
                 status = "passed"
             rows.append({"id": requirement, "tag": tag, "text": text, "status": status,
-                         "passed": sum(1 for f in evidence if f["passed"]),
-                         "failed": sum(1 for f in evidence if not f["passed"]), "findings": evidence})
+                         **{verdict: sum(1 for f in evidence if f["verdict"] == verdict) for verdict in VERDICTS},
+                         "findings": evidence})
         matrix.append({"id": framework["id"], "title": framework["title"], "plugin": framework.get("plugin", ""), "requirements": rows})
     return matrix
 
@@ -230,8 +231,12 @@ def run_document(view: dict[str, Any], reports: list[str] | None = None) -> dict
         ],
         "findings": [
             {"analysis": f["analysis"], "check": f["check"], "subject": f["subject"], "title": f["title"],
-             "severity": f["severity"], "passed": f["passed"], "value": f["value"], "threshold": f["threshold"],
-             "message": f["message"], "waived": bool(f.get("waiver"))}
+             "severity": f["severity"], "verdict": f["verdict"], "passed": f["passed"], "value": f["value"],
+             "lower": f["lower"], "upper": f["upper"], "level": f["level"], "method": f["method"], "rows": f["rows"],
+             "threshold": f["threshold"], "message": f["message"], "waived": bool(f.get("waiver")),
+             **({"needs_rows": f["details"]["needs_rows"]} if "needs_rows" in (f.get("details") or {}) else {}),
+             **({"comparisons": f["details"]["comparisons"], "correction": f["details"].get("correction")}
+                if "comparisons" in (f.get("details") or {}) else {})}
             for f in view["findings"]
         ],
         "reports": list(reports or []),

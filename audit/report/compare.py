@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from audit.gate import verdict_of
+
+# (verdict in A, verdict in B) -> what changed; an inconclusive check is neither a failure nor a fix.
+CHANGES = {
+    ("passed", "failed"): "new failure", ("inconclusive", "failed"): "new failure",
+    ("failed", "passed"): "fixed", ("failed", "inconclusive"): "no longer shown failing",
+    ("failed", "failed"): "still failing", ("passed", "passed"): "still passing",
+    ("inconclusive", "inconclusive"): "still inconclusive", ("passed", "inconclusive"): "no longer shown passing",
+    ("inconclusive", "passed"): "now shown passing",
+}
+
+
+def _change(old: str, new: str) -> str:
+    return CHANGES[(old, new)]
 
 def compare_runs(store, ref_a: str, ref_b: str) -> dict[str, Any]:
     from audit.report import load_view
@@ -19,14 +33,7 @@ def compare_runs(store, ref_a: str, ref_b: str) -> dict[str, Any]:
     for k in sorted(set(before) | set(after), key=lambda k: tuple("" if p is None else str(p) for p in k)):
         old, new = before.get(k), after.get(k)
         if old and new:
-            if old["passed"] and not new["passed"]:
-                change = "new failure"
-            elif not old["passed"] and new["passed"]:
-                change = "fixed"
-            elif not new["passed"]:
-                change = "still failing"
-            else:
-                change = "still passing"
+            change = _change(verdict_of(old), verdict_of(new))
         else:
             change = "only in B" if new else "only in A"
         delta = None
@@ -35,8 +42,8 @@ def compare_runs(store, ref_a: str, ref_b: str) -> dict[str, Any]:
         rows.append({
             "analysis": k[0], "check": k[1], "subject": k[2], "change": change,
             "severity": (new or old)["severity"],
-            "a": None if old is None else {"value": old["value"], "passed": old["passed"], "threshold": old["threshold"]},
-            "b": None if new is None else {"value": new["value"], "passed": new["passed"], "threshold": new["threshold"]},
+            "a": None if old is None else {"value": old["value"], "passed": old["passed"], "verdict": verdict_of(old), "threshold": old["threshold"]},
+            "b": None if new is None else {"value": new["value"], "passed": new["passed"], "verdict": verdict_of(new), "threshold": new["threshold"]},
             "delta": delta,
         })
     counts: dict[str, int] = {}

@@ -39,7 +39,7 @@ def _write_json(view, path: Path, template_dir=None, plugin_manager=None) -> Non
 
     document = run_document(view)
     document["metrics"] = [{k: m[k] for k in ("analysis", "name", "subject", "group", "value", "lower", "upper", "count", "unit")} for m in view["metrics"]]
-    document["compliance"] = [{"id": fw["id"], "requirements": [{k: r[k] for k in ("id", "status", "passed", "failed")} for r in fw["requirements"]]} for fw in view["compliance"]]
+    document["compliance"] = [{"id": fw["id"], "requirements": [{k: r[k] for k in ("id", "status", "passed", "failed", "inconclusive")} for r in fw["requirements"]]} for fw in view["compliance"]]
     path.write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
 
 

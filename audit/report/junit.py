@@ -25,9 +25,9 @@ def render_junit(view) -> str:
         findings = by_analysis.get(result["analysis"], [])
         suite = ET.SubElement(
             suites, "testsuite", name=_xml(result["analysis"]), tests=str(max(len(findings), 1)),
-            failures=str(sum(1 for f in findings if not f["passed"] and not f.get("waiver"))),
+            failures=str(sum(1 for f in findings if f["verdict"] == "failed" and not f.get("waiver"))),
             errors=str(1 if result["status"] in ("error", "not run") or (result["status"] == "interrupted" and not findings) else 0),
-            skipped=str(1 if result["status"] == "skipped" else sum(1 for f in findings if not f["passed"] and f.get("waiver"))),
+            skipped=str(1 if result["status"] == "skipped" else sum(1 for f in findings if f["verdict"] == "inconclusive" or (f["verdict"] == "failed" and f.get("waiver")))),
             time=f"{result['seconds']:.3f}",
         )
         if result["status"] in ("skipped", "error", "interrupted", "not run") and not findings:
@@ -38,7 +38,10 @@ def render_junit(view) -> str:
         for finding in findings:
             name = finding["check"] + (f" [{finding['subject']}]" if finding["subject"] else "")
             case = ET.SubElement(suite, "testcase", classname=_xml(result["analysis"]), name=_xml(name))
-            if not finding["passed"]:
+            if finding["verdict"] == "inconclusive":
+                # Not shown to pass, not shown to fail: a skipped test, never a red one.
+                ET.SubElement(case, "skipped", message=_xml(f"inconclusive: {finding['message']}"))
+            elif finding["verdict"] == "failed":
                 if finding.get("waiver"):
                     ET.SubElement(case, "skipped", message=_xml(f"waived: {finding['waiver']['reason']}"))
                 else:

@@ -64,13 +64,13 @@ def render_markdown(view) -> str:
         "",
         f"- Model: {_code(run['model_path'])} (sha256 {_code(run['model_sha256'][:16] + '…')}, {_text(run['model_format'])}, {_text(run['provider'])})",
         f"- Data: {_code(run['data_path'])} ({run['data_rows']:,} rows, sha256 {_code((run['data_sha256'] or '')[:16] + '…')})",
-        f"- Verdict: {verdict['passed']} checks passed, {verdict['failed']} failed; status **{_text(run['status'])}** (fail-on {_text(run['fail_on'])})",
+        f"- Verdict: {verdict['passed']} checks passed, {verdict['failed']} failed, {verdict['inconclusive']} inconclusive; status **{_text(run['status'])}** (fail-on {_text(run['fail_on'])})",
         "",
         "| Analysis | Check | Subject | Value | Threshold | Severity | Result |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in view["findings"]:
-        result = "pass" if f["passed"] else ("waived" if f.get("waiver") else "FAIL")
+        result = {"passed": "pass", "inconclusive": "inconclusive"}.get(f["verdict"]) or ("waived" if f.get("waiver") else "FAIL")
         lines.append(
             f"| {_cell(f['analysis'])} | {_cell(f['check'])} | {_cell(f['subject'] or '')} | {_cell(f['value'])} | "
             f"{_cell(f['threshold'])} | {_cell(f['severity'])} | {result} |"

@@ -20,7 +20,7 @@ def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analys
     At most ``per_analysis`` come from one analysis, so one noisy analysis
     cannot crowd out the rest.
     """
-    failed = [f for f in findings if not f["passed"] and not f.get("waiver")]
+    failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver")]
     failed.sort(key=lambda f: (-Severity.rank_of(f["severity"]), -exceedance(f)))
     chosen, per = [], {}
     for finding in failed:

@@ -200,6 +200,28 @@ def m004_run_frameworks_and_waiver_digest(connection):
         WHERE model_path != '' AND source_run_id IS NOT NULL"""))
 
 @migration
+def m005_finding_verdicts_and_intervals(connection):
+    """Three verdicts (passed, failed, inconclusive) and each finding's interval, level, method and rows;
+    whether a run's gate also counts inconclusive checks.
+
+    Findings stored before keep the verdict their pass/fail flag said; they have
+    no interval.
+    """
+    connection.execute(text("ALTER TABLE finding ADD COLUMN verdict VARCHAR NOT NULL DEFAULT 'failed'"))
+    connection.execute(text("UPDATE finding SET verdict = 'passed' WHERE passed"))
+    connection.execute(text("ALTER TABLE run ADD COLUMN fail_on_inconclusive BOOLEAN NOT NULL DEFAULT 0"))
+    for column, kind in (("lower", "FLOAT"), ("upper", "FLOAT"), ("level", "FLOAT"), ("method", "VARCHAR"), ("rows", "INTEGER")):
+        connection.execute(text(f"ALTER TABLE finding ADD COLUMN {column} {kind}"))
+
+
+@migration
+def m007_cost_plans(connection):
+    """Each run's cost plan (calibrated speed, budget) and each result's planned passes, estimated seconds and budget reductions."""
+    connection.execute(text("ALTER TABLE run ADD COLUMN cost_plan JSON"))
+    connection.execute(text("ALTER TABLE analysis_result ADD COLUMN plan JSON"))
+
+
+@migration
 def m009_signoffs_and_report_files(connection):
     """Reviewers' decisions bound to a digest of the run's records; the report files written from each run.
 

@@ -36,6 +36,7 @@ class Run(SQLModel, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     versions: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     fail_on: str = "high"
+    fail_on_inconclusive: bool = False  # inconclusive checks at or above fail_on gate too
     template_dir: str | None = None
     clean_forward_rows: int = 0
     clean_seconds: float = 0.0
@@ -46,6 +47,8 @@ class Run(SQLModel, table=True):
     host: str | None = None
     heartbeat_at: datetime | None = None
     planned: list[str] | None = Field(default=None, sa_column=Column(JSON))  # the analyses the run meant to run
+    # The cost plan (m007): the model's calibrated speed, the budget, the estimated total; None for runs before it.
+    cost_plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class AnalysisResult(SQLModel, table=True):
@@ -68,6 +71,8 @@ class AnalysisResult(SQLModel, table=True):
     backward_rows: int = 0
     notes: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # The analysis's planned passes and estimated seconds, and the options a budget reduced (m007).
+    plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class FindingRecord(SQLModel, table=True):
@@ -88,6 +93,12 @@ class FindingRecord(SQLModel, table=True):
     message: str = ""
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    verdict: str = "failed"  # passed | failed | inconclusive; `passed` is verdict == "passed"
+    lower: float | None = None
+    upper: float | None = None
+    level: float | None = None
+    method: str | None = None
+    rows: int | None = None
 
 
 class MetricRecord(SQLModel, table=True):

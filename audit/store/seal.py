@@ -58,7 +58,10 @@ def record_chain(store, run) -> list[tuple[str, str]]:
         link = hashlib.sha256(link.encode() + b"\n" + canonical(record)).hexdigest()
         chain.append((what, link))
 
-    extend(f"run {run.id}", _row(run, RUN_FIELDS))
+    run_record = _row(run, RUN_FIELDS)
+    if getattr(run, "fail_on_inconclusive", False):  # added by m005; absent (False) in runs signed before
+        run_record["fail_on_inconclusive"] = True
+    extend(f"run {run.id}", run_record)
     for table, rows in (
         ("analysis_result", store.results(run.id)),
         ("finding", store.findings(run.id)),
@@ -66,8 +69,24 @@ def record_chain(store, run) -> list[tuple[str, str]]:
         ("artifact", store.artifacts(run.id)),
     ):
         for row in rows:
-            extend(f"{table} {row.id}", _row(row))
+            record = _row(row)
+            if table == "finding":
+                record = _without_implied_verdict_fields(record)
+            extend(f"{table} {row.id}", record)
     return chain
+
+
+# Columns added to findings by m005: a run signed before it must keep its digest.
+FINDING_FIELDS_SINCE_M005 = ("verdict", "lower", "upper", "level", "method", "rows")
+
+
+def _without_implied_verdict_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """Leave out the m005 fields where they say nothing the older fields do not (no interval, the verdict
+    that ``passed`` implies), so a digest taken before m005 still verifies; any other value is covered."""
+    implied = {"verdict": "passed" if record.get("passed") else "failed"}
+    if all(record.get(name) == implied.get(name) for name in FINDING_FIELDS_SINCE_M005):
+        return {k: v for k, v in record.items() if k not in FINDING_FIELDS_SINCE_M005}
+    return record
 
 
 def records_digest(store, run) -> str:

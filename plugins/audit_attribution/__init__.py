@@ -31,6 +31,9 @@ MEANINGS = {
 }
 
 ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
+# Kept here (not imported from _plan) so registering the plugin stays light: the same list for the three analyses.
+_KNOBS = {"rise_masks": 50, "sobol_designs": 8, "subsets": 16, "infidelity_samples": 16, "smoothgrad_samples": 4,
+          "ig_steps": 16, "curve_steps": 16, "random_orders": 2, "grid_samples": 4, "rows": 8}
 _ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
 
 
@@ -54,6 +57,9 @@ class ExplainerOptions(audit.Options):
     rise_masks: int = Field(500, ge=10, description="RISE: random masks per row")
     rise_grid: int | None = Field(None, ge=2, description="RISE: low-resolution mask grid side (images)")
     rise_probability: float = Field(0.5, gt=0, lt=1, description="RISE: probability a mask cell keeps the input")
+    level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on (for a family: of the whole family)")
+    correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+        "holm", description="multiplicity correction over one check's explainers (a family): holm, bh (Benjamini-Hochberg), bonferroni or none")
 
 
 class Faithfulness(audit.Analysis):
@@ -64,16 +70,22 @@ class Faithfulness(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import faithfulness_plan
+
+        return faithfulness_plan(self, info)
 
     class Options(ExplainerOptions):
         curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
         random_orders: int = Field(4, ge=1, description="random orderings averaged for the random baseline")
-        min_gain: float = Field(0.0, description="faithful_vs_random fails unless the 95% lower bound of the gain over random exceeds this")
+        min_gain: float = Field(0.0, description="faithful_vs_random passes when the interval of the mean gain over random lies above this, fails when it lies below")
         subsets: int = Field(64, ge=4, description="faithfulness correlation: random subsets per row")
         subset_fraction: float = Field(0.2, gt=0, lt=1, description="faithfulness correlation: fraction of features removed per subset")
         infidelity_samples: int = Field(64, ge=4, description="infidelity: Gaussian perturbations per row")
         infidelity_noise: float = Field(0.2, gt=0, description="infidelity: perturbation sd in units of each feature's sd")
-        ig_completeness_tolerance: float = Field(0.05, gt=0, description="ig_completeness_error fails above this relative error")
+        ig_completeness_tolerance: float = Field(0.05, gt=0, description="ig_completeness_error fails above this relative error (a numerical check: no interval)")
         compare_ig_baselines: bool = Field(True, description="also run IG with the other baselines and report how much the map changes")
 
     def run(self, ctx):
@@ -95,13 +107,19 @@ class Sanity(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import sanity_plan
+
+        return sanity_plan(self, info)
 
     class Options(ExplainerOptions):
-        rows: int = Field(16, ge=2, description="rows for the randomisation test")
+        rows: int = Field(64, ge=2, description="rows for the randomisation test, each with its own re-initialisation (64, like the other analyses, shares their maps)")
         grid_samples: int = Field(16, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
-        min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share fails below this share on the cell that can matter")
+        min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share passes when the interval of the mean share on the cell that can matter lies at or above this, fails when below")
         randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")
-        max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation fails at or above this")
+        max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation passes when the interval of the mean correlation lies at or below this, fails when above")
 
     def skip_reason(self, ctx):
         if ctx.data.modality == "text":
@@ -122,6 +140,12 @@ class Agreement(audit.Analysis):
     category = "attribution"
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = _KNOBS
+
+    def plan(self, info):
+        from ._plan import agreement_plan
+
+        return agreement_plan(self, info)
 
     class Options(ExplainerOptions):
         top_k_fraction: float = Field(0.1, gt=0, le=1, description="top-k overlap: k as a fraction of the features")

@@ -21,7 +21,7 @@ class Layout:
     value. Explainers return maps over units, which is what the metrics compare.
     """
 
-    def __init__(self, sample_shape, modality: str, groups: list[list[int]] | None = None):
+    def __init__(self, sample_shape, modality: str, groups: list[list[int]] | None = None, categorical: list[int] | None = None):
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.is_image = modality == "image" and len(self.sample_shape) in (2, 3)
         if self.is_image:
@@ -34,6 +34,17 @@ class Layout:
         self.n_units = int(np.prod(self.unit_shape))
         self.n_values = int(np.prod(self.sample_shape))
         self.groups = groups  # tabular feature groups moved together, or None
+        # Units holding category codes: a mask keeps such a unit or puts the baseline's category there, never a blend of codes.
+        self.categorical = list(categorical or []) if not self.is_image else []
+
+    def categorical_masks(self, unit_masks):
+        """Masks with their categorical units rounded to 0 or 1 (numpy or torch); the others untouched."""
+        if not self.categorical:
+            return unit_masks
+        masks = unit_masks.clone() if hasattr(unit_masks, "clone") else np.array(unit_masks, dtype=np.float32, copy=True)
+        flat = masks.reshape(len(masks), -1)
+        flat[:, self.categorical] = (flat[:, self.categorical] >= 0.5) * 1.0
+        return masks
 
     # -- maps ---------------------------------------------------------------------
     def to_units(self, attributions: np.ndarray) -> np.ndarray:
@@ -45,7 +56,7 @@ class Layout:
 
     def blend(self, x: np.ndarray, baseline: np.ndarray, unit_masks: np.ndarray) -> np.ndarray:
         """x where the mask is 1, the baseline where it is 0, linear in between; one row per mask."""
-        m = unit_masks.reshape(len(unit_masks), *self.view_shape).astype(np.float32, copy=False)
+        m = self.categorical_masks(unit_masks).reshape(len(unit_masks), *self.view_shape).astype(np.float32, copy=False)
         return (baseline + m * (x - baseline)).astype(np.float32, copy=False)
 
     def subtract_units(self, x: np.ndarray, unit_values: np.ndarray) -> np.ndarray:
@@ -242,7 +253,7 @@ def masked_scores(scorer, layout: Layout, x, baseline, unit_masks, targets) -> n
         # on a GPU keeping the variants on the device matters more.
         return _masked_scores_on_device(scorer, layout, x, baseline, unit_masks, targets)
 
-    masks = np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(len(unit_masks), *layout.view_shape)
+    masks = np.ascontiguousarray(layout.categorical_masks(unit_masks), dtype=np.float32).reshape(len(unit_masks), *layout.view_shape)
     chunk = max(scorer.batch_size, _CHUNK_VALUES // max(layout.n_values, 1))
 
     def score(batch, r0, r1, count):
@@ -289,7 +300,8 @@ def _masked_scores_on_device(scorer: "ModelScorer", layout: Layout, x, baseline,
     device = model.device
     xs = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
     bs = torch.as_tensor(np.ascontiguousarray(baseline), dtype=torch.float32, device=device)
-    masks = torch.as_tensor(np.ascontiguousarray(unit_masks, dtype=np.float32).reshape(len(unit_masks), *layout.view_shape), device=device)
+    masks = torch.as_tensor(np.ascontiguousarray(layout.categorical_masks(unit_masks), dtype=np.float32).reshape(len(unit_masks), *layout.view_shape),
+                            device=device)
     picks = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=device)
 
     def score(batch, r0, r1, count):

@@ -22,7 +22,7 @@ from ._metrics import (
     spearman_rows,
     subset_drops,
 )
-from ._run import Setup, _mean, explain_all, gain_over_random, setup
+from ._run import Setup, _mean, explain_all, judge_rows, row_interval, setup
 
 
 @dataclass
@@ -84,47 +84,68 @@ def measure_removal(ctx, options, s: Setup, maps, removal_base) -> RemovalCurves
 
 
 def removal_records(ctx, options, s: Setup, curves: RemovalCurves):
-    """Per explainer: deletion and insertion AUC against random orders, and the gain over random with its interval."""
+    """Per explainer: deletion and insertion AUC against random orders on the same rows, and the gain over random.
+
+    Each check compares the explainer's curve with the random orders' on the same
+    rows: its figure is the mean per-row difference, judged by its paired t
+    interval. The explainers of one check are one family (``options.correction``).
+    """
     rand_del, rand_ins = curves.random_deletion, curves.random_insertion
     confidence = ctx.predictions[s.rows, s.targets]
-    gain_rng = np.random.default_rng(ctx.rng.integers(2**63))
     steps = len(curves.fractions) - 1
+    names = curves.names
+    deletion = {n: curves.deletion_auc[e] - rand_del for e, n in enumerate(names)}  # lower is better
+    insertion = {n: curves.insertion_auc[e] - rand_ins for e, n in enumerate(names)}  # higher is better
+    gains = {n: insertion[n] - deletion[n] for n in names}
+    judged_deletion = judge_rows(deletion, 0.0, False, options, strict=True)
+    judged_insertion = judge_rows(insertion, 0.0, True, options, strict=True)
+    judged_gain = judge_rows(gains, options.min_gain, True, options, strict=True)
+    random_orders = f"{options.random_orders} random order(s)"
+    method = f"paired t over rows against {random_orders}"
     yield audit.Metric("deletion_auc", float(rand_del.mean()), subject="random", count=len(s.x))
     yield audit.Metric("insertion_auc", float(rand_ins.mean()), subject="random", count=len(s.x))
-    for e, name in enumerate(curves.names):
+    for e, name in enumerate(names):
         d, i = curves.deletion_auc[e], curves.insertion_auc[e]
-        # Strictly below (above) random: a tie with a random order is no evidence, so not against_limit's "at or below".
+        common = {"removal": options.removal, "steps": steps, "random_orders": options.random_orders}
+        v = judged_deletion[name]
         yield audit.Finding(
-            check="deletion_auc", title="Deletion AUC against a random order", severity=audit.Severity.LOW,
-            subject=name, passed=bool(d.mean() < rand_del.mean()), value=float(d.mean()), threshold=float(rand_del.mean()),
-            message=(f"{name}: removing features in attribution order leaves an area of {d.mean():.3f} under the "
-                     f"predicted-class probability curve, against {rand_del.mean():.3f} for a random order "
-                     "(lower is better: the features it ranks first should matter most)"),
-            details={"rows": len(d), "removal": options.removal, "steps": steps},
+            check="deletion_auc", title="Deletion AUC against a random order", severity=audit.Severity.LOW, subject=name,
+            message=(f"{name}: removing features in attribution order leaves an area of {d.mean():.3f} under the predicted-class "
+                     f"probability curve, against {rand_del.mean():.3f} for {random_orders} on the same rows: difference "
+                     f"{v.value:+.3f} ({v.interval_text()}; lower is better: the features it ranks first should matter most); "
+                     + _verdict_words(v.verdict, "below", "above")),
+            details=v.details(auc=float(d.mean()), random_auc=float(rand_del.mean()), **common), **{**v.fields(), "method": method},
         )
+        v = judged_insertion[name]
         yield audit.Finding(
-            check="insertion_auc", title="Insertion AUC against a random order", severity=audit.Severity.LOW,
-            subject=name, passed=bool(i.mean() > rand_ins.mean()), value=float(i.mean()), threshold=float(rand_ins.mean()),
-            message=(f"{name}: adding features back in attribution order gives an area of {i.mean():.3f} under the "
-                     f"predicted-class probability curve, against {rand_ins.mean():.3f} for a random order (higher is better)"),
-            details={"rows": len(i), "removal": options.removal, "steps": steps},
+            check="insertion_auc", title="Insertion AUC against a random order", severity=audit.Severity.LOW, subject=name,
+            message=(f"{name}: adding features back in attribution order gives an area of {i.mean():.3f} under the predicted-class "
+                     f"probability curve, against {rand_ins.mean():.3f} for {random_orders} on the same rows: difference "
+                     f"{v.value:+.3f} ({v.interval_text()}; higher is better); " + _verdict_words(v.verdict, "above", "below")),
+            details=v.details(auc=float(i.mean()), random_auc=float(rand_ins.mean()), **common), **{**v.fields(), "method": method},
         )
-        gain, low, high, passed = gain_over_random(d, i, rand_del, rand_ins, gain_rng, options.min_gain)
+        v = judged_gain[name]
+        verdict_text = {"passed": "its rankings track what the model uses",
+                        "failed": "it ranks features worse than chance: its explanations should not be trusted",
+                        "inconclusive": "not shown to be better than a random ranking (nor worse): its explanations should not be relied on"}
         yield audit.Finding(
-            check="faithful_vs_random", title="Explainer better than a random ranking", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=float(gain.mean()), threshold=options.min_gain,
-            message=(f"{name}: gain over a random order {gain.mean():+.3f} (95% CI {low:+.3f} to {high:+.3f}; "
-                     "deletion AUC below random plus insertion AUC above random, per row); "
-                     + ("its rankings track what the model uses" if passed else
-                        "not distinguishable from a random ranking: its explanations should not be trusted")),
-            details={"ci_low": low, "ci_high": high, "rows": len(gain)},
+            check="faithful_vs_random", title="Explainer better than a random ranking", severity=audit.Severity.MEDIUM, subject=name,
+            message=(f"{name}: gain over {random_orders} {v.value:+.3f} ({v.interval_text()}; deletion AUC below random plus "
+                     f"insertion AUC above random, paired per row; threshold {options.min_gain:+g}); {verdict_text[v.verdict]}"),
+            details=v.details(**common), **{**v.fields(), "method": method},
         )
         for metric, values in (("deletion_auc", d), ("insertion_auc", i)):
-            yield audit.Metric(metric, float(values.mean()), subject=name, count=len(values), lower=None, upper=None)
+            lower, upper = row_interval(values, options.level)
+            yield audit.Metric(metric, float(values.mean()), subject=name, count=len(values), lower=lower, upper=upper)
             r = pearson_rows(values[None], confidence[None])[0]
             yield audit.Metric(f"{metric}_confidence_correlation", None if not np.isfinite(r) else float(r), subject=name,
                                details={"note": "Pearson correlation across rows between the AUC and the model's confidence; "
                                                 "a strong correlation means the AUC partly measures confidence, not the explainer"})
+
+
+def _verdict_words(verdict: str, good: str, bad: str) -> str:
+    return {"passed": f"shown {good} random", "failed": f"shown {bad} random: worse than a random order",
+            "inconclusive": f"not shown {good} random"}[verdict]
 
 
 def correlation_metrics(ctx, options, s: Setup, explained, maps, removal_base):
@@ -137,9 +158,13 @@ def correlation_metrics(ctx, options, s: Setup, explained, maps, removal_base):
     for name in maps:
         fc = faithfulness_correlation(maps[name], removed, drops)
         inf = infidelity(maps[name], perturbations, pdrops)
+        fc_lower, fc_upper = row_interval(fc, options.level)
         yield audit.Metric("faithfulness_correlation", _mean(fc), subject=name, count=int(np.isfinite(fc).sum()),
-                           details={"subsets": options.subsets, "subset_fraction": options.subset_fraction})
-        yield audit.Metric("infidelity", _mean(inf), subject=name, count=int(np.isfinite(inf).sum()),
+                           lower=fc_lower, upper=fc_upper,
+                           details={"subsets": options.subsets, "subset_fraction": options.subset_fraction, "level": options.level,
+                                    "method": "t over rows of the per-row Pearson correlation"})
+        inf_lower, inf_upper = row_interval(inf, options.level)
+        yield audit.Metric("infidelity", _mean(inf), subject=name, count=int(np.isfinite(inf).sum()), lower=inf_lower, upper=inf_upper,
                            details={"samples": options.infidelity_samples, "noise": options.infidelity_noise,
                                     "definition": "E[(beta I.phi - drop)^2] / E[drop^2], beta optimal; 0 is perfect"})
 
@@ -151,15 +176,18 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
     delta = f_x - f_b
     error = np.abs(ig_map.sum(axis=1) - delta)
     relative = float(error.mean() / max(np.abs(delta).mean(), 1e-12))
-    yield audit.Finding(
-        check="ig_completeness_error", title="Integrated Gradients completeness", severity=audit.Severity.LOW,
-        subject="integrated_gradients", passed=relative <= options.ig_completeness_tolerance, value=relative,
-        threshold=options.ig_completeness_tolerance,
-        message=(f"the IG attributions sum to f(x) - f(baseline) within {relative:.2%} on average "
+    # A numerical check of the quadrature on the explained rows, not an estimate of a population
+    # figure: it has no sampling error, so the point value decides (against_limit), without an interval.
+    yield audit.Finding.against_limit(
+        "ig_completeness_error", "Integrated Gradients completeness", relative, severity=audit.Severity.LOW,
+        ceiling=options.ig_completeness_tolerance, subject="integrated_gradients",
+        message=(f"the IG attributions sum to f(x) - f(baseline) within {relative:.2%} on average over {len(s.x)} rows "
                  f"(mean |error| {error.mean():.2e} against mean |f(x) - f(baseline)| {np.abs(delta).mean():.2e}; "
-                 f"{options.ig_steps} {options.ig_method} steps, {options.ig_baseline} baseline, {options.score} score)"
+                 f"{options.ig_steps} {options.ig_method} steps, {options.ig_baseline} baseline, {options.score} score; "
+                 "a numerical check of the path integral, with no sampling error, so no interval)"
                  + ("" if relative <= options.ig_completeness_tolerance else "; raise ig_steps: the path integral is not converged")),
-        details={"max_abs_error": float(error.max()), "steps": options.ig_steps, "method": options.ig_method, "baseline": options.ig_baseline},
+        details={"max_abs_error": float(error.max()), "steps": options.ig_steps, "method": options.ig_method, "baseline": options.ig_baseline,
+                 "rows": len(s.x), "no_interval": "deterministic numerical check"},
     )
     if not options.compare_ig_baselines:
         return
@@ -170,8 +198,9 @@ def _ig_checks(analysis, ctx, s: Setup, scorer, ig_map, inputs):
 
         alt = s.layout.to_units(integrated_gradients(scorer, s.x, s.targets, baseline, options.ig_steps, options.ig_method))
         rho = spearman_rows(ig_map, alt)
+        rho_lower, rho_upper = row_interval(rho, options.level)
         yield audit.Metric("ig_baseline_rank_correlation", _mean(rho), subject="integrated_gradients",
-                           group=f"{options.ig_baseline} vs {other}", count=int(np.isfinite(rho).sum()),
+                           group=f"{options.ig_baseline} vs {other}", count=int(np.isfinite(rho).sum()), lower=rho_lower, upper=rho_upper,
                            details={"note": "low values: the IG explanation depends on the baseline choice (BEE)"})
 
 

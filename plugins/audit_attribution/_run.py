@@ -64,7 +64,8 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
     groups = None
     if data.modality == "tabular" and options.feature_groups:
         groups = feature_groups(data.feature_names, options.feature_groups, x_all.shape[1])
-    layout = Layout(x_all.shape[1:], data.modality, groups)
+    categorical = data.categorical_columns
+    layout = Layout(x_all.shape[1:], data.modality, groups, categorical)
     reason = gradient_skip_reason(ctx.model)
     explainers, skipped = [], {}
     for name in dict.fromkeys(options.explainers):
@@ -80,6 +81,14 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
         value_sd = np.full(x_all.shape[1:], float(x_all.max() - x_all.min()), dtype=np.float32)
     else:
         value_sd = x_all.std(axis=0).astype(np.float32)
+    if categorical:
+        # A categorical column is removed by putting its most frequent category there, and never gets noise.
+        for j in categorical:
+            data_mean[j] = np.bincount(x_all[:, j].astype(np.int64)).argmax()
+        value_sd[categorical] = 0.0
+        names = ", ".join(data.feature_names[j] for j in categorical)
+        ctx.note(f"categorical column(s) {names}: removed by setting the most frequent category (never a mean of codes), "
+                 "masked all or nothing, and given no noise")
     return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(options), explainers, data_mean, value_sd,
                  options.removal, skipped)
 
@@ -135,20 +144,98 @@ def _mean(values) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def _bootstrap_ci(values: np.ndarray, rng, n_boot: int = 2000) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return (float("nan"), float("nan"))
-    low, high = stats.percentile_interval(stats.bootstrap_means(values, rng, n_boot, exact_limit=None))
-    return float(low), float(high)
+@dataclass
+class RowVerdict:
+    """One explainer's verdict on the mean of a per-row figure, decided within its family (the explainers of one check)."""
+
+    verdict: str
+    value: float | None
+    threshold: float
+    lower: float | None
+    upper: float | None
+    level: float
+    rows: int
+    comparisons: int
+    correction: str
+    method: str = "t over rows"
+    tie: bool = False  # every row exactly on the threshold (e.g. a model whose output nothing moves)
+
+    def fields(self) -> dict:
+        """The Finding fields that carry the verdict and its evidence."""
+        return {"verdict": self.verdict, "value": self.value, "threshold": self.threshold, "lower": self.lower,
+                "upper": self.upper, "level": self.level, "method": self.method, "rows": self.rows}
+
+    def details(self, **more) -> dict:
+        """comparisons and correction when a correction applied (the report says "corrected for N comparisons"), and what would
+        settle an inconclusive check."""
+        corrected = self.comparisons > 1 and self.correction != "none"
+        found = {**({"comparisons": self.comparisons, "correction": self.correction} if corrected else {}), **more}
+        if self.verdict == "inconclusive":
+            if self.rows < 2:
+                found["inconclusive_because"] = f"{self.rows} usable row(s); an interval needs at least 2"
+            elif self.tie:
+                found["inconclusive_because"] = "every row sits exactly on the threshold: a tie is no evidence either way"
+            else:
+                found["inconclusive_because"] = "the interval straddles the threshold"
+                needed = stats.rows_to_decide(self.value, self.lower, self.upper, self.threshold, self.rows)
+                if needed is not None:
+                    found["needs_rows"] = needed
+        return found
+
+    def interval_text(self, sign: str = "+", unit: str = "rows") -> str:
+        """'95% CI +0.10 to +0.20' (at the level the check was tested at), or why there is none."""
+        if self.lower is None or self.upper is None or not (np.isfinite(self.lower) and np.isfinite(self.upper)):
+            return f"no interval from {self.rows} {unit}"
+        held = f"; {self.correction}-corrected over {self.comparisons} explainers" if self.comparisons > 1 and self.correction != "none" else ""
+        return f"{self.level:.1%} CI {self.lower:{sign}.3f} to {self.upper:{sign}.3f}, {self.rows} {unit}{held}".replace(".0% CI", "% CI")
 
 
-def gain_over_random(deletion, insertion, random_deletion, random_insertion, rng, min_gain: float):
-    """Per-row gain (random deletion AUC - deletion AUC) + (insertion AUC - random insertion AUC), its 95% CI, the verdict.
+def judge_rows(per_row: dict[str, np.ndarray], threshold: float, higher_is_better: bool, options,
+               strict: bool = False) -> dict[str, RowVerdict]:
+    """Verdicts on the row means of each explainer's figure, as one family (``options.level``, ``options.correction``).
 
-    Passes only when the bootstrap lower bound of the mean gain exceeds ``min_gain``:
-    an explainer whose advantage over a random ranking could be chance fails.
+    Each mean gets a t interval over rows (for a paired figure, the per-row
+    differences: the paired interval); the family's verdicts come from
+    `audit.stats.decide_family`, so with several explainers the chance that any
+    of them is judged wrongly stays near ``1 - level``. Rows with an undefined
+    figure (NaN) are left out. ``strict``: an interval that only touches the
+    threshold shows nothing (an explainer tied with random orders on every row
+    is not better than them), so it is inconclusive rather than passed.
+    """
+    names = list(per_row)
+    members = [stats.mean_member(name, per_row[name], threshold, higher_is_better) for name in names]
+    decisions = stats.decide_family(members, level=options.level, correction=options.correction)
+    found = {}
+    for name, decision in zip(names, decisions):
+        values = np.asarray(per_row[name], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        finite = np.isfinite(decision.lower) and np.isfinite(decision.upper)
+        verdict, tie = decision.verdict, False
+        if strict and verdict == "passed" and (decision.lower if higher_is_better else decision.upper) == threshold:
+            verdict, tie = "inconclusive", bool(decision.lower == decision.upper)
+        found[name] = RowVerdict(verdict, float(values.mean()) if len(values) else None, float(threshold),
+                                 decision.lower if finite else None, decision.upper if finite else None, decision.level,
+                                 int(len(values)), decision.comparisons, decision.correction, tie=tie)
+    return found
+
+
+def row_interval(values, level: float) -> tuple[float | None, float | None]:
+    """The t interval over rows of a per-row figure's mean, for metrics (no verdict); None ends when undefined."""
+    found = stats.mean_interval(values, level)
+    if not (np.isfinite(found.lower) and np.isfinite(found.upper)):
+        return None, None
+    return float(found.lower), float(found.upper)
+
+
+def gain_over_random(deletion, insertion, random_deletion, random_insertion, min_gain: float, level: float = 0.95):
+    """Per-row gain (random deletion AUC - deletion AUC) + (insertion AUC - random insertion AUC), its paired interval, the verdict.
+
+    The explainer and the random orders are scored on the same rows, so the
+    interval is of the mean per-row difference (paired t), never two
+    independent intervals. Passed when the interval lies above ``min_gain``,
+    failed when it lies below, inconclusive when it straddles: an advantage over
+    random that could be chance is not shown.
     """
     gain = (random_deletion - deletion) + (insertion - random_insertion)
-    low, high = _bootstrap_ci(gain, rng)
-    return gain, low, high, bool(np.isfinite(low) and low > min_gain)
+    interval = stats.mean_interval(gain, level)
+    return gain, interval, stats.verdict(interval.lower, interval.upper, min_gain, higher_is_better=True)

@@ -13,7 +13,7 @@ from . import _figures
 from ._core import Layout, ModelScorer, NumpyScorer, TorchScorer
 from ._metrics import spearman_rows
 from . import _treeshap
-from ._run import Setup, _mean, explain_all, setup
+from ._run import Setup, explain_all, judge_rows, setup
 
 
 def _tile(cells: np.ndarray, layout: Layout) -> np.ndarray:
@@ -113,7 +113,7 @@ def _grid_test(analysis, ctx, s: Setup):
     groups = None
     if layout.groups is not None:
         groups = [[u + b * layout.n_units for u in g] for b in range(4) for g in layout.groups]
-    grid_layout = Layout(x_grid.shape[1:], ctx.data.modality, groups)
+    grid_layout = Layout(x_grid.shape[1:], ctx.data.modality, groups, [u + b * layout.n_units for b in range(4) for u in layout.categorical])
     grid_mean = _tile(np.broadcast_to(s.data_mean, (1, 4, *s.data_mean.shape)), layout)[0]
     grid_sd = _tile(np.broadcast_to(s.value_sd, (1, 4, *s.value_sd.shape)), layout)[0]
     settings = copy.copy(s.settings)
@@ -129,69 +129,94 @@ def _grid_test(analysis, ctx, s: Setup):
     maps, _ = explain_all(ctx, s, scorer, x_grid, targets, grid_layout, grid_mean, grid_sd, settings, "grid test")
     cell_of_unit = _grid_cell_of_unit(layout)
     on_target = cell_of_unit[None, :] == target_cell[:, None]
-    shares = {}
+    per_grid, outside_of = {}, {}
     for name, m in maps.items():
         mass = np.abs(m)
         total = mass.sum(axis=1)
-        share = np.where(total > 0, (mass * on_target).sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
-        outside = (mass * ~on_target).max(axis=1)
-        value = _mean(share)
-        shares[name] = value
-        passed = value is not None and value >= options.min_grid_share
+        per_grid[name] = np.where(total > 0, (mass * on_target).sum(axis=1) / np.where(total > 0, total, 1.0), np.nan)
+        outside_of[name] = (mass * ~on_target).max(axis=1)
+    judged = judge_rows(per_grid, options.min_grid_share, True, options)
+    shares = {}
+    for name, v in judged.items():
+        outside = outside_of[name]
+        shares[name] = v.value
         yield audit.Finding(
             check="grid_share", title="Attribution on the only cell that can matter (DiFull grid)", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=value, threshold=options.min_grid_share,
+            subject=name,
             message=(f"{name}: on {options.grid_samples} {'2x2 image grids' if layout.is_image else 'inputs of 4 feature blocks'} where the "
-                     f"explained output depends on one cell only, {0 if value is None else value:.1%} of the absolute attribution lies on "
-                     f"that cell (floor {options.min_grid_share:.0%}); attribution anywhere else is provably wrong. "
+                     f"explained output depends on one cell only, {0 if v.value is None else v.value:.1%} of the absolute attribution lies on "
+                     f"that cell ({v.interval_text(sign='', unit='grids')}; floor {options.min_grid_share:.0%}); attribution anywhere else is provably wrong. "
                      f"{int((outside == 0).sum())} of {len(outside)} maps put exactly zero outside it."),
-            details={"grids_exactly_zero_outside": int((outside == 0).sum()), "max_outside": float(outside.max())},
+            details=v.details(grids_exactly_zero_outside=int((outside == 0).sum()), max_outside=float(outside.max())),
+            **{**v.fields(), "method": "t over grids"},
         )
     return shares
 
 
-def _randomized_function(model, layers: int, seed: int, score: str):
-    """A deep copy of the module with its last ``layers`` parameterised layers re-initialised (seeded)."""
+def _randomized_function(model, layers: int, score: str):
+    """A deep copy of the module, its scores, a function re-initialising its last ``layers`` parameterised layers (seeded), and their count.
+
+    Each re-initialisation draws Gaussian weights with the spread of the
+    original ones (measured once, before any draw), in place, so many draws
+    share one copy of the module.
+    """
     import torch
 
     module = copy.deepcopy(model.torch_module())
     owners = [m for _, m in module.named_modules() if any(True for _ in m.named_parameters(recurse=False))]
-    generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    randomized = []
-    with torch.no_grad():
-        for owner in owners[-layers:]:
-            for pname, p in owner.named_parameters(recurse=False):
-                sd = float(p.detach().float().std()) if p.numel() > 1 else 0.0
-                if not np.isfinite(sd) or sd == 0:
-                    sd = 1.0 / math.sqrt(max(1, p.shape[-1] if p.dim() > 1 else p.numel()))
+    chosen = [p for owner in owners[-layers:] for _, p in owner.named_parameters(recurse=False)]
+    spreads = []
+    for p in chosen:
+        sd = float(p.detach().float().std()) if p.numel() > 1 else 0.0
+        if not np.isfinite(sd) or sd == 0:
+            sd = 1.0 / math.sqrt(max(1, p.shape[-1] if p.dim() > 1 else p.numel()))
+        spreads.append(sd)
+
+    def reinitialise(seed: int) -> None:
+        generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        with torch.no_grad():
+            for p, sd in zip(chosen, spreads):
                 p.copy_((torch.randn(p.shape, generator=generator) * sd).to(p.device, p.dtype))
-                randomized.append(pname)
+
     def function(x):
         logits = model.logits_of(module, x)
         return torch.softmax(logits, dim=1) if score == "probability" else logits
 
-    return function, len(owners[-layers:])
+    return module, function, reinitialise, len(owners[-layers:])
 
 
 def _randomization_test(analysis, ctx, s: Setup):
+    """Each row explained by the model and by its own re-initialised copy: the rows' correlations are independent
+    draws of (row, re-initialisation), so their interval covers the randomness of the re-initialisation too."""
+    import dataclasses
+
     options = analysis.options
     model = ctx.model
     original, _ = explain_all(ctx, s, ModelScorer(model, options.score), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="original maps",
                               share=("model", options.score))
-    function, n_layers = _randomized_function(model, options.randomize_layers, int(ctx.rng.integers(2**31)), options.score)
-    randomized, _ = explain_all(ctx, s, TorchScorer(model, function), s.x, s.targets, s.layout, s.data_mean, s.value_sd, label="randomised maps")
+    _, function, reinitialise, n_layers = _randomized_function(model, options.randomize_layers, options.score)
+    scorer = TorchScorer(model, function)
+    parts = {name: [] for name in original}
+    for r, seed in enumerate(ctx.rng.integers(2**31, size=len(s.x))):
+        reinitialise(int(seed))
+        one = dataclasses.replace(s, rows=s.rows[r : r + 1], x=s.x[r : r + 1], targets=s.targets[r : r + 1])
+        maps, _ = explain_all(ctx, one, scorer, one.x, one.targets, s.layout, s.data_mean, s.value_sd, label=f"randomised maps, row {r + 1}")
+        for name in parts:
+            parts[name].append(maps[name])
+    randomized = {name: np.concatenate(maps) for name, maps in parts.items()}
+    rho = {name: spearman_rows(original[name], randomized[name]) for name in original}
+    judged = judge_rows(rho, options.max_randomization_correlation, False, options)
     correlations = {}
-    for name in original:
-        rho = spearman_rows(original[name], randomized[name])
-        value = _mean(rho)
-        correlations[name] = value
-        passed = value is None or value < options.max_randomization_correlation
+    for name, v in judged.items():
+        correlations[name] = v.value
         yield audit.Finding(
             check="randomization_rank_correlation", title="Maps change when the model is randomised", severity=audit.Severity.MEDIUM,
-            subject=name, passed=passed, value=value, threshold=options.max_randomization_correlation,
+            subject=name,
             message=(f"{name}: after re-initialising the last {n_layers} parameterised layer(s), the maps of {len(s.x)} rows keep a "
-                     f"Spearman rank correlation of {0 if value is None else value:.3f} with the originals (fails at "
-                     f"{options.max_randomization_correlation:g} or above: a map that survives randomisation does not explain the model)"),
-            details={"layers": n_layers, "rows": len(s.x)},
+                     f"Spearman rank correlation of {0 if v.value is None else v.value:.3f} with the originals ({v.interval_text()}; "
+                     f"passes when shown below {options.max_randomization_correlation:g}, fails when shown above: a map that survives "
+                     "randomisation does not explain the model; each row has its own seeded re-initialisation, so the interval "
+                     "covers the rows and the draws of weights)"),
+            details=v.details(layers=n_layers), **v.fields(),
         )
     return correlations

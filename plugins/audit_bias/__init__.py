@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -30,7 +30,7 @@ MEANINGS = {
 
 
 class GroupFairness(audit.Analysis):
-    """Per-group rates with bootstrap intervals; parity, equalized odds, accuracy gaps, dCov and JS per attribute."""
+    """Per-group rates with Wilson intervals; parity, equalized odds, accuracy gaps (simultaneous intervals), dCov and JS; one family of verdicts."""
 
     name = "bias.group_fairness"
     title = "Group fairness"
@@ -38,6 +38,12 @@ class GroupFairness(audit.Analysis):
     requires = {"attributes"}
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"n_bootstrap": 50, "dcov_permutations": 49, "js_null_draws": 20, "dcov_max_rows": 200}
+
+    def plan(self, info):
+        from ._plan import group_fairness_plan
+
+        return group_fairness_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to examine (default: all)")
@@ -45,7 +51,10 @@ class GroupFairness(audit.Analysis):
         min_group_size: int = Field(30, ge=1, description="groups with fewer rows are reported but not judged")
         max_categories: int = Field(10, ge=2, description="a numeric attribute with more distinct values is binned")
         numeric_bins: int = Field(4, ge=2, description="quantile groups for a binned numeric attribute")
-        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the 95% intervals")
+        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the mean-score intervals (rates use Wilson intervals)")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals and of the family of checks")
+        correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+            "holm", description="multiplicity correction over all of the run's group-fairness checks (one family): holm (family-wise error), bh (false discovery rate), bonferroni, none")
         parity_difference_medium: float = Field(0.1, ge=0, le=1, description="selection-rate difference above this is medium")
         parity_difference_high: float = Field(0.2, ge=0, le=1, description="selection-rate difference above this is high")
         parity_ratio_min: float = Field(0.8, ge=0, le=1, description="selection-rate ratio below this is high (four-fifths rule)")
@@ -56,7 +65,7 @@ class GroupFairness(audit.Analysis):
         min_group_accuracy: float = Field(0.7, ge=0, le=1, description="a group accuracy below this is medium")
         accuracy_gap_medium: float = Field(0.05, ge=0, le=1, description="accuracy gap above this is medium")
         accuracy_gap_high: float = Field(0.1, ge=0, le=1, description="accuracy gap above this is high")
-        dcov_alpha: float = Field(0.01, gt=0, lt=1, description="permutation p-value below which dependence is significant")
+        dcov_alpha: float = Field(0.01, gt=0, lt=1, description="superseded: significance now follows level and correction (kept so older configs load)")
         dcor_threshold: float = Field(0.1, ge=0, le=1, description="significant distance correlation above this is medium")
         dcov_max_rows: int = Field(1000, ge=20, description="rows (seeded subsample) for the O(n^2) distance matrices")
         dcov_permutations: int = Field(199, ge=19, description="permutations for the distance covariance p-value")
@@ -81,12 +90,21 @@ class Counterfactual(audit.Analysis):
     requires = frozenset()  # tabular data needs attributes (skip_reason); text swaps identity terms without them
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"n_bootstrap": 50}
+
+    def plan(self, info):
+        from ._plan import counterfactual_plan
+
+        return counterfactual_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to vary (default: all that are model inputs)")
         reference: dict[str, str] = Field(default_factory=dict, description="reference value per attribute (default: the most frequent)")
         max_values: int = Field(20, ge=2, description="attributes whose column has more distinct values are skipped")
-        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the 95% intervals")
+        n_bootstrap: int = Field(200, ge=10, description="bootstrap resamples for the log-odds shift intervals (shifts: paired t, flip rates: Wilson)")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals and of the family of checks")
+        correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+            "holm", description="multiplicity correction over all of the run's counterfactual checks (one family)")
         flip_rate_medium: float = Field(0.01, ge=0, le=1, description="flip rate above this is medium")
         flip_rate_high: float = Field(0.05, ge=0, le=1, description="flip rate above this is high")
         score_shift_medium: float = Field(0.02, ge=0, le=1, description="absolute mean score shift above this is medium")
@@ -124,6 +142,12 @@ class Leakage(audit.Analysis):
     requires = {"attributes", "activations"}
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"attentive_epochs": 50, "max_rows": 500}
+
+    def plan(self, info):
+        from ._plan import leakage_plan
+
+        return leakage_plan(self, info)
 
     class Options(audit.Options):
         attributes: Optional[list[str]] = Field(None, description="attributes to probe for (default: all)")
@@ -138,6 +162,9 @@ class Leakage(audit.Analysis):
         attentive_epochs: int = Field(150, ge=1, description="full-batch Adam steps of the attentive probe")
         max_categories: int = Field(10, ge=2, description="a numeric attribute with more distinct values is binned")
         numeric_bins: int = Field(4, ge=2, description="quantile groups for a binned numeric attribute")
+        level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals and of the family of checks")
+        correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
+            "holm", description="multiplicity correction over all of the run's leakage checks (one family)")
         lift_medium: float = Field(0.1, ge=0, le=1, description="probe accuracy above the majority rate by more than this is medium")
         lift_high: float = Field(0.3, ge=0, le=1, description="probe accuracy above the majority rate by more than this is high")
         residual_lift: float = Field(0.05, ge=0, le=1, description="lift still above this after erasure is medium")

@@ -10,9 +10,11 @@ import numpy as np
 import audit
 from audit import stats
 
+from ._verdicts import Check, decide, max_of
+
 
 class ValueShift(NamedTuple):
-    """What substituting one attribute value for the reference does, with bootstrap 95% intervals."""
+    """What substituting one attribute value for the reference does, with 95% intervals (paired t, Wilson)."""
 
     label: str
     shift: float
@@ -20,6 +22,25 @@ class ValueShift(NamedTuple):
     odds_shift: float
     flip_rate: float
     flip_ci: tuple[float, float]
+    rows: int = 0
+    flips: int = 0
+    shift_sd: float = 0.0
+
+
+def mean_interval(mean: float, sd: float, rows: int, level: float) -> tuple[float, float]:
+    """t interval of a mean of per-row differences (paired: the same rows before and after the swap)."""
+    if rows < 2:
+        return float("nan"), float("nan")
+    half = stats.t_quantile(level, rows - 1) * sd / np.sqrt(rows)
+    return float(mean - half), float(mean + half)
+
+
+def absolute(interval: tuple[float, float]) -> tuple[float, float]:
+    """Interval of |shift| from that of the signed shift (contains 0 exactly when the signed one does)."""
+    lower, upper = interval
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        return interval
+    return stats.absolute_gap_interval(lower, upper)
 
 
 @dataclass
@@ -99,6 +120,7 @@ def run(analysis, ctx):
     if skipped and not options.attributes:
         ctx.note(f"not varied (more than {options.max_values} distinct values in the column): {', '.join(skipped)}")
     binary = ctx.n_classes == 2
+    pending = []
     for attribute, column_index in usable:
         substitution = substitute(ctx, options, attribute, column_index)
         results = []
@@ -108,7 +130,7 @@ def run(analysis, ctx):
             else:
                 yield record
         reference = substitution.labels[substitution.reference]
-        yield from _findings(attribute, reference, results, substitution.any_flip, len(substitution.score), len(substitution.values), binary, options)
+        pending.extend(_checks(attribute, reference, results, substitution.any_flip, len(substitution.score), len(substitution.values), binary, options))
         from ._figures import counterfactual_bars
 
         yield audit.Figure(
@@ -116,9 +138,10 @@ def run(analysis, ctx):
             counterfactual_bars(attribute, reference, results, binary),
             caption=(f"Each row's {attribute} set to every other observed value, all other inputs fixed; "
                      f"mean shift of the score against {reference} and the share of predictions that change, "
-                     f"with bootstrap 95% intervals over rows."),
+                     f"with 95% intervals over rows (paired t for the shift, Wilson for the flip rate)."),
             subject=attribute,
         )
+    yield from decide(pending, options.level, options.correction)
 
 
 def substitute(ctx, options, attribute: str, column_index: int) -> Substitution:
@@ -162,10 +185,12 @@ def _value_metrics(sub: Substitution, ctx, options, binary: bool):
             continue
         shift = sub.score[:, v] - sub.score[:, reference]
         odds_shift = sub.odds[:, v] - sub.odds[:, reference]
-        flip_rate = float((sub.pred[:, v] != sub.pred[:, reference]).mean())
-        lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, options.n_bootstrap))
+        flips = int((sub.pred[:, v] != sub.pred[:, reference]).sum())
+        flip_rate = flips / n_rows
+        shift_sd = float(shift.std(ddof=1)) if n_rows > 1 else 0.0
+        lo, hi = mean_interval(float(shift.mean()), shift_sd, n_rows, 0.95)
         olo, ohi = stats.percentile_interval(stats.bootstrap_means(odds_shift, ctx.rng, options.n_bootstrap))
-        flo, fhi = stats.percentile_interval(ctx.rng.binomial(n_rows, flip_rate, size=options.n_bootstrap) / n_rows)
+        flo, fhi = stats.wilson(flips, n_rows, 0.95)
         details = {"reference": sub.labels[reference], "column": sub.column_index, "value": float(sub.values[v]),
                    "reference_value": float(sub.values[reference]),
                    "score": "P(class 1)" if binary else "probability of the originally predicted class"}
@@ -177,7 +202,8 @@ def _value_metrics(sub: Substitution, ctx, options, binary: bool):
                            lower=float(olo), upper=float(ohi), count=n_rows, unit="log-odds", details=details)
         yield audit.Metric("counterfactual_flip_rate", flip_rate, subject=sub.attribute, group=group,
                            lower=float(flo), upper=float(fhi), count=n_rows, details=details)
-        yield ValueShift(group, mean_shift, (float(lo), float(hi)), mean_odds, flip_rate, (float(flo), float(fhi)))
+        yield ValueShift(group, mean_shift, (float(lo), float(hi)), mean_odds, flip_rate, (float(flo), float(fhi)),
+                         n_rows, flips, shift_sd)
 
 
 def _reference(options, attribute, labels, values, own) -> int:
@@ -190,27 +216,39 @@ def _reference(options, attribute, labels, values, own) -> int:
     raise audit.AuditError(f"bias.counterfactual: reference {wanted!r} for {attribute} is not an observed value; values are {', '.join(labels)}")
 
 
-def _findings(attribute, reference, results, any_flip, n_rows, n_values, binary, options):
+def _checks(attribute, reference, results, any_flip, n_rows, n_values, binary, options):
+    """The flip-rate and score-shift checks of one attribute, worst substituted value, simultaneous over values."""
     score_name = "P(positive class)" if binary else "probability of the predicted class"
     worst_flip = max(results, key=lambda r: r.flip_rate)
-    label, flip_rate, (flo, fhi) = worst_flip.label, worst_flip.flip_rate, worst_flip.flip_ci
-    yield audit.Finding.graded(
-        "counterfactual_flip_rate", "Counterfactual prediction flips", flip_rate, medium=options.flip_rate_medium, high=options.flip_rate_high, subject=attribute,
-        message=(f"changing {attribute} from {reference} to {label}, all other inputs fixed, changes {flip_rate:.1%} of "
-                 f"predictions [95% CI {flo:.1%}, {fhi:.1%}] ({n_rows} rows; {any_flip:.1%} change under some value); "
-                 f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
-        details={"reference": reference, "value": label, "ci": [flo, fhi], "any_flip_rate": any_flip,
-                 "per_value": {r.label: r.flip_rate for r in results}, "extra_forward_rows": n_rows * (n_values - 1),
-                 "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
+    label, flip_rate = worst_flip.label, worst_flip.flip_rate
+    flip_interval = max_of([lambda level, r=r: stats.wilson(r.flips, r.rows, level) for r in results])
+    yield Check(
+        "counterfactual_flip_rate", "Counterfactual prediction flips", attribute, flip_rate, flip_interval,
+        options.flip_rate_medium, False, "medium", "wilson" + (f", max over {len(results)} values" if len(results) > 1 else ""),
+        n_rows,
+        lambda lo, hi: (
+            f"changing {attribute} from {reference} to {label}, all other inputs fixed, changes {flip_rate:.1%} of "
+            f"predictions [95% CI {lo:.1%}, {hi:.1%}] ({n_rows} rows; {any_flip:.1%} change under some value); "
+            f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
+        {"reference": reference, "value": label, "any_flip_rate": any_flip,
+         "per_value": {r.label: r.flip_rate for r in results}, "extra_forward_rows": n_rows * (n_values - 1),
+         "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
+        high=options.flip_rate_high,
     )
     worst_shift = max(results, key=lambda r: abs(r.shift))
-    label, shift, (lo, hi), odds_shift = worst_shift.label, worst_shift.shift, worst_shift.shift_ci, worst_shift.odds_shift
-    yield audit.Finding.graded(
-        "counterfactual_score_shift", "Counterfactual score shift", shift, medium=options.score_shift_medium, high=options.score_shift_high, by=abs(shift), subject=attribute,
-        message=(f"changing {attribute} from {reference} to {label} moves the {score_name} by {shift:+.4f} on average "
-                 f"[95% CI {lo:+.4f}, {hi:+.4f}] ({odds_shift:+.3f} in log-odds); an absolute shift above "
-                 f"{options.score_shift_medium:g} is medium, above {options.score_shift_high:g} high"),
-        details={"reference": reference, "value": label, "ci": [lo, hi], "logodds_shift": odds_shift,
-                 "per_value": {r.label: r.shift for r in results},
-                 "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
+    label, shift, odds_shift = worst_shift.label, worst_shift.shift, worst_shift.odds_shift
+    shift_interval = max_of([lambda level, r=r: absolute(mean_interval(r.shift, r.shift_sd, r.rows, level)) for r in results])
+    signed = worst_shift.shift_ci
+    yield Check(
+        "counterfactual_score_shift", "Counterfactual score shift", attribute, shift, shift_interval,
+        options.score_shift_medium, False, "medium", "paired t" + (f", max over {len(results)} values" if len(results) > 1 else ""),
+        n_rows,
+        lambda lo, hi: (
+            f"changing {attribute} from {reference} to {label} moves the {score_name} by {shift:+.4f} on average "
+            f"[95% CI {signed[0]:+.4f}, {signed[1]:+.4f}] ({odds_shift:+.3f} in log-odds); the absolute shift, "
+            f"[{lo:.4f}, {hi:.4f}] over all values, above {options.score_shift_medium:g} is medium, above {options.score_shift_high:g} high"),
+        {"reference": reference, "value": label, "logodds_shift": odds_shift, "signed_ci": list(signed),
+         "per_value": {r.label: r.shift for r in results},
+         "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
+        high=options.score_shift_high, by=abs(shift),
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from audit import stats
 from audit.toolkit import new_figure
 
 
@@ -17,7 +16,7 @@ def _short(name: str, width: int = 18) -> str:
 
 
 def group_bars(table, k: int, class_name: str, binary: bool):
-    """Selection rate (and accuracy, TPR when labelled) per group, with bootstrap 95% intervals."""
+    """Selection rate (and accuracy, TPR when labelled) per group, with 95% intervals (Wilson; mean score: bootstrap)."""
     metrics = ["selection_rate"] + (["accuracy", "tpr"] if table.has_labels else ["mean_score"])
     names = [_short(n) for n in table.grouping.names]
     positions = np.arange(len(names))
@@ -25,7 +24,7 @@ def group_bars(table, k: int, class_name: str, binary: bool):
     axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         values = np.array([table.value(metric, g, k) for g in range(len(names))], dtype=float)
-        lower, upper = stats.percentile_interval(table.replicates(metric, k), axis=0)
+        lower, upper = table.intervals(metric, k)
         err = np.vstack([np.clip(values - lower, 0, None), np.clip(upper - values, 0, None)])
         err = np.nan_to_num(err)
         colors = ["#bbbbbb" if s else "#3b6ea8" for s in table.small]

@@ -9,6 +9,7 @@ from audit import stats
 
 from . import _stats
 from ._optim import Adam, minimise_lbfgs
+from ._verdicts import Check, decide, max_of
 
 
 # -- probes ---------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ def run(analysis, ctx):
         ctx.note("task cost of erasure not computed: it needs a torch model whose output layer is a Linear fed directly "
                  "by a probed layer (ONNX graphs and other heads are not rewired)")
 
+    pending = []
     for name in names:
         grouping = _stats.group_attribute(name, data.attributes[name][index], options.max_categories, options.numeric_bins)
         if grouping.binned:
@@ -255,8 +257,9 @@ def run(analysis, ctx):
             yield from _layer_metrics(name, layer, per_layer[-1]["linear"], per_layer[-1]["attentive"], per_layer[-1]["after"],
                                       baseline, len(target), ctx.rng)
         task_cost = _task_cost(head, data, index, target, n_classes, activations) if head else None
-        yield from _findings(name, per_layer, baseline, len(target), task_cost, head, options, ctx)
+        pending.extend(_checks(name, per_layer, baseline, len(target), task_cost, head, options, ctx))
         yield _leakage_figure(name, layers, per_layer, baseline, options)
+    yield from decide(pending, options.level, options.correction)
 
 
 def _prepare_layers(ctx, options, layers, activations) -> dict:
@@ -302,28 +305,39 @@ def _leakage_figure(name, layers, per_layer, baseline, options):
     )
 
 
-def _accuracy_ci(accuracy, n, rng, draws=200):
-    lo, hi = stats.percentile_interval(rng.binomial(n, accuracy, size=draws) / n)
+def _accuracy_ci(accuracy, n):
+    """95% Wilson interval of a cross-validated accuracy over n held-out predictions."""
+    lo, hi = stats.wilson(int(round(accuracy * n)), n, 0.95)
     return float(lo), float(hi)
 
 
 def _layer_metrics(name, layer, linear, attentive, after, baseline, n, rng):
-    lo, hi = _accuracy_ci(linear["accuracy"], n, rng)
+    lo, hi = _accuracy_ci(linear["accuracy"], n)
     yield audit.Metric("probe_accuracy", linear["accuracy"], subject=name, group=layer, lower=lo, upper=hi, count=n,
                        details={"probe": "linear", "majority_rate": baseline})
     if "auroc" in linear:
         yield audit.Metric("probe_auroc", linear["auroc"], subject=name, group=layer, count=n, details={"probe": "linear"})
     if attentive is not None:
-        lo, hi = _accuracy_ci(attentive["accuracy"], n, rng)
+        lo, hi = _accuracy_ci(attentive["accuracy"], n)
         yield audit.Metric("attentive_probe_accuracy", attentive["accuracy"], subject=name, group=layer, lower=lo, upper=hi,
                            count=n, details={"probe": "attentive", "majority_rate": baseline})
-    lo, hi = _accuracy_ci(after["accuracy"], n, rng)
+    lo, hi = _accuracy_ci(after["accuracy"], n)
     yield audit.Metric("probe_accuracy_after_erasure", after["accuracy"], subject=name, group=layer, lower=lo, upper=hi,
                        count=n, details={"probe": "linear", "majority_rate": baseline})
     yield audit.Metric("majority_rate", baseline, subject=name, group=layer, count=n)
 
 
-def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
+def _accuracy_interval(accuracy: float, rows: int, baseline: float):
+    """Wilson interval of a cross-validated probe accuracy (each row predicted once, held out), less the majority rate.
+
+    The majority rate is the fixed rate of always guessing the commonest value on the same rows; the folds' probes
+    are not independent, so the binomial interval is the usual approximation for cross-validated accuracy."""
+    correct = int(round(accuracy * rows))
+    return lambda level: tuple(float(v) - baseline for v in stats.wilson(correct, rows, level))
+
+
+def _checks(name, per_layer, baseline, n, task_cost, head, options, ctx):
+    """The leakage and residual-leakage checks of one attribute; each is the max over probed layers (and probes)."""
     def best(r):
         return max(r["linear"]["accuracy"], r["attentive"]["accuracy"] if r["attentive"] else -1.0)
 
@@ -332,16 +346,19 @@ def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
     lift = accuracy - baseline
     probe = "attentive" if top["attentive"] and top["attentive"]["accuracy"] > top["linear"]["accuracy"] else "linear"
     auroc = top[probe]["auroc"] if "auroc" in top[probe] else None
-    yield audit.Finding.graded(
-        "attribute_leakage", "Protected attribute readable from representations", lift, medium=options.lift_medium,
-        high=options.lift_high, subject=name,
-        message=(f"a {probe} probe recovers {name} from layer {top['layer']} with {options.folds}-fold cross-validated accuracy "
-                 f"{accuracy:.3f} against the majority rate {baseline:.3f} (lift {lift:+.3f}"
-                 + (f", AUROC {auroc:.3f}" if auroc is not None else "")
-                 + f"; {n} rows); a lift above {options.lift_medium:g} is medium, above {options.lift_high:g} high"),
-        details={"layer": top["layer"], "probe": probe, "accuracy": accuracy, "majority_rate": baseline, "auroc": auroc,
+    probes = [r["linear"]["accuracy"] for r in per_layer] + [r["attentive"]["accuracy"] for r in per_layer if r["attentive"]]
+    yield Check(
+        "attribute_leakage", "Protected attribute readable from representations", name, lift,
+        max_of([_accuracy_interval(a, n, baseline) for a in probes]), options.lift_medium, False, "medium",
+        "wilson on cross-validated accuracy" + (f", max over {len(probes)} probes" if len(probes) > 1 else ""), n,
+        lambda lo, hi: (f"a {probe} probe recovers {name} from layer {top['layer']} with {options.folds}-fold cross-validated accuracy "
+                        f"{accuracy:.3f} against the majority rate {baseline:.3f}: lift {lift:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}, "
+                        f"over all {len(probes)} probes]" + (f", AUROC {auroc:.3f}" if auroc is not None else "")
+                        + f"; {n} rows; a lift above {options.lift_medium:g} is medium, above {options.lift_high:g} high"),
+        {"layer": top["layer"], "probe": probe, "accuracy": accuracy, "majority_rate": baseline, "auroc": auroc,
                  "per_layer": {r["layer"]: {"linear": r["linear"], "attentive": r["attentive"]} for r in per_layer},
                  "thresholds": {"medium": options.lift_medium, "high": options.lift_high}},
+        high=options.lift_high,
     )
     worst_after = max(per_layer, key=lambda r: r["after"]["accuracy"])
     residual = worst_after["after"]["accuracy"] - baseline
@@ -360,13 +377,16 @@ def _findings(name, per_layer, baseline, n, task_cost, head, options, ctx):
                          f"{task_cost['changed_predictions']:.1%} of predictions (no labels for the accuracy change)")
     else:
         details["task"] = None
-    yield audit.Finding.against_limit(
-        "leakage_after_erasure", "Leakage left after linear concept erasure", residual, severity=audit.Severity.MEDIUM,
-        ceiling=options.residual_lift, subject=name,
-        message=(f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
-                 f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f} (lift {residual:+.3f}); "
-                 f"a lift above {options.residual_lift:g} means the erasure did not remove it" + cost_text),
-        details=details,
+    details["erasure"] = details.pop("method")
+    yield Check(
+        "leakage_after_erasure", "Leakage left after linear concept erasure", name, residual,
+        max_of([_accuracy_interval(r["after"]["accuracy"], n, baseline) for r in per_layer]), options.residual_lift, False,
+        "medium", "wilson on cross-validated accuracy" + (f", max over {len(per_layer)} layers" if len(per_layer) > 1 else ""), n,
+        lambda lo, hi: (f"after LEACE erasure of the linear {name} subspace, the best linear probe ({worst_after['layer']}) "
+                        f"reaches {worst_after['after']['accuracy']:.3f} against the majority rate {baseline:.3f}: lift "
+                        f"{residual:+.3f} [95% CI {lo:+.3f}, {hi:+.3f}, over all layers]; a lift above {options.residual_lift:g} "
+                        "means the erasure did not remove it" + cost_text),
+        details,
     )
 
 

@@ -22,10 +22,37 @@ class Grouping:
     binned: str | None = None  # how a numeric attribute was binned, for the report
     raw: np.ndarray | None = None  # the attribute as given (numeric ones stay numeric for dCov)
     parts: tuple[str, ...] = field(default_factory=tuple)
+    display: list[str] | None = None  # names for messages ("sex=female"); None: built from subject and names
 
     @property
     def n_groups(self) -> int:
         return len(self.names)
+
+    @property
+    def shown(self) -> list[str]:
+        """Group names as messages print them: the attribute and its value, "sex=female, region=north"."""
+        if self.display is not None:
+            return self.display
+        return [f"{self.subject}={name}" for name in self.names]
+
+
+def labelled(grouping: Grouping, labels) -> Grouping:
+    """The grouping with value labels ({str(raw value): label}, from the data set) in place of raw values.
+
+    Binned numeric groups keep their intervals as names; a value without a label keeps its raw form.
+    """
+    if not isinstance(labels, dict) or not labels or grouping.binned:
+        return grouping
+    mapped = {str(k): str(v) for k, v in labels.items()}
+
+    def label(name: str) -> str:
+        for key in (name, f"{name}.0" if name.lstrip("-").isdigit() else None):
+            if key is not None and key in mapped:
+                return mapped[key]
+        return name
+
+    names = [label(n) for n in grouping.names]
+    return Grouping(grouping.subject, grouping.codes, names, binned=grouping.binned, raw=grouping.raw, parts=grouping.parts)
 
 
 def _label(value) -> str:
@@ -89,7 +116,8 @@ def intersect(a: Grouping, b: Grouping) -> Grouping:
     combined = a.codes * b.n_groups + b.codes
     used, codes = np.unique(combined, return_inverse=True)
     names = [f"{a.names[u // b.n_groups]}, {b.names[u % b.n_groups]}" for u in used]
-    return Grouping(f"{a.subject} x {b.subject}", codes.astype(np.int64), names, parts=(a.subject, b.subject))
+    display = [f"{a.shown[u // b.n_groups]}, {b.shown[u % b.n_groups]}" for u in used]
+    return Grouping(f"{a.subject} x {b.subject}", codes.astype(np.int64), names, parts=(a.subject, b.subject), display=display)
 
 
 def cell_counts(codes: np.ndarray, n_groups: int, y: np.ndarray | None, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -214,6 +242,35 @@ def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Gene
             float((b_t.index_select(0, p).index_select(1, p) * a_t).mean()) for p in perms_t
         ])
     exceed = int((stats >= dcov2_xz - 1e-5 * abs(dcov2_xz)).sum())
-    p_value = (exceed + 1) / (n_permutations + 1)
+    p_value, p_method = (exceed + 1) / (n_permutations + 1), "permutation"
+    if exceed == 0:
+        p_value, p_method = permutation_p_value(dcov2_xz, stats)
     return {"dcov2": dcov2_xz, "dcov": float(np.sqrt(max(dcov2_xz, 0.0))), "dcor": dcor, "p_value": p_value,
-            "null_mean": float(stats.mean())}
+            "p_method": p_method, "null_mean": float(stats.mean())}
+
+
+def permutation_p_value(observed: float, null: np.ndarray) -> tuple[float, str]:
+    """p-value of a statistic against its permutation (or resampling) null, and how it was found.
+
+    Within the draws it is the usual (exceedances + 1) / (draws + 1). Beyond the largest
+    draw that floor (1/(draws + 1)) would stop any test from passing a multiplicity
+    correction over many checks, so there the tail of a gamma distribution with the
+    null's mean and variance takes over (the classical approximation of a V-statistic's
+    null, a weighted sum of chi-squares); it is never above the floor.
+    """
+    null = np.asarray(null, dtype=np.float64)
+    exceed = int((null >= observed - 1e-9 * abs(observed)).sum())
+    floor = 1.0 / (len(null) + 1)
+    if exceed > 0:
+        return (exceed + 1) / (len(null) + 1), "permutation"
+    mean, variance = float(null.mean()), float(null.var(ddof=1))
+    if mean <= 0 or variance <= 0:
+        return floor, "permutation"
+    shape, scale = mean * mean / variance, variance / mean
+    return min(floor, _gamma_sf(observed, shape, scale)), "gamma tail beyond the permutations"
+
+
+def _gamma_sf(x: float, shape: float, scale: float) -> float:
+    from audit.stats import _gamma_q
+
+    return _gamma_q(shape, x / scale) if x > 0 else 1.0

@@ -11,6 +11,9 @@ import numpy as np
 import audit
 from audit import stats
 
+from ._counterfactual import absolute, mean_interval
+from ._verdicts import Check, decide, max_of
+
 from ._text_terms import TERM_SETS
 
 
@@ -111,6 +114,8 @@ class PairShift:
     shift: float
     shift_ci: tuple[float, float]
     example: dict | None
+    flips: int = 0
+    shift_sd: float = 0.0
 
     @property
     def pair(self) -> str:
@@ -157,13 +162,14 @@ def _pair_shift(ctx, options, texts, probabilities, variant_probabilities, score
     k = score_class[rows]
     shift = variant_probabilities[np.arange(len(rows)), k] - probabilities[rows, k]
     n_flips = int((audit.predicted_classes(variant_probabilities) != clean_predicted[rows]).sum())
-    lo, hi = stats.percentile_interval(stats.bootstrap_means(shift, ctx.rng, options.n_bootstrap))
+    shift_sd = float(shift.std(ddof=1)) if len(rows) > 1 else 0.0
+    lo, hi = mean_interval(float(shift.mean()), shift_sd, len(rows), 0.95)
     # rows is never empty (the plan skips groups no text uses), so there is always a row that moved most.
     j = int(np.argmax(np.abs(shift)))
     example = {"original": texts[rows[j]], "variant": batch[j], "score_before": float(probabilities[rows[j], k[j]]),
                "score_after": float(variant_probabilities[j, k[j]])}
     return PairShift(set_name, a, b, len(rows), n_flips / len(rows), wilson(n_flips, len(rows)), float(shift.mean()),
-                     (float(lo), float(hi)), example)
+                     (float(lo), float(hi)), example, n_flips, shift_sd)
 
 
 def measure(ctx, options) -> Counterfactuals | None:
@@ -206,11 +212,12 @@ def metrics(measured: Counterfactuals):
 
 
 def findings(measured: Counterfactuals, options):
+    """Flip-rate and score-shift findings per term set, decided as one family over the run's sets."""
     by_set: dict[str, list[PairShift]] = {}
     for swap in measured.pairs:
         by_set.setdefault(swap.set_name, []).append(swap)
-    for set_name, results in by_set.items():
-        yield from _findings(set_name, results, measured.score_name, options)
+    pending = [check for set_name, results in by_set.items() for check in _checks(set_name, results, measured.score_name, options)]
+    yield from decide(pending, options.level, options.correction)
 
 
 def run(analysis, ctx):
@@ -229,28 +236,35 @@ def _example_text(example) -> str:
             f'{example["score_before"]:.2f} to {example["score_after"]:.2f}')
 
 
-def _findings(set_name, results: list[PairShift], score_name, options):
+def _checks(set_name, results: list[PairShift], score_name, options):
+    """The worst pair of one set, with an interval simultaneous over the set's pairs (see _verdicts.max_of)."""
+    several = f", max over {len(results)} swaps" if len(results) > 1 else ""
     worst = max(results, key=lambda r: r.flip_rate)
-    flo, fhi = worst.flip_ci
-    yield audit.Finding.graded(
-        "counterfactual_flip_rate", "Counterfactual prediction flips (identity terms)", worst.flip_rate,
-        medium=options.flip_rate_medium, high=options.flip_rate_high, subject=set_name,
-        message=(f"swapping {worst.source} terms for {worst.target} terms ({set_name} set), all other words fixed, changes "
-                 f"{worst.flip_rate:.1%} of predictions [95% CI {flo:.1%}, {fhi:.1%}] over {worst.rows} texts"
-                 f"{_example_text(worst.example)}; "
-                 f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
-        details={"pair": worst.pair, "ci": [flo, fhi], "rows": worst.rows, "per_pair": {r.pair: r.flip_rate for r in results},
-                 "extra_forward_rows": sum(r.rows for r in results),
-                 "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
+    yield Check(
+        "counterfactual_flip_rate", "Counterfactual prediction flips (identity terms)", set_name, worst.flip_rate,
+        max_of([lambda level, r=r: stats.wilson(r.flips, r.rows, level) for r in results]),
+        options.flip_rate_medium, False, "medium", "wilson" + several, sum(r.rows for r in results),
+        lambda lo, hi, worst=worst: (
+            f"swapping {worst.source} terms for {worst.target} terms ({set_name} set), all other words fixed, changes "
+            f"{worst.flip_rate:.1%} of predictions over {worst.rows} texts (worst swap; all swaps: [95% CI {lo:.1%}, {hi:.1%}])"
+            f"{_example_text(worst.example)}; "
+            f"above {options.flip_rate_medium:g} is medium, above {options.flip_rate_high:g} high"),
+        {"pair": worst.pair, "texts": worst.rows, "per_pair": {r.pair: r.flip_rate for r in results},
+         "extra_forward_rows": sum(r.rows for r in results),
+         "thresholds": {"medium": options.flip_rate_medium, "high": options.flip_rate_high}},
+        high=options.flip_rate_high,
     )
     worst = max(results, key=lambda r: abs(r.shift))
-    lo, hi = worst.shift_ci
-    yield audit.Finding.graded(
-        "counterfactual_score_shift", "Counterfactual score shift (identity terms)", worst.shift, by=abs(worst.shift),
-        medium=options.score_shift_medium, high=options.score_shift_high, subject=set_name,
-        message=(f"swapping {worst.source} terms for {worst.target} terms ({set_name} set) moves the {score_name} by "
-                 f"{worst.shift:+.4f} on average [95% CI {lo:+.4f}, {hi:+.4f}] over {worst.rows} texts; an absolute shift "
-                 f"above {options.score_shift_medium:g} is medium, above {options.score_shift_high:g} high"),
-        details={"pair": worst.pair, "ci": [lo, hi], "rows": worst.rows, "per_pair": {r.pair: r.shift for r in results},
-                 "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
+    yield Check(
+        "counterfactual_score_shift", "Counterfactual score shift (identity terms)", set_name, worst.shift,
+        max_of([lambda level, r=r: absolute(mean_interval(r.shift, r.shift_sd, r.rows, level)) for r in results]),
+        options.score_shift_medium, False, "medium", "paired t" + several, sum(r.rows for r in results),
+        lambda lo, hi, worst=worst: (
+            f"swapping {worst.source} terms for {worst.target} terms ({set_name} set) moves the {score_name} by "
+            f"{worst.shift:+.4f} on average [95% CI {worst.shift_ci[0]:+.4f}, {worst.shift_ci[1]:+.4f}] over {worst.rows} texts; "
+            f"the absolute shift, [{lo:.4f}, {hi:.4f}] over all swaps, above {options.score_shift_medium:g} is medium, "
+            f"above {options.score_shift_high:g} high"),
+        {"pair": worst.pair, "texts": worst.rows, "signed_ci": list(worst.shift_ci), "per_pair": {r.pair: r.shift for r in results},
+         "thresholds": {"medium": options.score_shift_medium, "high": options.score_shift_high}},
+        high=options.score_shift_high, by=abs(worst.shift),
     )

@@ -36,11 +36,17 @@ class Corruptions(audit.Analysis):
     requires = frozenset()
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"max_rows": 200}
+
+    def plan(self, info):
+        from ._plan import corruptions_plan
+
+        return corruptions_plan(self, info)
 
     class Options(audit.Options):
         corruptions: list[str] | None = Field(
             None, description="corruptions to apply (default: all for the modality; images: gaussian_noise, shot_noise, "
-            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout; "
+            "impulse_noise, gaussian_blur, brightness, contrast, pixelate, jpeg; tabular: gaussian_noise, feature_dropout, and category_swap where the table has categorical columns; "
             "text: typo_swap, typo_drop, typo_insert, keyboard, case, punctuation, whitespace, word_dropout)",
         )
         severities: list[Annotated[int, Field(ge=0, le=5)]] = Field([1, 2, 3, 4, 5], min_length=1, description="severities 0 (identity) to 5")
@@ -70,6 +76,12 @@ class Adversarial(audit.Analysis):
     requires = frozenset({"gradients"})
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"max_rows": 100, "steps": 5}
+
+    def plan(self, info):
+        from ._plan import adversarial_plan
+
+        return adversarial_plan(self, info)
 
     class Options(audit.Options):
         attacks: list[Literal["fgsm", "pgd"]] = Field(["fgsm", "pgd"], min_length=1, description="attacks to run")
@@ -101,6 +113,12 @@ class BlackBoxAttack(audit.Analysis):
     requires = frozenset()
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"max_rows": 100, "budget": 200}
+
+    def plan(self, info):
+        from ._plan import blackbox_plan
+
+        return blackbox_plan(self, info)
 
     class Options(audit.Options):
         epsilon: float | None = Field(
@@ -135,6 +153,11 @@ class Calibration(audit.Analysis):
     tags = TAGS
     meanings = MEANINGS
 
+    def plan(self, info):
+        from ._plan import calibration_plan
+
+        return calibration_plan(self, info)
+
     class Options(audit.Options):
         bins: int = Field(15, ge=2, le=1000, description="confidence bins for the ECE")
         binning: Literal["width", "mass"] = Field("width", description="equal-width or equal-mass bins")
@@ -158,6 +181,12 @@ class OutOfDistribution(audit.Analysis):
     requires = frozenset()
     tags = TAGS
     meanings = MEANINGS
+    budget_knobs = {"synthetic_rows": 200}
+
+    def plan(self, info):
+        from ._plan import ood_plan
+
+        return ood_plan(self, info)
 
     class Options(audit.Options):
         ood_data: str | None = Field(None, description="an .npz with an array 'x' of out-of-distribution inputs (default: synthetic noise)")

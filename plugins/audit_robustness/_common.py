@@ -126,4 +126,14 @@ def perturbation_scale(data) -> np.ndarray | None:
     """
     if data.modality == "image":
         return None
-    return data.x.std(axis=0).astype(np.float32)
+    scale = data.x.std(axis=0).astype(np.float32)
+    # A categorical column holds category codes: a radius of 0 leaves it exactly as it is.
+    scale[data.categorical_columns] = 0.0
+    return scale
+
+
+def note_categorical(ctx, what: str, also: str = "") -> None:
+    """Say in the report which categorical columns a perturbation leaves alone (codes are never shifted as numbers)."""
+    names = [ctx.data.feature_names[j] for j in ctx.data.categorical_columns]
+    if names:
+        ctx.note(f"categorical column(s) {', '.join(names)} left as they are: {what} the numeric columns only{also}")

@@ -23,6 +23,8 @@ IMAGE_CORRUPTIONS = (
     "jpeg",
 )
 TABULAR_CORRUPTIONS = ("gaussian_noise", "feature_dropout")
+# Tables with categorical columns (category codes in x) also get this; the others leave those columns alone.
+CATEGORICAL_CORRUPTIONS = ("category_swap",)
 
 # Index = severity (0 is the identity). ImageNet-C values unless noted.
 GAUSSIAN_SIGMA = (0.0, 0.08, 0.12, 0.18, 0.26, 0.38)
@@ -55,6 +57,7 @@ def describe(name: str, severity: int, image_side: int | None = None) -> str:
         "pixelate": lambda s: f"resampled to {PIXELATE[s]:.0%} size",
         "jpeg": lambda s: f"JPEG quality {JPEG_QUALITY[s]}" if s else "none",
         "feature_dropout": lambda s: f"{TABULAR_DROPOUT[s]:.0%} of entries set to the feature mean",
+        "category_swap": lambda s: f"{TABULAR_DROPOUT[s]:.0%} of categorical entries swapped for another category",
     }
     return table[name](severity)
 
@@ -182,3 +185,18 @@ def corrupt_tabular(name: str, x: np.ndarray, severity: int, rng: np.random.Gene
         dropped = rng.random(x.shape) < TABULAR_DROPOUT[severity]
         return np.where(dropped, np.broadcast_to(mean, x.shape), x).astype(np.float32)
     raise ValueError(f"unknown tabular corruption {name!r}")
+
+
+def swap_categories(x: np.ndarray, severity: int, rng: np.random.Generator, columns: list[int], counts: list[int]) -> np.ndarray:
+    """Each entry of the categorical ``columns`` (codes 0..count-1), with probability TABULAR_DROPOUT[severity],
+    replaced by one of its column's other categories, uniformly; every other column untouched."""
+    out = x.copy()
+    if severity == 0:
+        return out
+    for column, count in zip(columns, counts):
+        if count < 2:
+            continue
+        swapped = rng.random(len(x)) < TABULAR_DROPOUT[severity]
+        other = (x[:, column].astype(np.int64) + rng.integers(1, count, size=len(x))) % count
+        out[:, column] = np.where(swapped, other, x[:, column])
+    return out

@@ -11,7 +11,7 @@ import numpy as np
 import audit
 
 from . import _figures
-from ._common import audited_rows, fmt, image_layout, input_range, perturbation_scale
+from ._common import audited_rows, fmt, image_layout, input_range, note_categorical, perturbation_scale
 from ._square import SquareResult, square_attack
 
 
@@ -61,6 +61,7 @@ def measure(ctx, options) -> SquareRun:
     layout = image_layout(ctx.data)
     if ctx.model.output_kind == "probabilities":
         ctx.note("the model outputs probabilities: the margin loss uses log-probabilities in place of logits")
+    note_categorical(ctx, "the attack perturbs")
 
     attack = functools.partial(
         _attack_shard, eps=eps, budget=options.budget, p_init=options.p_init, layout=layout, scale=perturbation_scale(ctx.data),

@@ -12,7 +12,7 @@ import audit
 
 from . import _corruptions as C
 from . import _figures
-from ._common import audited_rows, image_layout, input_range
+from ._common import audited_rows, image_layout, input_range, note_categorical
 
 
 @dataclass
@@ -49,6 +49,8 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     if ctx.data.modality == "image" and layout is None:
         ctx.note(f"rows of shape {ctx.data.x.shape[1:]} cannot be read as images; tabular corruptions used instead")
     available = C.IMAGE_CORRUPTIONS if layout else C.TABULAR_CORRUPTIONS
+    if not layout and ctx.data.categorical_columns:
+        available = available + C.CATEGORICAL_CORRUPTIONS
     names = list(options.corruptions or available)
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -65,13 +67,18 @@ def _rows_to_corrupt(x, layout, bounds):
     return x, None
 
 
-def _corrupted_predictions(model, rng, rows, *, name, severity, layout, bounds, mean, std, keep):
+def _corrupted_predictions(model, rng, rows, *, name, severity, layout, bounds, mean, std, columns, counts, keep):
     """One shard: its rows corrupted, the model's probabilities on them, and the first ``keep`` corrupted rows (model layout)."""
     if layout:
         u = C.corrupt_image(name, rows, severity, rng)
         batch = layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
+    elif name in C.CATEGORICAL_CORRUPTIONS:
+        batch = C.swap_categories(rows, severity, rng, columns, counts)
     else:
         batch = C.corrupt_tabular(name, rows, severity, rng, mean, std)
+        if columns:  # noise and dropout move numbers only: the categorical columns come back from the clean rows
+            batch = np.array(batch, dtype=np.float32, copy=True)
+            batch[:, columns] = rows[:, columns]
     return model.predict(batch), batch[:keep]  # one batched pass per shard, corruption and severity
 
 
@@ -85,8 +92,12 @@ def measure(ctx, options) -> CorruptionTable:
     bounds = input_range(ctx.data.x, ctx.data.modality)
     rows, side = _rows_to_corrupt(x, layout, bounds)
     mean = std = None
+    columns, counts = [], []
     if not layout:
         mean, std = ctx.data.x.mean(axis=0).astype(np.float32), ctx.data.x.std(axis=0).astype(np.float32)
+        columns = list(ctx.data.categorical_columns)
+        counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
+        note_categorical(ctx, "gaussian_noise and feature_dropout change", "; category_swap swaps their categories for others")
     table = CorruptionTable(
         names=names, severities=severities,
         judged=options.judged_severity if options.judged_severity in severities else max(severities),
@@ -99,7 +110,7 @@ def measure(ctx, options) -> CorruptionTable:
             for severity in severities:
                 keep = n_examples if layout and severity == table.judged else 0
                 corrupt = functools.partial(_corrupted_predictions, name=name, severity=severity, layout=layout, bounds=bounds,
-                                            mean=mean, std=std, keep=keep)
+                                            mean=mean, std=std, columns=columns, counts=counts, keep=keep)
                 probabilities, head = ctx.map_rows(corrupt, rows, purpose=f"{name}/s{severity}", shard_rows=options.shard_rows)
                 predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)

@@ -10,7 +10,7 @@ import audit
 from audit import stats
 
 from . import _figures
-from ._common import fpr_at_tpr, input_range
+from ._common import fpr_at_tpr, input_range, note_categorical
 
 
 def energy_score(logits: np.ndarray) -> np.ndarray:
@@ -44,6 +44,11 @@ def synthetic_sources(ctx, rows: int) -> dict[str, tuple[np.ndarray, str]]:
     uniform = (low + (high - low) * ctx.rng.random(shape)).astype(np.float32)
     mean, std = x.mean(axis=0), x.std(axis=0)
     gaussian = (mean + std * ctx.rng.standard_normal(shape)).astype(np.float32)
+    if ctx.data.categorical_columns:
+        # Category codes are not numbers to draw noise over: each synthetic row keeps the categories of a random data row.
+        donors = x[ctx.rng.integers(0, len(x), size=rows)]
+        uniform, gaussian = ctx.data.keep_categorical(uniform, donors), ctx.data.keep_categorical(gaussian, donors)
+        note_categorical(ctx, "synthetic noise replaces")
     return {
         "uniform_noise": (uniform, "synthetic uniform noise over the data's range (not real out-of-distribution data)"),
         "gaussian_noise": (gaussian, "synthetic Gaussian noise with the data's per-feature mean and std (not real out-of-distribution data)"),

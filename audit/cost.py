@@ -1,0 +1,327 @@
+"""The cost of an audit: each analysis's planned passes, the model's measured speed, the run order and a budget."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.analysis import Analysis, Plan, PlanInfo
+from audit.errors import AuditError
+
+# `--quick`: a first look. Seconds of estimated analysis time, after loading and the clean pass.
+QUICK_BUDGET = 30.0
+NAMED_BUDGETS = {"quick": QUICK_BUDGET}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+# Calibration: enough repeats for a stable per-row time, never much more than this many seconds.
+CALIBRATION_SECONDS = 0.5
+
+
+def parse_duration(value) -> float:
+    """Seconds from 90, 90s, 5m, 1.5h or a named budget (quick); anything else is a ValueError that says how to write it."""
+    if isinstance(value, bool):
+        raise ValueError("write a duration such as 90s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        if text in NAMED_BUDGETS:
+            return NAMED_BUDGETS[text]
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(f"write a duration such as 90s, 5m or 1h, or {', '.join(NAMED_BUDGETS)}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s")[0].lower()]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("a budget must be a positive duration")
+    return seconds
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(round(seconds % 60)):02d}s"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- the model's speed ----------------------------------------------------------
+
+@dataclass
+class Speed:
+    """Seconds per row forward, and forward plus input backward, at the batch sizes the run uses."""
+
+    forward: float
+    backward: float | None  # None: the model gives no input gradients
+    batch_size: int
+    gradient_batch_size: int
+    cached: bool = False
+    measured_at: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"forward_seconds_per_row": self.forward, "backward_seconds_per_row": self.backward,
+                "batch_size": self.batch_size, "gradient_batch_size": self.gradient_batch_size,
+                "cached": self.cached, "measured_at": self.measured_at}
+
+    def seconds(self, plan: Plan, shared: tuple[int, int] = (0, 0)) -> float:
+        forward = plan.forward_rows + shared[0]
+        backward = plan.backward_rows + shared[1]
+        per_backward = self.backward if self.backward is not None else 3 * self.forward
+        return max(0, forward - backward) * self.forward + backward * per_backward + plan.other_seconds
+
+
+def calibration_key(model, threads) -> dict[str, Any]:
+    """What the measured speed depends on besides the model's bytes."""
+    from audit.store.liveness import this_host
+
+    return {"device": str(model.device), "batch_size": int(model.batch_size), "gradient_batch_size": int(model.gradient_batch_size),
+            "threads": threads, "host": this_host(), "provider": getattr(model, "provider", "")}
+
+
+def _best_per_row(call, rows: int, warm=None) -> float:
+    """Fastest seconds per row over a few calls, within about CALIBRATION_SECONDS; ``warm`` runs first, untimed."""
+    if warm is not None:
+        warm()
+    best = math.inf
+    spent = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        call()
+        took = time.perf_counter() - start
+        best = min(best, took)
+        spent += took
+        if spent > CALIBRATION_SECONDS:
+            break
+    return best / rows
+
+
+def measure_speed(model, x) -> Speed:
+    """Time forward batches and forward+backward batches of real rows, at the batch sizes the analyses send them.
+
+    The clean pass has already warmed the forward path; a two-row backward warms the other. Per-call
+    overhead is spread over a full batch, as in the analyses' batched passes (the Square attack's
+    shrinking batches are slower per row than this).
+    """
+    import numpy as np
+
+    forward_rows = x[: max(1, min(len(x), int(model.batch_size)))]
+    forward = _best_per_row(lambda: model.predict(forward_rows), len(forward_rows))
+    backward = None
+    if "gradients" in model.capabilities:
+        import torch
+
+        def step_on(rows):
+            xb = torch.as_tensor(np.ascontiguousarray(rows), dtype=torch.float32, device=model.device)
+            target = torch.zeros(len(rows), dtype=torch.long, device=model.device)
+
+            def step():
+                model.input_gradient(xb, target, output="log_probability")
+                if str(model.device).startswith("cuda"):
+                    torch.cuda.synchronize()
+
+            return step
+
+        batch = x[: max(1, min(len(x), int(model.gradient_batch_size)))]
+        backward = _best_per_row(step_on(batch), len(batch), warm=step_on(x[:2]))
+    return Speed(forward, backward, int(model.batch_size), int(model.gradient_batch_size))
+
+
+def calibrate(model, x, store=None, model_sha256: str = "", threads=None) -> Speed:
+    """The model's speed: from an earlier run of the same model bytes on the same device and host, else measured now."""
+    key = calibration_key(model, threads)
+    cached = _cached_speed(store, model_sha256, key) if store is not None and model_sha256 else None
+    if cached is not None:
+        return cached
+    counters = model.counters.snapshot()
+    speed = measure_speed(model, x)
+    # The calibration's passes are the run's overhead, not any analysis's: put the counters back.
+    model.counters.forward_rows, model.counters.backward_rows = counters.forward_rows, counters.backward_rows
+    model.counters.forward_seconds, model.counters.backward_seconds = counters.forward_seconds, counters.backward_seconds
+    from audit.store.models import utcnow
+
+    speed.measured_at = str(utcnow())[:19]
+    return speed
+
+
+def _cached_speed(store, model_sha256: str, key: dict[str, Any]) -> Speed | None:
+    from sqlmodel import select
+
+    from audit.store.models import Run
+
+    with store.session() as session:
+        runs = session.exec(select(Run).where(Run.model_sha256 == model_sha256).order_by(Run.started_at.desc()).limit(20)).all()
+        for run in runs:
+            stored = (run.cost_plan or {}).get("calibration") or {}
+            if stored.get("key") == key and stored.get("forward_seconds_per_row"):
+                return Speed(stored["forward_seconds_per_row"], stored.get("backward_seconds_per_row"), key["batch_size"],
+                             key["gradient_batch_size"], cached=True, measured_at=stored.get("measured_at", ""))
+    return None
+
+
+# -- plans ----------------------------------------------------------------------
+
+def plan_info(model, dataset, sample: int | None = None) -> PlanInfo:
+    try:
+        n_classes = int(model.n_classes)
+    except AuditError:  # known once the model has run; the run plans after its clean pass
+        n_classes = 2
+    return PlanInfo(
+        rows=len(dataset), row_shape=tuple(int(d) for d in dataset.x.shape[1:]), modality=dataset.modality,
+        n_classes=n_classes, capabilities=frozenset(model.capabilities),
+        attributes=tuple(dataset.attributes or ()), feature_names=tuple(dataset.feature_names) if dataset.feature_names else None,
+        sample=sample,
+    )
+
+
+def default_plan(analysis: Analysis, info: PlanInfo) -> Plan:
+    """For an analysis that states no plan: ten passes over the data, backward too if it needs gradients."""
+    passes = 10 * info.rows
+    backward = passes if "gradients" in type(analysis).requires else 0
+    return Plan(passes, backward, 1.0, ["no plan() stated: assumed ten passes over the data"])
+
+
+def plan_for(analysis: Analysis, info: PlanInfo, skipped: str | None = None) -> Plan:
+    """The analysis's own plan, else the default; nothing for one the run will skip (``skipped``: why)."""
+    if skipped is not None:
+        return Plan(notes=[f"skipped: {skipped}"])
+    try:
+        plan = analysis.plan(info)
+    except Exception as error:  # noqa: BLE001 - a broken estimate must not stop the audit; the run itself reports real errors
+        plan = default_plan(analysis, info)
+        plan.notes.append(f"plan() raised {type(error).__name__}: {error}")
+        return plan
+    if plan is None:
+        return default_plan(analysis, info)
+    if not isinstance(plan, Plan):
+        returned = type(plan).__name__
+        plan = default_plan(analysis, info)
+        plan.notes.append(f"plan() returned {returned}, not audit.Plan or None")
+    return plan
+
+
+@dataclass
+class Planned:
+    """One analysis in the run's plan: its estimate in run order (shared passes counted once) and what a budget reduced."""
+
+    name: str
+    plan: Plan
+    seconds: float = 0.0
+    forward_rows: int = 0
+    backward_rows: int = 0
+    reduced: dict[str, list] = field(default_factory=dict)  # option -> [from, to]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"forward_rows": self.forward_rows, "backward_rows": self.backward_rows, "seconds": self.seconds,
+                "notes": list(self.plan.notes), "reduced": self.reduced}
+
+
+def _stand_alone(plan: Plan) -> tuple[int, int]:
+    return (plan.forward_rows + sum(f for f, _ in plan.shared.values()), plan.backward_rows + sum(b for _, b in plan.shared.values()))
+
+
+def order_and_count(entries: dict[str, Planned], categories: dict[str, str], speed: Speed) -> list[str]:
+    """Cheap first: performance, then by estimated seconds, attribution last; shared passes counted for the first that makes them."""
+    def alone(name):
+        forward, backward = _stand_alone(entries[name].plan)
+        return speed.seconds(Plan(forward, backward, entries[name].plan.other_seconds))
+
+    def rank(name):
+        group = 0 if categories[name] == "performance" else 2 if categories[name] == "attribution" else 1
+        return (group, alone(name), name)
+
+    names = sorted(entries, key=rank)
+    made: set[str] = set()
+    for name in names:
+        entry = entries[name]
+        new = [key for key in entry.plan.shared if key not in made]
+        made.update(new)
+        extra = (sum(entry.plan.shared[k][0] for k in new), sum(entry.plan.shared[k][1] for k in new))
+        entry.forward_rows = entry.plan.forward_rows + extra[0]
+        entry.backward_rows = entry.plan.backward_rows + extra[1]
+        entry.seconds = speed.seconds(entry.plan, extra)
+    return names
+
+
+# -- the budget -----------------------------------------------------------------
+
+def knob_values(cls: type[Analysis], given: dict[str, Any], stage: float) -> dict[str, list]:
+    """Reduced options at ``stage``: knob i (in `budget_knobs` order) goes from its default at stage i to its minimum at i + 1.
+
+    A knob the user set stays as set; a knob the options lack keeps its place in
+    the order (analyses sharing work list the same knobs, so they reduce alike).
+    """
+    reduced = {}
+    fields = cls.Options.model_fields
+    for position, (knob, minimum) in enumerate(cls.budget_knobs.items()):
+        if knob not in fields or knob in given:
+            continue
+        default = fields[knob].get_default(call_default_factory=True)
+        if not isinstance(default, int) or isinstance(default, bool) or default <= minimum:
+            continue
+        share = min(1.0, max(0.0, stage - position))
+        if share <= 0:
+            continue
+        value = max(int(minimum), int(round(default * (minimum / default) ** share)))
+        if value < default:
+            reduced[knob] = [default, value]
+    return reduced
+
+
+def max_stage(classes) -> int:
+    return max([len(cls.budget_knobs) for cls in classes] or [0])
+
+
+def fit_budget(budget: float, names: list[str], instances: dict, given: dict[str, dict], build, info: PlanInfo, categories, speed: Speed,
+               skipped: dict[str, str] | None = None):
+    """The analyses reduced just enough to fit ``budget`` seconds: (instances, entries, run order, fitted).
+
+    Every analysis moves through its knobs together (one stage for the run), the
+    smallest stage whose estimate fits is taken; at the last stage every knob is at
+    its minimum and the plan may still exceed the budget (``fitted`` False).
+    """
+    classes = {name: type(instances[name]) for name in names}
+
+    def attempt(stage):
+        chosen, entries = {}, {}
+        for name in names:
+            reduced = knob_values(classes[name], given.get(name, {}), stage)
+            analysis = build(classes[name], {**given.get(name, {}), **{k: v[1] for k, v in reduced.items()}}) if reduced else instances[name]
+            chosen[name] = analysis
+            entries[name] = Planned(name, plan_for(analysis, info, (skipped or {}).get(name)), reduced=reduced)
+        order = order_and_count(entries, categories, speed)
+        return chosen, entries, order, sum(e.seconds for e in entries.values())
+
+    full = attempt(0.0)
+    if full[3] <= budget:
+        return (*full[:3], True)
+    top = float(max_stage(classes.values()))
+    floor = attempt(top)
+    if floor[3] > budget:
+        return (*floor[:3], False)
+    low, high = 0.0, top
+    for _ in range(30):
+        middle = (low + high) / 2
+        if attempt(middle)[3] <= budget:
+            high = middle
+        else:
+            low = middle
+    return (*attempt(high)[:3], True)
+
+
+def plan_lines(entries: dict[str, Planned], order: list[str], speed: Speed, budget: float | None, fitted: bool) -> list[str]:
+    """The plan as printed before the run: one line per analysis in run order, then the total and the budget."""
+    per = f"{speed.forward * 1e6:.1f} us/row forward" + (f", {speed.backward * 1e6:.1f} us/row forward+backward" if speed.backward else "")
+    lines = [f"Plan ({per}{', measured earlier' if speed.cached else ''}):"]
+    for name in order:
+        e = entries[name]
+        reduced = "; reduced " + ", ".join(f"{k} {a}->{b}" for k, (a, b) in e.reduced.items()) if e.reduced else ""
+        lines.append(f"  {name:<28} {e.forward_rows:>12,} fwd {e.backward_rows:>11,} bwd  ~{format_seconds(e.seconds):>7}{reduced}")
+    total = sum(e.seconds for e in entries.values())
+    tail = ""
+    if budget is not None:
+        tail = f" (budget {format_seconds(budget)}" + ("" if fitted else ": cannot be met with every knob at its minimum") + ")"
+    lines.append(f"  estimated total ~{format_seconds(total)}{tail}")
+    return lines
