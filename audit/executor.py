@@ -1,11 +1,12 @@
-"""Where the analyses of one run execute: in this process, or as Ray tasks with this process the only writer."""
+"""Where the analyses of one run execute: in this process, or as Ray tasks (their row shards on Ray actors) with this process the only writer."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from typing import Any
 
-from audit.errors import AuditError
+from audit.errors import AuditError, Terminated
 
 EXECUTORS = ("local", "ray")
 
@@ -76,18 +77,132 @@ def _worker_model(model_path: str, load_options):
     return _worker_models[key]
 
 
-def _analyse(model_path: str, load_options, dataset, predictions, logits, analysis, seed: int):
-    """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored."""
+def _analyse(model_path: str, load_options, dataset, predictions, logits, analysis, seed: int, rows=None):
+    """One analysis in a Ray worker: the same `execute` and seed as in one process, findings returned, none stored.
+
+    Its ``ctx.map_rows`` shards go to ``rows``, the run's pool of row workers.
+    """
     from audit.runner import RunInterrupted, execute
+    from audit.sharding import rows_on
 
     from audit.data import bind_model
 
     model = _worker_model(model_path, load_options)
     bind_model(dataset, model)  # string inputs read their categories from the data, in every process
     try:
-        return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
+        with rows_on(rows):
+            return execute(analysis, model, dataset, seed=seed, predictions=predictions, logits=logits)
     except RunInterrupted as stop:
         return stop.outcome
+
+
+def cluster_workers(on_gpu: bool) -> int:
+    """How many row workers the run's pool gets: one per GPU on a GPU run, else one per CPU of the cluster."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if on_gpu else "CPU", 1)))
+
+
+class _RowWorker:
+    """A Ray actor holding the run's model, loaded once; it runs shards and reports the passes they cost."""
+
+    def __init__(self, model_path: str, load_options):
+        self.model = _worker_model(model_path, load_options)
+
+    def run(self, fn: Callable, seed: int, *arrays):
+        start = self.model.counters.snapshot()
+        from audit.sharding import run_shard
+
+        result = run_shard(self.model, fn, seed, arrays)
+        used = self.model.counters.since(start)
+        return result, (used.forward_rows, used.backward_rows, used.forward_seconds, used.backward_seconds)
+
+
+# A worker process whose actor is killed (out of memory, a lost node) is restarted,
+# loading the model again, and the shards it held are run again: their seeds do not
+# depend on where they run, so a retried shard returns what the first try would have.
+ACTOR_RESTARTS = 2
+
+
+class RayRows:
+    """The shards spread over a pool of Ray actors, each holding the model; a plain list of actor handles, so it pickles."""
+
+    def __init__(self, actors: list):
+        self.actors = list(actors)
+
+    @classmethod
+    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0) -> "RayRows":
+        """Start ``workers`` actors, each loading the model once.
+
+        On CPU the actors reserve no CPU: the analysis task waiting on their shards
+        holds one and sits idle, so reserving another would only let the pool starve
+        the analyses of CPUs. On a GPU each takes ``gpus_each`` of one.
+        """
+        import ray
+
+        worker = ray.remote(num_cpus=0, num_gpus=gpus_each, max_restarts=ACTOR_RESTARTS,
+                            max_task_retries=ACTOR_RESTARTS, scheduling_strategy="SPREAD")(_RowWorker)
+        return cls([worker.remote(model_path, load_options) for _ in range(max(1, int(workers)))])
+
+    def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
+        """Submit every shard at once, round robin over the actors; results in shard order, their passes counted on ``model``."""
+        import ray
+
+        pending = [
+            self.actors[index % len(self.actors)].run.remote(fn, seed, *[a[start:stop] for a in arrays])
+            for index, ((start, stop), seed) in enumerate(zip(bounds, seeds))
+        ]
+        try:
+            done = ray.get(pending)
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref)
+            raise
+        counters = model.counters
+        results = []
+        for result, (forward_rows, backward_rows, forward_seconds, backward_seconds) in done:
+            counters.forward_rows += forward_rows
+            counters.backward_rows += backward_rows
+            counters.forward_seconds += forward_seconds
+            counters.backward_seconds += backward_seconds
+            results.append(result)
+        return results
+
+    def close(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+@contextlib.contextmanager
+def _sigterm_noted():
+    """Note a SIGTERM that arrives inside ``ray.get``.
+
+    Ray turns whatever a signal handler raises during ``ray.get`` into a plain
+    KeyboardInterrupt, so the run's Terminated would read as Ctrl-C (exit 130,
+    not 143); the note lets the executor raise Terminated again.
+    """
+    import signal
+    import threading
+
+    noted: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield noted
+        return
+
+    def note(signum, frame):
+        noted.append(signum)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class RayAnalyses:
@@ -102,8 +217,13 @@ class RayAnalyses:
     def __init__(self, spec, dataset, predictions, logits, analyses: dict[str, Any], load_options):
         import ray
 
+        from audit.sharding import SHARD_ROWS
+
         init_ray(getattr(spec, "ray_address", None))
-        gpus = 1 if str(spec.device or "").startswith("cuda") else 0
+        on_gpu = str(spec.device or "").startswith("cuda")
+        # On a GPU an analysis and a row worker share each device: both hold half of
+        # it, so a pool that held whole GPUs could never leave one to the analyses.
+        gpus = 0.5 if on_gpu else 0
         # Retries cover a worker process that dies (Ray's system failures); an
         # analysis that raises is caught inside `execute` and comes back as its error.
         task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(_analyse)
@@ -113,8 +233,13 @@ class RayAnalyses:
         from pathlib import Path
 
         model_path = str(Path(spec.model).resolve())
+        # The row workers start only when some analysis can cut the data into more than one shard:
+        # with fewer rows, map_rows runs in the analysis's own task and a pool would be idle cost.
+        declared = [getattr(a.options, "shard_rows", None) for a in analyses.values()]
+        smallest_shard = min([SHARD_ROWS] + [rows for rows in declared if isinstance(rows, int) and rows >= 1])
+        self.rows = RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus) if len(dataset) > smallest_shard else None
         self.refs = {
-            name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed))
+            name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed), self.rows)
             for name, analysis in analyses.items()
         }
 
@@ -126,16 +251,21 @@ class RayAnalyses:
 
         ref = self.refs.pop(name)
         try:
-            outcome = ray.get(ref)
-        except KeyboardInterrupt:
+            with _sigterm_noted() as noted:
+                outcome = ray.get(ref)
+        except KeyboardInterrupt as stop:
             self.cancel()
+            if noted and not isinstance(stop, Terminated):
+                raise Terminated() from None
             raise
         except ray.exceptions.RayError as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
+            outcome = AnalysisOutcome(name, "error", f"the Ray task failed after its retries: {type(error).__name__}: {first}")
+        if not self.refs and self.rows is not None:
+            self.rows.close()  # the last analysis is back: the row workers and their models go
         if outcome.status == "interrupted":
             self.cancel()
-            raise RunInterrupted(outcome)
+            raise RunInterrupted(outcome, KeyboardInterrupt(outcome.reason))
         return outcome
 
     def cancel(self) -> None:
@@ -144,3 +274,5 @@ class RayAnalyses:
         for ref in self.refs.values():
             ray.cancel(ref, force=True)
         self.refs.clear()
+        if self.rows is not None:
+            self.rows.close()

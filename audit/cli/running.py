@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 # Long on purpose: a Typer command declares its options as parameters; the body only merges them into the RunSpec and runs it.
 def run(
-    model: str = typer.Argument(None, help="Model file: .onnx, TorchScript .pt/.pth, torch.export .pt2.", show_default=False),
+    model: list[str] = typer.Argument(None, help="Model file(s): .onnx, TorchScript .pt/.pth, torch.export .pt2; several: one run each.", show_default=False),
     data: str = typer.Option(None, "--data", "-d", metavar="PATH", help="Data: .npz (x, y, attributes), .csv, .parquet, or an image folder."),
     analysis: list[str] = typer.Option(None, "--analysis", "-a", metavar="NAME", help="Analysis name or category to run (repeatable). Default: all."),
     set_: list[str] = typer.Option(None, "--set", "-s", metavar="NAME.KEY=VALUE", help="NAME.KEY=VALUE: an analysis option, or model.output / data.KEY (repeatable)."),
@@ -45,6 +45,7 @@ def run(
     min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
     executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
     ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
+    manifest: str = typer.Option(None, "--manifest", metavar="FILE", help="TOML file of [[run]] tables (model, data, options): one run each; exit code the worst."),
     budget: str = typer.Option(None, "--budget", metavar="TIME", help="Fit the analyses into about this time (90s, 5m, 1h) by sampling less; the plan lists what was reduced."),
     quick: bool = typer.Option(False, "--quick", help="A first look: --budget quick (30s of analyses)."),
 ):
@@ -58,8 +59,8 @@ def run(
     if config_path is not None:
         apply_config(spec, table, config_path.parent, source=str(config_path), explicit=config is not None)
         spec.config_file = str(config_path)
-    if model is not None:
-        spec.model = model
+    if model and len(model) == 1:
+        spec.model = model[0]
     if data is not None:
         spec.data = data
     if analysis:
@@ -87,6 +88,10 @@ def run(
         spec.model_tokenizer = tokenizer
     apply_set(spec, list(set_ or []))
     apply_environment(spec)
+    if manifest is not None or len(model or []) > 1:
+        from audit.cli.fanout import run_many
+
+        raise typer.Exit(run_many(spec, list(model or []), manifest, as_json))
     code = execute_spec(spec, as_json=as_json)
     raise typer.Exit(code)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 import audit
+from audit.sharding import SHARD_ROWS
 
 CORRECTION = Literal["holm", "bh", "bonferroni", "none"]
 
@@ -23,6 +24,9 @@ MEANINGS = {
     "selective_risk_at_90": "Even keeping only the 90% of cases it is most confident about, the model errs too often to defer the rest to people.",
     "ood_auroc": "The model cannot tell unfamiliar inputs from familiar ones by its confidence; it will be confidently wrong outside its domain.",
 }
+
+SHARD_ROWS_HELP = ("rows per shard of the per-row work (shards run on Ray workers under --executor ray); "
+                   "each shard draws from its own seeded stream, so results depend on this, not on the workers")
 
 
 class Corruptions(audit.Analysis):
@@ -57,6 +61,7 @@ class Corruptions(audit.Analysis):
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
         min_rows: int = Field(30, ge=2, description="with fewer rows a check is inconclusive")
         correction: CORRECTION = Field("holm", description="multiplicity correction over the corruptions: holm, bh, bonferroni or none")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description=SHARD_ROWS_HELP)
 
     def run(self, ctx):
         if ctx.data.modality == "text":
@@ -141,6 +146,7 @@ class BlackBoxAttack(audit.Analysis):
                                      "categorical and protected-attribute columns")
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
         min_rows: int = Field(30, ge=1, description="with fewer clean-correct rows a check is inconclusive")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description=SHARD_ROWS_HELP)
 
     def run(self, ctx):
         if ctx.data.modality == "text":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from . import _figures
 from audit import stats
 
 from ._common import audited_rows, fmt, image_layout, input_range, movable_scale
-from ._square import square_attack
+from ._square import SquareResult, square_attack
 
 
 @dataclass
@@ -44,6 +45,16 @@ class SquareRun:
         return f"square linf eps={fmt(self.eps)}"
 
 
+def _attack_shard(model, rng, x, y, clean_logits, *, eps, budget, p_init, layout, scale, lower, upper):
+    """The Square attack on one shard of rows: every row's queries are its own, only the random draws are shared."""
+
+    def predict_logits(batch):
+        return model.predict(batch, output="logits")
+
+    result = square_attack(predict_logits, x, y, clean_logits, eps, budget, p_init, rng, lower=lower, upper=upper, layout=layout, scale=scale)
+    return result.x_adv, result.queries, result.robust, result.fooled_by_attack
+
+
 def measure(ctx, options) -> SquareRun:
     take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_logits = take(ctx.logits)
@@ -56,15 +67,14 @@ def measure(ctx, options) -> SquareRun:
 
     scale, frozen = movable_scale(ctx, options.immutable, "the attack's perturbations")
 
-    def predict_logits(batch):
-        return ctx.model.predict(batch, output="logits")
-
-    with ctx.progress(options.budget, "square attack queries") as bar:
-        result = square_attack(
-            predict_logits, x, y, clean_logits, eps, options.budget, options.p_init, ctx.rng,
-            lower=bounds.lower if options.clip else None, upper=bounds.upper if options.clip else None,
-            layout=layout, progress=bar, scale=scale,
-        )
+    attack = functools.partial(
+        _attack_shard, eps=eps, budget=options.budget, p_init=options.p_init, layout=layout, scale=scale,
+        lower=bounds.lower if options.clip else None, upper=bounds.upper if options.clip else None,
+    )
+    with ctx.progress(1, "square attack") as bar:
+        x_adv, queries, robust, fooled = ctx.map_rows(attack, x, y, clean_logits, purpose="square", shard_rows=options.shard_rows)
+        bar.advance(1)
+    result = SquareResult(x_adv, queries, robust, fooled)
     return SquareRun(x, y, clean_logits, agreement, image, eps, bounds, layout, result, frozen)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,34 +61,27 @@ def _corruption_names(ctx, options, layout) -> list[str]:
     return names
 
 
-def _corrupter(ctx, x, layout, bounds, immutable=None):
-    """corrupted(name, severity) -> the rows corrupted, in the model's layout; and the image side (None for tabular)."""
-    rng = ctx.rng
+def _rows_to_corrupt(x, layout, bounds):
+    """The rows as the corruptions take them: images in [0, 1] as (N, C, H, W), tabular rows as they are; and the image side."""
     if layout:
         nchw = layout.to_nchw(x)
-        unit = ((nchw - bounds.low) / bounds.span).astype(np.float32)
+        return ((nchw - bounds.low) / bounds.span).astype(np.float32), max(nchw.shape[2:])
+    return x, None
 
-        def corrupted(name, severity):
-            u = C.corrupt_image(name, unit, severity, rng)
-            return layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
 
-        return corrupted, max(nchw.shape[2:])
-    mean = ctx.data.x.mean(axis=0).astype(np.float32)
-    std = ctx.data.x.std(axis=0).astype(np.float32)
-    columns = ctx.data.categorical_columns
-    counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
-    frozen = frozen_columns(ctx.data, immutable)
-    movable = np.ones(x.shape[1:], dtype=bool)
-    if frozen:
-        movable[list(frozen)] = False
-        note_frozen(ctx, frozen, "gaussian_noise and feature_dropout", "; category_swap swaps their categories for others")
-
-    def corrupted(name, severity):
-        if name in C.CATEGORICAL_CORRUPTIONS:
-            return C.swap_categories(x, severity, rng, columns, counts)
-        return C.corrupt_tabular(name, x, severity, rng, mean, std, movable)
-
-    return corrupted, None
+def _corrupted_predictions(model, rng, rows, *, name, severity, layout, bounds, mean, std, columns, counts, movable, keep):
+    """One shard: its rows corrupted, the model's probabilities on them, and the first ``keep`` corrupted rows (model layout)."""
+    if layout:
+        u = C.corrupt_image(name, rows, severity, rng)
+        batch = layout.from_nchw(bounds.low + u * bounds.span).astype(np.float32)
+    elif name in C.CATEGORICAL_CORRUPTIONS:
+        batch = C.swap_categories(rows, severity, rng, columns, counts)
+    else:
+        batch = C.corrupt_tabular(name, rows, severity, rng, mean, std, movable)
+        if columns:  # noise and dropout move numbers only: the categorical columns come back from the clean rows
+            batch = np.array(batch, dtype=np.float32, copy=True)
+            batch[:, columns] = rows[:, columns]
+    return model.predict(batch), batch[:keep]  # one batched pass per shard, corruption and severity
 
 
 def measure(ctx, options) -> CorruptionTable:
@@ -98,7 +92,18 @@ def measure(ctx, options) -> CorruptionTable:
     names = _corruption_names(ctx, options, layout)
     severities = sorted(set(options.severities))
     bounds = input_range(ctx.data.x, ctx.data.modality)
-    corrupted, side = _corrupter(ctx, x, layout, bounds, options.immutable)
+    rows, side = _rows_to_corrupt(x, layout, bounds)
+    mean = std = movable = None
+    columns, counts = [], []
+    if not layout:
+        mean, std = ctx.data.x.mean(axis=0).astype(np.float32), ctx.data.x.std(axis=0).astype(np.float32)
+        columns = list(ctx.data.categorical_columns)
+        counts = [len(ctx.data.categories[ctx.data.feature_names[j]]) for j in columns]
+        frozen = frozen_columns(ctx.data, options.immutable)
+        movable = np.ones(x.shape[1:], dtype=bool)
+        if frozen:
+            movable[list(frozen)] = False
+            note_frozen(ctx, frozen, "gaussian_noise and feature_dropout", "; category_swap swaps their categories for others")
     table = CorruptionTable(
         names=names, severities=severities,
         judged=options.judged_severity if options.judged_severity in severities else max(severities),
@@ -109,8 +114,10 @@ def measure(ctx, options) -> CorruptionTable:
     with ctx.progress(len(names) * len(severities), "corruptions") as bar:
         for name in names:
             for severity in severities:
-                batch = corrupted(name, severity)
-                probabilities = ctx.model.predict(batch)  # one batched pass per corruption and severity
+                keep = n_examples if layout and severity == table.judged else 0
+                corrupt = functools.partial(_corrupted_predictions, name=name, severity=severity, layout=layout, bounds=bounds,
+                                            mean=mean, std=std, columns=columns, counts=counts, movable=movable, keep=keep)
+                probabilities, head = ctx.map_rows(corrupt, rows, purpose=f"{name}/s{severity}", shard_rows=options.shard_rows)
                 predicted = audit.predicted_classes(probabilities)
                 key = (name, severity)
                 table.correct[key] = predicted == y
@@ -119,7 +126,7 @@ def measure(ctx, options) -> CorruptionTable:
                 table.confidence[key] = float(np.mean(probabilities.max(axis=1)))
                 table.parameters[key] = C.describe(name, severity, side)
                 if layout and severity == table.judged:
-                    table.examples[name] = (batch[:n_examples], predicted[:n_examples])
+                    table.examples[name] = (head[:n_examples], predicted[:n_examples])
                 bar.advance(1)
     return table
 
