@@ -19,7 +19,7 @@ def check_executor(executor: str, ray_address: str | None) -> str:
     if ray_address and executor != "ray":
         raise AuditError("--ray ADDRESS is for --executor ray; add --executor ray or drop --ray")
     if executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise AuditError("--executor ray needs Ray, which is not installed; run: pip install 'audit[ray]'")
+        raise AuditError("--executor ray needs Ray, which is not installed; run: pip install 'classifier-audit[ray]'")
     return executor
 
 

@@ -109,7 +109,7 @@ def test_unknown_executor_and_missing_ray_are_one_line_errors(cli, assets, monke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name, *a))
     code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "--executor", "ray")
     assert code == 2
-    assert err.strip() == "Error: --executor ray needs Ray, which is not installed; run: pip install 'audit[ray]'"
+    assert err.strip() == "Error: --executor ray needs Ray, which is not installed; run: pip install 'classifier-audit[ray]'"
     assert "Traceback" not in err
 
 

@@ -205,7 +205,7 @@ def test_postgresql_url_without_psycopg_is_one_line_error(cli, assets, monkeypat
     for args in (["run", assets.mlp_onnx, "--data", assets.data_npz], ["runs"]):
         code, out, err = cli(*args, "--db", "postgresql://audit@db.example/audit")
         assert code == 2, err
-        assert err.strip() == "Error: a postgresql:// database needs psycopg, which is not installed; run: pip install 'audit[postgres]'"
+        assert err.strip() == "Error: a postgresql:// database needs psycopg, which is not installed; run: pip install 'classifier-audit[postgres]'"
 
 
 def test_unreachable_postgresql_and_unknown_scheme_are_one_line_errors(cli, postgres_server, tmp_path):

@@ -43,7 +43,7 @@ def run(
     template_dir: str = typer.Option(None, "--template-dir", help="Folder of templates overriding the report's."),
     trust_model_code: bool = typer.Option(False, "--trust-model-code", help="Allow loading a pickled PyTorch module (runs code from the file)."),
     min_rows: int = typer.Option(None, "--min-rows", help="Refuse data sets with fewer rows than this (0: no floor). Default: 29, the fewest with which a perfect score shows 90% accuracy at 95% confidence."),
-    executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'audit[ray]'). Default: local."),
+    executor: str = typer.Option(None, "--executor", help="Where analyses run: local (this process) or ray (Ray tasks; pip install 'classifier-audit[ray]'). Default: local."),
     ray_address: str = typer.Option(None, "--ray", help="Ray cluster address for --executor ray (e.g. ray://head:10001). Default: a local Ray."),
     manifest: str = typer.Option(None, "--manifest", metavar="FILE", help="TOML file of [[run]] tables (model, data, options): one run each; exit code the worst."),
     budget: str = typer.Option(None, "--budget", metavar="TIME", help="Fit the analyses into about this time (90s, 5m, 1h) by sampling less; the plan lists what was reduced."),

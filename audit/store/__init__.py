@@ -73,7 +73,7 @@ def check_location(location: str | None) -> str:
         import importlib.util
 
         if importlib.util.find_spec("psycopg") is None:
-            raise AuditError("a postgresql:// database needs psycopg, which is not installed; run: pip install 'audit[postgres]'")
+            raise AuditError("a postgresql:// database needs psycopg, which is not installed; run: pip install 'classifier-audit[postgres]'")
         return location
     if path.is_dir():
         raise AuditError(f"database path {path} is a folder; give a file path such as {path / 'audit.db'}")
