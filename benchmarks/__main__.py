@@ -252,9 +252,10 @@ def main(argv=None) -> int:
             run.setdefault("notes", merged.get("notes", []))
             results["runs"].append(run)
     args.json.write_text(json.dumps(results, indent=1, default=float))
-    from ._report import markdown
+    from ._report import markdown, with_written_sections
 
-    args.markdown.write_text(markdown(results))
+    previous = args.markdown.read_text() if args.markdown.exists() else ""
+    args.markdown.write_text(with_written_sections(markdown(results), previous))
     print(f"wrote {args.markdown} and {args.json} in {results['seconds']:.0f} s")
     return 0
 

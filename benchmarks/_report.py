@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PEER_NAMES = {"captum": "Captum", "captum-batched": "Captum batched", "quantus": "Quantus", "art": "ART", "torchattacks": "torchattacks",
               "fairlearn": "Fairlearn", "peers": "peers back to back"}
 
@@ -120,3 +122,24 @@ def markdown(results: dict) -> str:
         out.append("")
     out += [f"Total benchmark time {results['seconds']:.0f} s, Python {results['python']}, written {results['created']}.", ""]
     return "\n".join(out)
+
+
+GENERATED_HEADING = re.compile(r"^## (cpu|cuda)\b[^\n]*:", re.M)
+
+
+def with_written_sections(generated: str, previous: str) -> str:
+    """``generated`` followed by the sections of ``previous`` that the script does not write.
+
+    BENCHMARKS.md also holds sections written by hand from other benchmark scripts
+    (bench_verdicts, bench_scale, bench_cost, ...); a rerun of the table must not drop
+    them. A section is a "## " heading and what follows it; the device tables
+    ("## cpu: ...", "## cuda: ...") and the preamble before the first heading are
+    the script's own and are replaced.
+    """
+    kept = []
+    for section in re.split(r"(?m)^(?=## )", previous):
+        if section.startswith("## ") and not GENERATED_HEADING.match(section):
+            kept.append(section.rstrip("\n") + "\n")
+    if not kept:
+        return generated
+    return generated.rstrip("\n") + "\n\n" + "\n".join(kept)
