@@ -409,16 +409,11 @@ def load_onnx(path: Path, options: LoadOptions) -> OnnxModel:
 
 def _feature_names(session, row_shape: tuple) -> list[str] | None:
     """Input column names from the model's metadata (`feature_names`: a JSON list or comma-separated), if they fit its width."""
-    import json
+    from audit.models.onnx_inputs import _metadata_names
 
-    text = session.get_modelmeta().custom_metadata_map.get("feature_names")
-    if not text:
+    names = _metadata_names(session)
+    if names is None:
         return None
-    try:
-        names = json.loads(text) if text.lstrip().startswith("[") else text.split(",")
-    except ValueError:
-        return None
-    names = [str(n).strip() for n in names if str(n).strip()]
     if len(row_shape) != 1 or (row_shape[0] is not None and row_shape[0] != len(names)):
         return None  # names that do not match a flat input of that width say nothing about which columns to use
     return names
