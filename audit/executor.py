@@ -10,6 +10,26 @@ from audit.errors import AuditError, Terminated
 
 EXECUTORS = ("local", "ray")
 
+# A stop (Ctrl-C, SIGTERM) reaches only the main thread, and a fan-out's runs wait on Ray in
+# worker threads, where `ray.get` would block on past Ray's shutdown: the main thread
+# records the stop here, and each run's thread ends its own run with it (stored interrupted).
+_stop_requested: list[BaseException] = []
+
+
+def request_stop(stop: BaseException) -> None:
+    """Ask every run waiting on Ray in this process to end as interrupted by `stop` (a KeyboardInterrupt or Terminated)."""
+    if not _stop_requested:
+        _stop_requested.append(stop)
+
+
+def stop_requested() -> BaseException | None:
+    """The stop a fan-out's main thread received, or None."""
+    return _stop_requested[0] if _stop_requested else None
+
+
+def clear_stop() -> None:
+    _stop_requested.clear()
+
 
 def check_executor(executor: str, ray_address: str | None) -> str:
     """Refuse an unknown executor, or Ray when it is not installed, before anything runs."""
@@ -252,6 +272,10 @@ class RayAnalyses:
         ref = self.refs.pop(name)
         try:
             with _sigterm_noted() as noted:
+                # Short waits, not one blocking get: a stop noted by another thread ends this run too.
+                while not ray.wait([ref], timeout=0.5)[0]:
+                    if stop_requested() is not None:
+                        raise type(stop_requested())(*stop_requested().args)
                 outcome = ray.get(ref)
         except KeyboardInterrupt as stop:
             self.cancel()

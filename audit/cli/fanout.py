@@ -195,15 +195,18 @@ def _run_on_ray(specs: list, show) -> int | None:
 
     Each run's driver side (load, clean pass, storing) runs in a thread of this
     process, the only writer; the results are shown in the runs' order. A stop
-    (Ctrl-C, SIGTERM) marks this process's runs still in flight interrupted and
-    ends the job without waiting for them (daemon threads): its exit code (130,
-    143) is returned, as a single run returns it; None when every run finished.
+    (Ctrl-C, SIGTERM) is passed to the runs' threads, which cancel their Ray tasks
+    and store their runs interrupted; a run that has not done so within 30 s is
+    marked here. Its exit code (130, 143) is returned, as a single run returns
+    it; None when every run finished.
     """
     import threading
+    import time
 
-    from audit.executor import cluster_workers, init_ray
+    from audit.executor import clear_stop, cluster_workers, init_ray, request_stop, stop_requested
     from audit.signals import sigterm_as_interrupt
 
+    clear_stop()
     init_ray(specs[0].ray_address)
     slots = threading.BoundedSemaphore(min(len(specs), cluster_workers(False)))
     results: list = [None] * len(specs)
@@ -212,6 +215,8 @@ def _run_on_ray(specs: list, show) -> int | None:
     def one(index: int) -> None:
         with slots:
             try:
+                if stop_requested() is not None:  # stopped before this run began: it never starts
+                    raise stop_requested()
                 results[index] = _one_run(specs[index], False)
             except BaseException as error:  # noqa: BLE001 - shown by the main thread, in order
                 results[index] = error
@@ -235,13 +240,16 @@ def _run_on_ray(specs: list, show) -> int | None:
     except KeyboardInterrupt as stop:
         import ray
 
+        # Each run waiting on Ray sees the stop within half a second, cancels its tasks and
+        # stores itself interrupted; a run still loading its model gets there when it first waits.
+        request_stop(stop)
+        deadline = time.monotonic() + 30
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         finished = {result[1]["run"]["id"] for event, result in zip(done, results)
                     if event.is_set() and isinstance(result, tuple) and result[1] is not None}
-        # Ray's tasks stop with it, so the runs in flight end now (as errors) instead of
-        # writing on; then they are marked interrupted, the last word on them.
         ray.shutdown()
-        for thread in threads:
-            thread.join(timeout=60)
+        # A run whose thread did not get there in time is marked here: no run is left "running".
         return _mark_in_flight_interrupted(specs[0].db, stop, began, finished)
     return None
 
