@@ -505,6 +505,7 @@ class PlanInfo:
     attributes: tuple = ()  # protected attribute names
     feature_names: tuple | None = None
     sample: int | None = None  # the run's --sample, when given
+    accuracy: float | None = None  # the clean pass's accuracy (1.0 without labels), when the run has made it
 
 
 @dataclass

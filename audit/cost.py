@@ -163,7 +163,18 @@ def _cached_speed(store, model_sha256: str, key: dict[str, Any]) -> Speed | None
 
 # -- plans ----------------------------------------------------------------------
 
-def plan_info(model, dataset, sample: int | None = None) -> PlanInfo:
+def plan_info(model, dataset, sample: int | None = None, predictions=None) -> PlanInfo:
+    """What the analyses plan from: the data's size and shape, the model's capabilities, and its clean accuracy when known."""
+    import numpy as np
+
+    accuracy = None
+    if predictions is not None and len(predictions):
+        # Without labels the attacks measure agreement with the clean predictions: every row starts correct.
+        labels = None if dataset.y is None else np.asarray(dataset.y)
+        if labels is None:
+            accuracy = 1.0
+        elif labels.shape == (len(predictions),) and np.asarray(predictions).ndim == 2:
+            accuracy = float(np.mean(np.asarray(predictions).argmax(axis=1) == labels))
     try:
         n_classes = int(model.n_classes)
     except AuditError:  # known once the model has run; the run plans after its clean pass
@@ -172,7 +183,7 @@ def plan_info(model, dataset, sample: int | None = None) -> PlanInfo:
         rows=len(dataset), row_shape=tuple(int(d) for d in dataset.x.shape[1:]), modality=dataset.modality,
         n_classes=n_classes, capabilities=frozenset(model.capabilities),
         attributes=tuple(dataset.attributes or ()), feature_names=tuple(dataset.feature_names) if dataset.feature_names else None,
-        sample=sample,
+        sample=sample, accuracy=accuracy,
     )
 
 

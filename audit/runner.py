@@ -393,7 +393,7 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
     clean = model.counters.since(clean_start)
     check_outputs(spec.model, dataset.x, predictions, logits)
     store = Store(db_location)
-    names, instances, cost_plan = plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256)
+    names, instances, cost_plan = plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256, predictions)
     if on_plan is not None:
         on_plan(cost_plan["lines"])
     with sigterm_as_interrupt():
@@ -401,7 +401,7 @@ def run_audit(spec, plugin_manager=None, warn=None, progress_factory=Progress, o
                            predictions, logits, clean, frameworks, model_sha256, cost_plan)
 
 
-def plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256):
+def plan_run(spec, store, registry, names, instances, model, dataset, clean, model_sha256, predictions=None):
     """The run's plan: the model's speed, each analysis's estimated passes, the budget fitted, cheap analyses first.
 
     Returns (names in run order, the analyses with their budgeted options, the plan as stored with the run).
@@ -413,7 +413,7 @@ def plan_run(spec, store, registry, names, instances, model, dataset, clean, mod
     except Exception as error:  # noqa: BLE001 - a model that cannot be timed is still audited, estimated from its clean pass
         per_row = clean.forward_seconds / max(1, clean.forward_rows)
         speed = cost.Speed(per_row, None, int(model.batch_size), int(model.gradient_batch_size), measured_at=f"clean pass ({type(error).__name__})")
-    info = cost.plan_info(model, dataset, spec.data_options.sample)
+    info = cost.plan_info(model, dataset, spec.data_options.sample, predictions)
     categories = {name: registry[name].cls.category for name in names}
     skipped = {name: reason for name in names if (reason := unmet_requirement(registry[name].cls, model, dataset)) is not None}
     budget = getattr(spec, "budget", None)

@@ -115,7 +115,7 @@ def test_grid_exact_zero_outside_the_cell_that_matters(kind):
     else:
         model, data = tiny_mlp(5, 3, seed=0), tiny_dataset(24, 5, 3)
     records = run_analysis(attribution.Sanity, model, data, grid_samples=8, rows=4, rise_masks=200, sobol_designs=8,
-                           smoothgrad_samples=4, ig_steps=8)
+                           smoothgrad_samples=4, ig_steps=8, explainers=list(ALL_EXPLAINERS))
     for name in GRADIENT + ["occlusion", "sobol"]:
         finding = records.finding("grid_share", subject=name)
         assert finding.details["max_outside"] == 0.0, name
@@ -163,7 +163,8 @@ def test_every_explainer_ranks_the_only_relevant_feature_first_and_beats_random(
         maps = explain(name, ModelScorer(model), layout, inputs, ExplainerSettings(rise_masks=2000, sobol_designs=64))
         assert (maps.argmax(axis=1) == 2).all(), name
 
-    records = run_analysis(attribution.Faithfulness, model, data, rows=32, removal="zeros", curve_steps=4, rise_masks=2000, random_orders=64)
+    records = run_analysis(attribution.Faithfulness, model, data, rows=32, removal="zeros", curve_steps=4, rise_masks=2000, random_orders=64,
+                           explainers=list(ALL_EXPLAINERS))
     p = model.predict(x)[np.arange(len(x)), targets]
     # Removing feature c first drops the probability to exactly 0.5 (equal logits):
     # the curve is p, 0.5, 0.5, 0.5, 0.5 over fractions 0, 1/4, ..., 1.
@@ -252,7 +253,10 @@ def test_onnx_models_get_black_box_explainers_and_the_same_numbers(tmp_path):
     assert any("no input gradients for this onnx model: ONNX gradients turned off" in note for note in onnx_records.notes)
     subjects = {f.subject for f in onnx_records.findings}
     assert subjects == {"occlusion", "sobol", "rise"}
-    torch_records = run_analysis(attribution.Faithfulness, mlp, data, **options)
+    torch_records = run_analysis(attribution.Faithfulness, mlp, data, **options, explainers=["occlusion", "sobol", "rise"])
+    # By default a model with gradients gets the gradient explainers and occlusion, not the costly Sobol and RISE.
+    defaults = run_analysis(attribution.Faithfulness, mlp, data, rows=8, curve_steps=4, subsets=4, infidelity_samples=4)
+    assert {f.subject for f in defaults.findings if f.check == "deletion_auc"} == set(GRADIENT) | {"occlusion"}
     for check in ("deletion_auc", "insertion_auc"):
         for name in ("occlusion", "sobol", "rise"):
             assert onnx_records.finding(check, subject=name).details["auc"] == pytest.approx(torch_records.finding(check, subject=name).details["auc"], abs=1e-5)

@@ -155,9 +155,11 @@ def test_planned_passes_equal_the_passes_counted(kind):
     registry = get_plugin_manager().analyses()
     info = cost.plan_info(model, data)
     shared = {}
-    for name in EXACT + ["robustness.blackbox_attack"]:
+    for name, stopping in [(name, False) for name in EXACT] + [("robustness.blackbox_attack", False), ("robustness.adversarial", True)]:
         cls = registry[name].cls
         options = _small_options(name, cls)
+        if name == "robustness.adversarial":
+            options["early_stop"] = stopping
         plan = cost.plan_for(cls(build_options(cls, options)), info)
         before = model.counters.snapshot()
         records = run_analysis(cls, model, data, shared=shared, **options)
@@ -168,8 +170,9 @@ def test_planned_passes_equal_the_passes_counted(kind):
         reused = name == "attribution.faithfulness"  # agreement made the maps it shares
         forward = plan.forward_rows + (0 if reused else sum(f for f, _ in plan.shared.values()))
         backward = plan.backward_rows + (0 if reused else sum(b for _, b in plan.shared.values()))
-        if name == "robustness.blackbox_attack":
-            assert 0 < used_forward <= forward  # queries stop once a row is fooled: the plan is the most
+        if name == "robustness.blackbox_attack" or options.get("early_stop") is True:
+            # Queries stop once a row is fooled, and the white-box attacks leave it then: the plan is the most.
+            assert 0 < used_forward <= forward and used.backward_rows <= backward, name
         else:
             assert (used_forward, used.backward_rows) == (forward, backward), name
 
@@ -179,10 +182,13 @@ def test_attribution_plan_closed_form_for_an_8x8_image():
     from audit_attribution import Agreement
 
     info = PlanInfo(rows=100, row_shape=(1, 8, 8), modality="image", n_classes=3, capabilities=frozenset({"torch", "gradients"}))
-    plan = Agreement().plan(info)
-    ((forward, backward),) = plan.shared.values()
-    per_row = 65 + 32 * 18 + 500 + 32 + 16 + 2
-    assert (forward, backward) == (64 * per_row, 64 * (32 + 16 + 2))
+    # By default a model with gradients gets the gradient explainers and occlusion; one without, occlusion, Sobol and RISE.
+    ((forward, backward),) = Agreement().plan(info).shared.values()
+    assert (forward, backward) == (64 * (65 + 32 + 16 + 2), 64 * (32 + 16 + 2))
+    every = Agreement(Agreement.Options(explainers=["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion",
+                                                   "sobol", "rise"]))
+    ((forward, backward),) = every.plan(info).shared.values()
+    assert (forward, backward) == (64 * (65 + 32 * 18 + 500 + 32 + 16 + 2), 64 * (32 + 16 + 2))
     without_gradients = Agreement().plan(PlanInfo(rows=10, row_shape=(1, 8, 8), modality="image", n_classes=3))
     ((forward, backward),) = without_gradients.shared.values()
     assert (forward, backward) == (10 * (65 + 32 * 18 + 500), 0)  # rows bounded by the data, no gradient explainers

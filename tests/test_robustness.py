@@ -147,7 +147,7 @@ def test_epsilon_zero_gives_clean_accuracy_and_robust_accuracy_never_rises():
     data.y = np.where(np.random.default_rng(4).random(150) < 0.8, model.predict(data.x).argmax(1), data.y)
     clean = float(np.mean(model.predict(data.x).argmax(1) == data.y))
     epsilons = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
-    records = run_analysis(Adversarial, model, data, epsilons_linf=epsilons, epsilons_l2=epsilons, steps=5)
+    records = run_analysis(Adversarial, model, data, epsilons_linf=epsilons, epsilons_l2=epsilons, steps=5, early_stop=False)
     for attack in ("fgsm", "pgd"):
         for norm in ("linf", "l2"):
             values = [records.finding("robust_accuracy", subject=f"{attack} {norm} eps={e:.3g}").value for e in epsilons]
@@ -165,7 +165,7 @@ def test_adversarial_images_stay_in_range_and_batches_all_epsilons_together():
     model = image_classifier()
     data = images_with_model_labels(model, n=40)
     before = model.counters.snapshot()
-    records = run_analysis(Adversarial, model, data, attacks=["pgd"], norms=["linf"], steps=4)
+    records = run_analysis(Adversarial, model, data, attacks=["pgd"], norms=["linf"], steps=4, early_stop=False)
     used = model.counters.since(before)
     n_eps = 5
     # 4 forward-and-backward steps plus 1 final forward per row and epsilon, the clean pass aside.
@@ -173,6 +173,36 @@ def test_adversarial_images_stay_in_range_and_batches_all_epsilons_together():
     assert used.forward_rows == 40 + 40 * n_eps * 5
     assert len(records.findings) == n_eps
     assert {f.name for f in records.figures} == {"robust_accuracy_curves", "adversarial_examples"}
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_early_stop_gives_the_exhaustive_robust_accuracy_in_fewer_passes(random_start):
+    """Stopping on a row once fooled, and skipping larger epsilons, changes no robust accuracy: only the passes."""
+    model = image_classifier()
+    data = images_with_model_labels(model, n=80)
+    correct = int(np.sum(model.predict(data.x).argmax(1) == data.y))
+
+    def audit_with(early_stop):
+        before = model.counters.snapshot()
+        records = run_analysis(Adversarial, model, data, steps=6, early_stop=early_stop, random_start=random_start)
+        return records, model.counters.since(before)
+
+    exhaustive, exhaustive_used = audit_with(False)
+    stopping, stopping_used = audit_with(True)
+    values = {f.subject: (f.value, f.verdict) for f in exhaustive.findings}
+    assert len(values) == 20
+    if not random_start:  # the same iterates, so the same rows broken
+        assert {f.subject: (f.value, f.verdict) for f in stopping.findings} == values
+    else:  # other random starts: the same curve up to a few rows
+        for f in stopping.findings:
+            assert f.value == pytest.approx(values[f.subject][0], abs=4 / len(data.y)), f.subject
+    # Exhaustive: every row, epsilon and step; stopping: only clean-correct rows, at most that, and here far fewer.
+    assert exhaustive_used.backward_rows == 80 * 5 * 2 * (1 + 6)
+    assert stopping_used.backward_rows <= correct * 5 * 2 * (1 + 6)
+    assert stopping_used.backward_rows < exhaustive_used.backward_rows / 2
+    assert all("robust_at_this_epsilon_alone" not in f.details and f.details["early_stop"] for f in stopping.findings)
+    curves = [f for f in stopping.figures if f.name == "adversarial_examples"]
+    assert curves, "the examples figure is still drawn"
 
 
 # -- black-box Square attack ----------------------------------------------------------

@@ -278,6 +278,6 @@ def test_audit_run_on_tree_models(cli, cancer, cancer_families, tmp_path, family
     (result,) = [r for r in store.results(run.id) if r.analysis == "attribution.faithfulness"]
     notes = " ".join(result.notes)
     assert "TreeSHAP (exact, path-dependent) explains" in notes
-    assert "gradient explainers skipped" in notes and "tree ensemble" in notes
+    assert "gradient explainers not run" in notes and "tree ensemble" in notes
     report = open(document["reports"][0], encoding="utf-8").read()
     assert "exact path-dependent TreeSHAP of" in report and "TreeSHAP (exact, path-dependent) explains" in report

@@ -34,13 +34,27 @@ ExplainerName = Literal["saliency", "input_x_gradient", "integrated_gradients", 
 # Kept here (not imported from _plan) so registering the plugin stays light: the same list for the three analyses.
 _KNOBS = {"rise_masks": 50, "sobol_designs": 8, "subsets": 16, "infidelity_samples": 16, "smoothgrad_samples": 4,
           "ig_steps": 16, "curve_steps": 16, "random_orders": 2, "grid_samples": 4, "rows": 8}
-_ALL = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "sobol", "rise", "treeshap"]
+# The default explainers, by what the model offers. With input gradients the gradient
+# explainers and occlusion read the model in tens of passes a row; Sobol (designs x (cells + 2))
+# and RISE (hundreds of masks) need thousands, so they are the default only where no gradient is.
+WITH_GRADIENTS = ["saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "occlusion", "treeshap"]
+WITHOUT_GRADIENTS = ["occlusion", "sobol", "rise", "treeshap"]
+
+
+def chosen_explainers(options, has_gradients: bool) -> list[str]:
+    """The explainers asked for, or the default for a model with (or without) input gradients."""
+    if options.explainers is not None:
+        return list(dict.fromkeys(options.explainers))
+    return list(WITH_GRADIENTS if has_gradients else WITHOUT_GRADIENTS)
 
 
 class ExplainerOptions(audit.Options):
     """Which explainers run, on how many rows, and their settings (shared by the three analyses)."""
 
-    explainers: list[ExplainerName] = Field(default_factory=lambda: list(_ALL), description="explainers to run; gradient ones need input gradients, treeshap a tree-ensemble ONNX model")
+    explainers: list[ExplainerName] | None = Field(
+        None, description="explainers to run (default: saliency, input_x_gradient, integrated_gradients, smoothgrad and occlusion "
+        "when the model gives input gradients, else occlusion, sobol and rise; treeshap on tree ensembles); gradient ones need "
+        "input gradients, treeshap a tree-ensemble ONNX model")
     rows: int = Field(64, ge=2, description="seeded subsample of rows explained (cost grows linearly)")
     removal: Literal["mean", "zeros"] = Field("mean", description="value an occluded, masked or removed feature takes: the data mean or zero")
     score: Literal["probability", "logit"] = Field("probability", description="the predicted class's score the explainers explain")
@@ -78,12 +92,12 @@ class Faithfulness(audit.Analysis):
         return faithfulness_plan(self, info)
 
     class Options(ExplainerOptions):
-        curve_steps: int = Field(32, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
-        random_orders: int = Field(4, ge=1, description="random orderings averaged for the random baseline")
+        curve_steps: int = Field(16, ge=2, description="points on the deletion and insertion curves (at most one per feature)")
+        random_orders: int = Field(2, ge=1, description="random orderings averaged for the random baseline")
         min_gain: float = Field(0.0, description="faithful_vs_random passes when the interval of the mean gain over random lies above this, fails when it lies below")
-        subsets: int = Field(64, ge=4, description="faithfulness correlation: random subsets per row")
+        subsets: int = Field(32, ge=4, description="faithfulness correlation: random subsets per row")
         subset_fraction: float = Field(0.2, gt=0, lt=1, description="faithfulness correlation: fraction of features removed per subset")
-        infidelity_samples: int = Field(64, ge=4, description="infidelity: Gaussian perturbations per row")
+        infidelity_samples: int = Field(32, ge=4, description="infidelity: Gaussian perturbations per row")
         infidelity_noise: float = Field(0.2, gt=0, description="infidelity: perturbation sd in units of each feature's sd")
         ig_completeness_tolerance: float = Field(0.05, gt=0, description="ig_completeness_error fails above this relative error (a numerical check: no interval)")
         compare_ig_baselines: bool = Field(True, description="also run IG with the other baselines and report how much the map changes")
@@ -116,7 +130,7 @@ class Sanity(audit.Analysis):
 
     class Options(ExplainerOptions):
         rows: int = Field(64, ge=2, description="rows for the randomisation test, each with its own re-initialisation (64, like the other analyses, shares their maps)")
-        grid_samples: int = Field(16, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
+        grid_samples: int = Field(8, ge=1, description="2x2 grids (4 blocks for tabular data) built from the data")
         min_grid_share: float = Field(0.9, ge=0, le=1, description="grid_share passes when the interval of the mean share on the cell that can matter lies at or above this, fails when below")
         randomize_layers: int = Field(1, ge=1, description="how many of the last parameterised layers are re-initialised")
         max_randomization_correlation: float = Field(0.5, ge=-1, le=1, description="randomization_rank_correlation passes when the interval of the mean correlation lies at or below this, fails when above")

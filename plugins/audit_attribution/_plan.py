@@ -19,8 +19,10 @@ def _layout(options, info: audit.PlanInfo, shape=None) -> Layout:
 
 
 def _explainers(options, info: audit.PlanInfo) -> list[str]:
-    names = list(dict.fromkeys(options.explainers))
+    from . import chosen_explainers
+
     gradients = "gradients" in info.capabilities
+    names = chosen_explainers(options, gradients)
     trees = "trees" in info.capabilities
     return [n for n in names if (gradients or n not in GRADIENT_EXPLAINERS) and (n != "treeshap" or trees)]
 

@@ -68,13 +68,17 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
     layout = Layout(x_all.shape[1:], data.modality, groups, categorical)
     reason = gradient_skip_reason(ctx.model)
     explainers, skipped = [], {}
-    for name in dict.fromkeys(options.explainers):
+    from . import chosen_explainers
+
+    for name in chosen_explainers(options, reason is None):
         if name in GRADIENT_EXPLAINERS and reason:
             skipped[name] = reason
         else:
             explainers.append(name)
     if skipped:
         ctx.note(f"gradient explainers skipped ({', '.join(skipped)}): {reason}")
+    elif reason and options.explainers is None:
+        ctx.note(f"gradient explainers not run (the default without input gradients is occlusion, Sobol and RISE): {reason}")
     _treeshap.select(ctx, explainers, skipped, "explainers" in options.model_fields_set)
     data_mean = x_all.mean(axis=0)
     if layout.is_image:

@@ -55,7 +55,7 @@ class Corruptions(audit.Analysis):
         judged_severity: int = Field(3, ge=0, le=5, description="severity at which the worst accuracy drop is judged")
         max_accuracy_drop: float = Field(0.1, ge=0, le=1, description="worst corruption's accuracy drop above this fails")
         max_mean_corruption_error: float = Field(0.15, ge=0, le=1, description="mean error increase over clean above this fails")
-        max_rows: int | None = Field(5000, ge=1, description="rows sampled (seeded) when the data has more")
+        max_rows: int | None = Field(1000, ge=1, description="rows sampled (seeded) when the data has more")
         immutable: list[str] = Field([], description="tabular input columns the corruptions leave alone, besides binary, "
                                      "categorical and protected-attribute columns")
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
@@ -98,12 +98,15 @@ class Adversarial(audit.Analysis):
             "standard deviations of each feature for tabular data (default 0.05, 0.1, 0.2, 0.5, 1)")
         epsilons_l2: list[Annotated[float, Field(ge=0)]] | None = Field(
             None, description="L2 radii: the L-inf defaults times sqrt(input size)")
-        steps: int = Field(10, ge=1, description="PGD steps (fixed, no early stop)")
+        steps: int = Field(10, ge=1, description="PGD steps (at most, with early_stop)")
+        early_stop: bool = Field(True, description="attack a row only until it is fooled: the same robust accuracy in far fewer "
+                                 "passes; off, every row runs every step at every epsilon (and the per-epsilon and final-iterate "
+                                 "figures are reported)")
         step_size_factor: float = Field(2.5, gt=0, description="PGD step = factor * eps / steps (Madry et al.)")
         random_start: bool = Field(False, description="start PGD from a random point in the ball")
         clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
-        max_rows: int | None = Field(1000, ge=1, description="rows sampled (seeded) when the data has more")
+        max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
         immutable: list[str] = Field([], description="tabular input columns the attacks leave alone, besides binary, "
                                      "categorical and protected-attribute columns")
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
@@ -141,7 +144,7 @@ class BlackBoxAttack(audit.Analysis):
         clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
-        max_rows: int | None = Field(500, ge=1, description="rows sampled (seeded) when the data has more")
+        max_rows: int | None = Field(200, ge=1, description="rows sampled (seeded) when the data has more")
         immutable: list[str] = Field([], description="tabular input columns the attack leaves alone, besides binary, "
                                      "categorical and protected-attribute columns")
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")

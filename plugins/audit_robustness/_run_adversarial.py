@@ -87,7 +87,10 @@ def _note_setup(ctx, options, rows: int, bounds, image: bool) -> None:
     clipping = (f"inputs kept in the data's range [{bounds.low:.4g}, {bounds.high:.4g}]" if image
                 else "each feature kept in its observed range") if options.clip else "no clipping"
     ctx.note(
-        f"{rows} rows attacked; PGD: {options.steps} steps of {options.step_size_factor:g} * eps / {options.steps}, "
+        f"{rows} rows; "
+        + ("each attacked only while unbroken (rows the model gets wrong are not attacked; a row fooled at one epsilon "
+           "counts as fooled at every larger one; PGD stops on a row at its first fooling step); " if options.early_stop else "")
+        + f"PGD: {options.steps} steps of {options.step_size_factor:g} * eps / {options.steps}, "
         f"{'random start' if options.random_start else 'no random start'}; {clipping}"
         + ("" if image else "; epsilons are in standard deviations of each feature (tabular columns have unrelated units)")
     )
@@ -110,11 +113,13 @@ def measure(ctx, options) -> AdversarialRun:
         for attack, norm in plans:
             eps_list = epsilons[norm]
             steps, factor = (1, 1.0) if attack == "fgsm" else (options.steps, options.step_size_factor / options.steps)
-            result = _adversarial.attack(
-                ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
-                start_random=options.random_start and attack == "pgd", generator=generator, progress=bar,
-                keep=4 if measured.layout else 0, scale_np=scale,
-            )
+            common = dict(start_random=options.random_start and attack == "pgd", generator=generator, progress=bar,
+                          keep=4 if measured.layout else 0, scale_np=scale)
+            if options.early_stop:
+                result = _adversarial.attack_until_broken(ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
+                                                          attack_rows=~clean_wrong, clean_predictions=measured.predicted, **common)
+            else:
+                result = _adversarial.attack(ctx.model, x, y, eps_list, norm, steps, factor, lower, upper, **common)
             broken_here = result.broken | clean_wrong[None, :]
             measured.curves.append(AttackCurve(
                 attack, norm, eps_list, steps, factor,
@@ -185,8 +190,11 @@ def judge(m: AdversarialRun, options):
                 "random_start": bool(options.random_start and c.attack == "pgd"),
                 "clean_accuracy": m.clean_accuracy,
                 "robust_over_clean": ratio, "robust_over_clean_interval": [decided.lower, decided.upper],
-                "robust_at_this_epsilon_alone": float(c.robust_here[i]),
-                "robust_final_iterate_only": float(c.final_only[i]),
+                **({} if options.early_stop else {  # an attack that stops on success has neither
+                    "robust_at_this_epsilon_alone": float(c.robust_here[i]),
+                    "robust_final_iterate_only": float(c.final_only[i]),
+                }),
+                "early_stop": bool(options.early_stop),
                 "monotone": MONOTONE_NOTE,
                 "labels": "clean predictions" if m.agreement else "true labels",
                 "frozen_columns": m.frozen,
