@@ -75,6 +75,15 @@ def test_estimated_seconds_from_the_calibrated_speed():
     assert speed.seconds(Plan(1000, 200, 1.5)) == pytest.approx(800 * 1e-3 + 200 * 4e-3 + 1.5)
 
 
+def test_calibration_times_a_call_twice_even_when_the_first_alone_fills_its_time(monkeypatch):
+    """The first full-size call pays for growing the allocator's pools: a single call would be taken as the speed."""
+    clock = iter([0.0, 2.0, 2.0, 2.1, 2.1, 2.2, 2.2, 2.3, 2.3, 2.4])  # a first call of 2 s, then 0.1 s each
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert cost._best_per_row(lambda: calls.append(1), 100) == pytest.approx(0.1 / 100)
+    assert len(calls) == 2  # the second call is timed; past CALIBRATION_SECONDS, no third
+
+
 def test_cheap_first_performance_first_attribution_last_shared_passes_counted_once():
     speed = cost.Speed(forward=1e-3, backward=2e-3, batch_size=64, gradient_batch_size=16)
     entries = {

@@ -144,7 +144,7 @@ class BlackBoxAttack(audit.Analysis):
         clip: bool = Field(True, description="keep adversarial inputs inside the data's observed range")
         min_robust_accuracy_ratio: float = Field(0.5, ge=0, le=1, description="robust accuracy below this share of clean accuracy fails")
         min_median_queries: int = Field(50, ge=0, description="median queries of successful attacks below this fails (low)")
-        max_rows: int | None = Field(200, ge=1, description="rows sampled (seeded) when the data has more")
+        max_rows: int | None = Field(100, ge=1, description="rows sampled (seeded) when the data has more")
         immutable: list[str] = Field([], description="tabular input columns the attack leaves alone, besides binary, "
                                      "categorical and protected-attribute columns")
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
