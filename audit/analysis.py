@@ -515,6 +515,8 @@ class Plan:
     ``other_seconds`` is work outside model passes (bootstraps, probes);
     ``shared`` names passes another analysis of the run may already have made
     (key -> (forward_rows, backward_rows)): the run counts each key once.
+    ``at_least`` marks a plan whose passes depend on the model's answers: the
+    plan shows the range from it to the forward and backward rows.
     """
 
     forward_rows: int = 0
@@ -522,6 +524,9 @@ class Plan:
     other_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     shared: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # When the passes depend on the model's answers (an attack leaves a row once it is fooled):
+    # (forward_rows, backward_rows) at the fewest; forward_rows and backward_rows are then the most.
+    at_least: tuple[int, int] | None = None
 
 
 __all__ = [

@@ -227,10 +227,11 @@ class Planned:
     forward_rows: int = 0
     backward_rows: int = 0
     reduced: dict[str, list] = field(default_factory=dict)  # option -> [from, to]
+    fewest_seconds: float | None = None  # the plan's `at_least`, in seconds: None when its passes are fixed
 
     def as_dict(self) -> dict[str, Any]:
         return {"forward_rows": self.forward_rows, "backward_rows": self.backward_rows, "seconds": self.seconds,
-                "notes": list(self.plan.notes), "reduced": self.reduced}
+                "fewest_seconds": self.fewest_seconds, "notes": list(self.plan.notes), "reduced": self.reduced}
 
 
 def _stand_alone(plan: Plan) -> tuple[int, int]:
@@ -257,6 +258,9 @@ def order_and_count(entries: dict[str, Planned], categories: dict[str, str], spe
         entry.forward_rows = entry.plan.forward_rows + extra[0]
         entry.backward_rows = entry.plan.backward_rows + extra[1]
         entry.seconds = speed.seconds(entry.plan, extra)
+        if entry.plan.at_least is not None:
+            fewest = Plan(*entry.plan.at_least, other_seconds=entry.plan.other_seconds)
+            entry.fewest_seconds = min(entry.seconds, speed.seconds(fewest, extra))
     return names
 
 
@@ -333,10 +337,15 @@ def plan_lines(entries: dict[str, Planned], order: list[str], speed: Speed, budg
     for name in order:
         e = entries[name]
         reduced = "; reduced " + ", ".join(f"{k} {a}->{b}" for k, (a, b) in e.reduced.items()) if e.reduced else ""
-        lines.append(f"  {name:<28} {e.forward_rows:>12,} fwd {e.backward_rows:>11,} bwd  ~{format_seconds(e.seconds):>7}{reduced}")
+        seconds = f"~{format_seconds(e.seconds):>7}" if e.fewest_seconds is None else f"{format_seconds(e.fewest_seconds)} to {format_seconds(e.seconds)}"
+        most = "" if e.fewest_seconds is None else " at most"
+        lines.append(f"  {name:<28} {e.forward_rows:>12,} fwd {e.backward_rows:>11,} bwd{most}  {seconds}{reduced}")
     total = sum(e.seconds for e in entries.values())
+    fewest = sum(e.seconds if e.fewest_seconds is None else e.fewest_seconds for e in entries.values())
     tail = ""
     if budget is not None:
         tail = f" (budget {format_seconds(budget)}" + ("" if fitted else ": cannot be met with every knob at its minimum") + ")"
-    lines.append(f"  estimated total ~{format_seconds(total)}{tail}")
+    span = f"~{format_seconds(total)}" if fewest >= total else (f"{format_seconds(fewest)} to {format_seconds(total)} "
+                                                              "(attacks stop on a row once it is fooled)")
+    lines.append(f"  estimated total {span}{tail}")
     return lines

@@ -84,6 +84,30 @@ def test_calibration_times_a_call_twice_even_when_the_first_alone_fills_its_time
     assert len(calls) == 2  # the second call is timed; past CALIBRATION_SECONDS, no third
 
 
+def test_attacks_that_stop_on_a_fooled_row_plan_a_range_and_count_only_rows_the_model_gets_right():
+    from audit_robustness import Adversarial, BlackBoxAttack
+
+    info = PlanInfo(rows=1000, row_shape=(3, 8, 8), modality="image", n_classes=10, capabilities=frozenset({"torch", "gradients"}),
+                    accuracy=0.9)
+    # 500 rows sampled, 450 of them right: 2 attacks x 2 norms x 5 epsilons; FGSM 1 step, PGD 10, each + 1 forward.
+    plan = Adversarial().plan(info)
+    assert (plan.forward_rows, plan.backward_rows) == (450 * 2 * 5 * (2 + 11), 450 * 2 * 5 * (1 + 10))
+    assert plan.at_least == (4 * 450, 4 * 450)
+    exhaustive = Adversarial(Adversarial.Options(early_stop=False)).plan(info)
+    assert (exhaustive.forward_rows, exhaustive.at_least) == (500 * 2 * 5 * (2 + 11), None)
+    square = BlackBoxAttack().plan(info)
+    assert (square.forward_rows, square.at_least) == (90 * 1000, (90, 0))
+    entries = {"robustness.adversarial": cost.Planned("robustness.adversarial", plan)}
+    speed = cost.Speed(0.001, 0.004, 256, 128)
+    order = cost.order_and_count(entries, {"robustness.adversarial": "robustness"}, speed)
+    entry = entries["robustness.adversarial"]
+    assert entry.fewest_seconds == pytest.approx(1800 * 0.004)
+    assert entry.seconds == pytest.approx((58_500 - 49_500) * 0.001 + 49_500 * 0.004)
+    lines = cost.plan_lines(entries, order, speed, None, True)
+    assert "at most" in lines[1] and "7.2s to 3m27s" in lines[1]
+    assert "estimated total 7.2s to 3m27s (attacks stop on a row once it is fooled)" in lines[-1]
+
+
 def test_cheap_first_performance_first_attribution_last_shared_passes_counted_once():
     speed = cost.Speed(forward=1e-3, backward=2e-3, batch_size=64, gradient_batch_size=16)
     entries = {

@@ -60,14 +60,17 @@ def adversarial_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
             epsilons = len(set(given)) if given is not None else DEFAULT_EPSILONS
             forward += epsilons * rows * (steps + 1)
             backward += epsilons * rows * steps
-    notes = ["at most: a row is attacked only until it is fooled"] if options.early_stop else []
-    return audit.Plan(forward, backward, notes=notes)
+    if not options.early_stop:
+        return audit.Plan(forward, backward)
+    # The fewest: every row fooled at the first step of each attack and norm, at the smallest epsilon.
+    runs = len(dict.fromkeys(options.attacks)) * len(dict.fromkeys(options.norms))
+    return audit.Plan(forward, backward, notes=["at most: a row is attacked only until it is fooled"], at_least=(runs * rows, runs * rows))
 
 
 def blackbox_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     options = analysis.options
     rows = _clean_correct(info, _attacked(info, options.max_rows))
-    return audit.Plan(rows * options.budget, 0, notes=["at most: a row stops querying once it is fooled"])
+    return audit.Plan(rows * options.budget, 0, notes=["at most: a row stops querying once it is fooled"], at_least=(rows, 0))
 
 
 def ood_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
