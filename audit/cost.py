@@ -43,8 +43,9 @@ def parse_duration(value) -> float:
 def format_seconds(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(round(seconds % 60)):02d}s"
+    whole = int(round(seconds))  # rounded once, so 479.6 s is 8m00s, not 7m60s
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
     return f"{seconds / 3600:.1f}h"
 
 

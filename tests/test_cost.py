@@ -75,6 +75,10 @@ def test_estimated_seconds_from_the_calibrated_speed():
     assert speed.seconds(Plan(1000, 200, 1.5)) == pytest.approx(800 * 1e-3 + 200 * 4e-3 + 1.5)
 
 
+def test_durations_format_without_sixty_seconds():
+    assert [cost.format_seconds(s) for s in (59.94, 479.6, 207.0, 5400)] == ["59.9s", "8m00s", "3m27s", "1.5h"]
+
+
 def test_calibration_times_a_call_twice_even_when_the_first_alone_fills_its_time(monkeypatch):
     """The first full-size call pays for growing the allocator's pools: a single call would be taken as the speed."""
     clock = iter([0.0, 2.0, 2.0, 2.1, 2.1, 2.2, 2.2, 2.3, 2.3, 2.4])  # a first call of 2 s, then 0.1 s each
