@@ -123,8 +123,9 @@ def _setup(analysis, ctx):
     sequences = [sequences[i] for i in usable]
     special = [special[i] for i in usable]
     targets = np.asarray(ctx.predicted[rows], dtype=np.int64)
-    explainers = [e for e in o.explainers if e in TEXT_EXPLAINERS]
-    dropped = [e for e in o.explainers if e not in TEXT_EXPLAINERS]
+    asked = list(TEXT_EXPLAINERS) if o.explainers is None else list(dict.fromkeys(o.explainers))  # default: both text explainers
+    explainers = [e for e in asked if e in TEXT_EXPLAINERS]
+    dropped = [e for e in asked if e not in TEXT_EXPLAINERS]
     if dropped:
         ctx.note(f"explainers {', '.join(dropped)} work on numeric inputs and do not apply to text; text uses "
                  f"{', '.join(TEXT_EXPLAINERS)}")
