@@ -7,9 +7,10 @@ statistics are in `audit.stats`. Nothing here imports torch or pyplot.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-__all__ = ["is_out_of_memory", "new_figure", "subsample"]
+__all__ = ["is_out_of_memory", "new_figure", "one_torch_thread", "subsample"]
 
 
 def subsample(n: int, max_rows: int | None, rng) -> Any:
@@ -37,3 +38,25 @@ def is_out_of_memory(error: BaseException) -> bool:
     """True for an out-of-memory error of torch (CUDA, MPS, CPU) or ONNX Runtime: halve the batch and retry."""
     text = str(error).lower()
     return "out of memory" in text or "failed to allocate" in text or "outofmemory" in type(error).__name__.lower()
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run the block's torch CPU ops on one thread, then restore the run's thread count.
+
+    An optimiser loop over small tensors (a probe's thousand evaluations of a few
+    thousand numbers) spends its time waking threads: on 2 cores one thread ran
+    the demo's leakage probes 10x faster, and far more so when another process
+    holds a core. Model passes over full batches keep every thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -59,7 +59,10 @@ def linear_probe_cv(features: np.ndarray, target: np.ndarray, n_classes: int, fo
                               residual.sum(dim=1).reshape(-1)])
         return float(loss), gradient.numpy()
 
-    solution = minimise_lbfgs(loss_and_gradient, np.zeros(n_weights + k_folds * n_classes), max_iter=max_iter)
+    from audit.toolkit import one_torch_thread
+
+    with one_torch_thread():
+        solution = minimise_lbfgs(loss_and_gradient, np.zeros(n_weights + k_folds * n_classes), max_iter=max_iter)
     weights, bias = unpack(solution)
     held_out = (torch.matmul(x, weights) + bias)[fold, torch.arange(n)]
     return held_out.numpy()

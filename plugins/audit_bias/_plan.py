@@ -41,6 +41,8 @@ def leakage_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     rows = min(info.rows, options.max_rows)
     layers = len(options.layers) if options.layers else options.n_layers
     attributes = _groupings(info, options.attributes)
-    probe_steps = options.attentive_epochs if options.attentive else 0
-    seconds = attributes * layers * (options.folds * 0.05 + probe_steps * PROBE_STEP_SECONDS * rows / 1000)
+    # The attentive probe reads token or spatial activations, which tabular models have not.
+    probe_steps = options.attentive_epochs if options.attentive and info.modality != "tabular" else 0
+    # Two linear probes per fold (before and after erasure), one-threaded: ~0.05 s each on the demo credit MLP.
+    seconds = attributes * layers * (options.folds * 2 * 0.05 + probe_steps * PROBE_STEP_SECONDS * rows / 1000)
     return audit.Plan(rows, 0, other_seconds=seconds, notes=["one pass for the activations, then probes"])
