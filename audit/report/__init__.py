@@ -67,6 +67,8 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
         finding["severity_rank"] = Severity.rank_of(finding["severity"])
+    for section in sections:
+        section["print_checks"], section["more_checks"] = _open_checks(section["findings"])
     from audit.report.glossary import glossary
     from audit.report.summary import area_lines, executive_summary
 
@@ -78,9 +80,10 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     from audit.store.seal import records_digest
 
     statement = dict((run_row.get("config") or {}).get("report") or {})
+    areas = area_lines(findings, results, value_labels)
     return {
-        "summary": executive_summary(findings, value_labels=value_labels),
-        "areas": area_lines(findings, results, value_labels),
+        "summary": executive_summary(findings, value_labels=value_labels, shown=[a["finding"] for a in areas if a["finding"]]),
+        "areas": areas,
         "value_labels": value_labels,
         "records_digest": records_digest(store, run),
         "signoffs": [_row(s) for s in store.signoffs(run.id)],
@@ -127,6 +130,22 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
     return sections
 
 
+# Failed and inconclusive checks a PDF section prints with their full message, most important first; the
+# others of the section are one line each in the appendix. The credit demo's group fairness has 44 such
+# checks of about 500 characters each: five pages, and most of the PDF's layout time, before this cap.
+PRINT_CHECKS = 4
+
+
+def _open_checks(findings: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A section's failed and inconclusive checks split for print: (shown in the section, listed in the appendix)."""
+    from audit.report.summary import exceedance
+
+    open_ = [f for f in findings if f["verdict"] != "passed"]
+    open_.sort(key=lambda f: (not f.get("gating"), f["verdict"] != "failed", bool(f.get("waiver")),
+                              -f["severity_rank"], -exceedance(f)))
+    return open_[:PRINT_CHECKS], open_[PRINT_CHECKS:]
+
+
 def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[str, Any]:
     """Passed and failed counts, per severity (most severe first) and in all, and the gate's failures."""
     return {
@@ -144,16 +163,18 @@ def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[
     }
 
 
-# A pivot with more metric columns than this is split into several tables, so every table fits the page.
-MAX_TABLE_COLUMNS = 7
+# A pivot with more metric columns than this is split into several tables, so every table fits the page
+# (eight: group fairness has eight rates per group, and a part with one column repeats every group name).
+MAX_TABLE_COLUMNS = 8
 
 
 def _chunked(table: dict) -> list[dict]:
     columns = table["columns"]
     if len(columns) <= MAX_TABLE_COLUMNS:
         return [table]
-    return [{**table, "columns": columns[i:i + MAX_TABLE_COLUMNS], "part": i // MAX_TABLE_COLUMNS + 1}
-            for i in range(0, len(columns), MAX_TABLE_COLUMNS)]
+    parts = -(-len(columns) // MAX_TABLE_COLUMNS)
+    size = -(-len(columns) // parts)  # parts of even width: 9 columns as 5 + 4, not 8 + 1
+    return [{**table, "columns": columns[i:i + size], "part": i // size + 1} for i in range(0, len(columns), size)]
 
 
 def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> list[dict]:

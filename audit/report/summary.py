@@ -15,13 +15,16 @@ def exceedance(finding: dict[str, Any]) -> float:
 
 
 def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analysis: int = 2,
-                      value_labels: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+                      value_labels: dict[str, dict[str, str]] | None = None,
+                      shown: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The most important failed checks: those the gate counts first, then highest severity, then furthest past the threshold.
 
     At most ``per_analysis`` come from one analysis, so one noisy analysis
-    cannot crowd out the rest.
+    cannot crowd out the rest. Findings in ``shown`` (page 1's area lines) are
+    left out: the summary adds to them rather than repeating them.
     """
-    failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver")]
+    skip = {id(f) for f in shown or []}
+    failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver") and id(f) not in skip]
     failed.sort(key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
     chosen, per = [], {}
     for finding in failed:
@@ -97,8 +100,29 @@ def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, st
     return text
 
 
+def near_exceedance(finding: dict[str, Any]) -> float:
+    """How far past its threshold the near end of the finding's interval lies (the point estimate without one).
+
+    Of two findings past the same threshold, the one whose whole interval is further past it is the
+    clearer failure: a wide interval on a small intersection does not outrank a narrow one on a whole
+    attribute just because its estimate is more extreme.
+    """
+    value, threshold = finding.get("value"), finding.get("threshold")
+    lower, upper = finding.get("lower"), finding.get("upper")
+    if value is None or threshold is None:
+        return 0.0
+    if lower is not None and upper is not None:
+        value = lower if value >= threshold else upper
+    return abs(value - threshold) / max(abs(threshold), 1e-9)
+
+
 def _worst(findings: list[dict[str, Any]]) -> dict[str, Any] | None:
-    ranked = sorted(findings, key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
+    """The area's headline: the gate's failures first, then severity; at equal rank a finding its plugin put
+    in plain words (``details["plain"]``) and one on a whole attribute rather than an intersection, then the
+    clearest failure (`near_exceedance`)."""
+    ranked = sorted(findings, key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]),
+                                             not (f.get("details") or {}).get("plain"),
+                                             " x " in str(f.get("subject") or ""), -near_exceedance(f)))
     return ranked[0] if ranked else None
 
 
