@@ -133,7 +133,7 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
 # Failed and inconclusive checks a PDF section prints with their full message, most important first; the
 # others of the section are one line each in the appendix. The credit demo's group fairness has 44 such
 # checks of about 500 characters each: five pages, and most of the PDF's layout time, before this cap.
-PRINT_CHECKS = 4
+PRINT_CHECKS = 3
 
 
 def _open_checks(findings: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -214,7 +214,29 @@ def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> lis
         tables += _chunked({"subject": subject, "kind": "grouped", "columns": columns[subject], "detail": detail,
                             "rows": [{"group": _group_name(group, subject, value_labels, relabel), "cells": cells}
                                      for group, cells in rows.items()]})
-    return tables
+    return _merged(tables)
+
+
+def _merged(tables: list[dict]) -> list[dict]:
+    """Consecutive per-subject group tables with the same columns as one table, a heading row per subject.
+
+    Group fairness gives one table per attribute and explainer agreement one per explainer, all with
+    the same columns: one table reads as a comparison, and saves a heading and a header row each.
+    """
+    out: list[dict] = []
+    for table in tables:
+        last = out[-1] if out else None
+        if (last is not None and table["kind"] == last["kind"] == "grouped" and table["columns"] == last["columns"]
+                and table["detail"] == last["detail"] and table.get("part") == last.get("part")):
+            if "subjects" not in last:
+                last["rows"] = [{"heading": last["subject"]}, *last["rows"]]
+                last["subjects"] = [last["subject"]]
+            last["subjects"].append(table["subject"])
+            last["subject"] = ", ".join(last["subjects"])
+            last["rows"] += [{"heading": table["subject"]}, *table["rows"]]
+        else:
+            out.append(dict(table))
+    return out
 
 
 def _group_name(group: str, subject: str | None, value_labels: dict | None, relabel) -> str:
