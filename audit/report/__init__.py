@@ -67,8 +67,11 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
         finding["severity_rank"] = Severity.rank_of(finding["severity"])
-    for section in sections:
+    for number, section in enumerate(sections, 1):
         section["print_checks"], section["more_checks"] = _open_checks(section["findings"])
+        for finding in section["findings"]:
+            # The PDF lists passed checks by name only, so a link to one goes to its analysis's section.
+            finding["section_anchor"] = f"a-{number}"
     from audit.report.glossary import glossary
     from audit.report.summary import area_lines, executive_summary
 
@@ -236,7 +239,61 @@ def _merged(tables: list[dict]) -> list[dict]:
             last["rows"] += [{"heading": table["subject"]}, *table["rows"]]
         else:
             out.append(dict(table))
+    for table in out:
+        # A merged table as long as a detail table is one: the PDF prints it in the appendix.
+        if "subjects" in table and sum(1 for row in table["rows"] if row.get("heading") is None) > 12:
+            table["detail"] = True
     return out
+
+
+# The PDF's text width in CSS pixels (A4 less the print margins) and a monospace glyph's advance in ems.
+PRINT_WIDTH_PX = (210 - 28) / 25.4 * 96
+MONO_ADVANCE = 0.602  # DejaVu Sans Mono
+
+
+def text_table(table: dict, max_label: int = 30) -> dict[str, Any]:
+    """A metric table as aligned monospace lines, for the PDF's appendix: its lines and the font size that fits them.
+
+    WeasyPrint lays out a table cell about as slowly as a whole line of text: the credit demo's
+    intersection tables (400 cells) took a fifth of its PDF render. The same numbers as
+    preformatted lines cost a tenth of that; the HTML report keeps the real tables.
+    """
+    label = "Subject" if table["kind"] == "subjects" else "Group"
+    columns = [str(c).replace("_", " ") for c in table["columns"]]
+
+    def cell(metric) -> tuple[str, str]:
+        if not metric:
+            return "", ""
+        interval = f"[{format_number(metric['lower'])}, {format_number(metric['upper'])}]" if metric.get("lower") is not None else ""
+        return format_number(metric["value"]), interval
+
+    def clip(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= max_label else text[:max_label - 1] + "\u2026"
+
+    body: list[tuple[str, list[str], list[str]] | str] = []
+    for row in table["rows"]:
+        if row.get("heading") is not None:
+            body.append(clip(row["heading"]))
+            continue
+        cells = [cell(row["cells"].get(c)) for c in table["columns"]]
+        body.append((clip(row["group"]), [v for v, _ in cells], [i for _, i in cells]))
+    rows = [b for b in body if not isinstance(b, str)]
+    first = max([len(label), *(len(b) + 1 for b in body if isinstance(b, str)), *(len(r[0]) for r in rows)])
+    widths = [max([len(c), *(len(r[1][j]) for r in rows), *(len(r[2][j]) for r in rows)]) for j, c in enumerate(columns)]
+    lines = [label.ljust(first) + "".join("  " + c.rjust(w) for c, w in zip(columns, widths))]
+    lines.append("-" * len(lines[0]))
+    for b in body:
+        if isinstance(b, str):
+            lines.append(b + ":")
+            continue
+        lines.append(b[0].ljust(first) + "".join("  " + v.rjust(w) for v, w in zip(b[1], widths)))
+        if any(b[2]):
+            lines.append(" " * first + "".join("  " + i.rjust(w) for i, w in zip(b[2], widths)))
+    chars = max(len(line) for line in lines)
+    # The largest size at which the widest line fits the page, at most the tables' 9 px.
+    font_px = min(9.0, 0.97 * PRINT_WIDTH_PX / (chars * MONO_ADVANCE))
+    return {"lines": lines, "font_px": round(font_px, 2)}
 
 
 def _group_name(group: str, subject: str | None, value_labels: dict | None, relabel) -> str:
@@ -400,6 +457,7 @@ def environment(template_dir: str | None = None, plugin_manager=None):
         lstrip_blocks=True,
     )
     env.filters["num"] = format_number
+    env.globals["text_table"] = text_table
     env.filters["plain"] = plain_value
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     env.globals["section_template"] = lambda name, plugin=None: _section_template(env, name, plugin)
