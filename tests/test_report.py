@@ -288,6 +288,8 @@ def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
         "lowest in [19, 33), female, highest in [48, 75], male; above 0.1"
     assert relabel("changing sex from 0 to 1 changes 10 of 2000 rows", "sex", labels) == "changing sex from female to male changes 10 of 2000 rows"
     assert relabel("group 0 of region", "region", labels) == "group 0 of region"  # only the subject's attributes
+    assert relabel("sex=female vs sex=male, 10 bins; 0 = identical, 1 = disjoint)", "age x sex", labels) == \
+        "sex=female vs sex=male, 10 bins; 0 = identical, 1 = disjoint)"  # a scale's ends, not groups
     finding = {"check": "demographic_parity_ratio", "subject": "sex", "message": "lowest selection rate (0) is 0.43 of the highest (1)",
                "lower": 0.387, "upper": 0.484, "level": 0.95, "details": {}, "verdict": "failed", "severity": "high",
                "gating": True, "analysis": "bias.group_fairness", "value": 0.43, "threshold": 0.8}

@@ -67,13 +67,18 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     for finding in findings:
         finding["gating"] = id(finding) in failed_ids
         finding["severity_rank"] = Severity.rank_of(finding["severity"])
+    from audit.report.glossary import glossary
+    from audit.report.summary import area_lines, executive_summary
+
+    areas = area_lines(findings, results, value_labels)
+    summary = executive_summary(findings, value_labels=value_labels, shown=[a["finding"] for a in areas if a["finding"]])
+    # Page 1 and the summary link to these: the PDF prints them in full in their sections.
+    featured = {a["finding"]["id"] for a in areas if a["finding"]} | {f["id"] for f in summary}
     for number, section in enumerate(sections, 1):
-        section["print_checks"], section["more_checks"] = _open_checks(section["findings"])
+        section["print_checks"], section["more_checks"] = _open_checks(section["findings"], featured)
         for finding in section["findings"]:
             # The PDF lists passed checks by name only, so a link to one goes to its analysis's section.
             finding["section_anchor"] = f"a-{number}"
-    from audit.report.glossary import glossary
-    from audit.report.summary import area_lines, executive_summary
 
     run_row = _row(run)
     # Waivers recorded after the run change its gate: show the status and exit
@@ -83,9 +88,8 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     from audit.store.seal import records_digest
 
     statement = dict((run_row.get("config") or {}).get("report") or {})
-    areas = area_lines(findings, results, value_labels)
     return {
-        "summary": executive_summary(findings, value_labels=value_labels, shown=[a["finding"] for a in areas if a["finding"]]),
+        "summary": summary,
         "areas": areas,
         "value_labels": value_labels,
         "records_digest": records_digest(store, run),
@@ -139,14 +143,19 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
 PRINT_CHECKS = 3
 
 
-def _open_checks(findings: list[dict]) -> tuple[list[dict], list[dict]]:
-    """A section's failed and inconclusive checks split for print: (shown in the section, listed in the appendix)."""
+def _open_checks(findings: list[dict], featured: set | None = None) -> tuple[list[dict], list[dict]]:
+    """A section's failed and inconclusive checks split for print: (shown in the section, listed in the appendix).
+
+    Those in ``featured`` (page 1's area lines, the summary) come first and are always shown.
+    """
     from audit.report.summary import exceedance
 
+    featured = featured or set()
     open_ = [f for f in findings if f["verdict"] != "passed"]
-    open_.sort(key=lambda f: (not f.get("gating"), f["verdict"] != "failed", bool(f.get("waiver")),
+    open_.sort(key=lambda f: (f["id"] not in featured, not f.get("gating"), f["verdict"] != "failed", bool(f.get("waiver")),
                               -f["severity_rank"], -exceedance(f)))
-    return open_[:PRINT_CHECKS], open_[PRINT_CHECKS:]
+    shown = max(PRINT_CHECKS, sum(1 for f in open_ if f["id"] in featured))
+    return open_[:shown], open_[shown:]
 
 
 def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, st
     """``text`` with the coded values of ``subject``'s attributes ("0", "1") replaced by their labels.
 
     Only whole tokens that stand as a group name (at the start or after "(", a space or a comma,
-    and at the end or before ")", ",", ";" or a space) are replaced, and only for the
+    and at the end or before ")", ",", ";" or a space, but not before "=") are replaced, and only for the
     attributes the subject names ("sex", "age x sex"), so numbers elsewhere are left alone.
     """
     import re
@@ -79,7 +79,8 @@ def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, st
         labels.update(value_labels.get(attribute.strip()) or {})
     for code in sorted(labels, key=len, reverse=True):
         if labels[code] != code:
-            text = re.sub(rf"(?<![^( ,]){re.escape(code)}(?![^),; ])", labels[code], text)
+            # Not before "=": "0 = identical, 1 = disjoint" defines a scale, it names no group.
+            text = re.sub(rf"(?<![^( ,]){re.escape(code)}(?![^),; ])(?! ?=)", labels[code], text)
     return text
 
 
