@@ -294,6 +294,10 @@ def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
                "lower": 0.387, "upper": 0.484, "level": 0.95, "details": {}, "verdict": "failed", "severity": "high",
                "gating": True, "analysis": "bias.group_fairness", "value": 0.43, "threshold": 0.8}
     assert plain_sentence(finding, labels) == "lowest selection rate (female) is 0.43 of the highest (male) [95% CI 0.387, 0.484]"
+    # A family-corrected level is rounded down, never up to a "100% CI".
+    assert plain_sentence({**finding, "level": 0.99886}, labels).endswith("[99.8% CI 0.387, 0.484]")
+    from audit.report.summary import level_percent
+    assert [level_percent(x) for x in (0.95, 0.975, 0.9999, None)] == ["95%", "97.5%", "99.9%", "95%"]
     finding["details"] = {"plain": "female applicants are approved at 43% of the rate of male applicants"}
     assert plain_sentence(finding, labels).startswith("female applicants are approved at 43%")
     accuracy = {**finding, "check": "accuracy", "subject": None, "analysis": "performance", "verdict": "passed", "gating": False,

@@ -84,6 +84,13 @@ def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, st
     return text
 
 
+def level_percent(level: float | None) -> str:
+    """An interval's level as a percentage, rounded down to 0.1: a family-corrected 0.9989 is "99.8%", never "100%"."""
+    import math
+
+    return f"{math.floor((level or 0.95) * 1000 + 1e-9) / 10:g}%"
+
+
 def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, str]] | None = None) -> str:
     """One finding as a sentence a reviewer reads: the plugin's own plain sentence, else its message, groups by label.
 
@@ -96,8 +103,8 @@ def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, st
     text = relabel(str(details.get("plain") or finding.get("message") or finding.get("title") or finding["check"]),
                    finding.get("subject"), value_labels)
     if finding.get("lower") is not None and finding.get("upper") is not None and "CI" not in text and "interval" not in text:
-        level = round((finding.get("level") or 0.95) * 100)
-        text += f" [{level}% CI {format_number(finding['lower'])}, {format_number(finding['upper'])}]"
+        level = level_percent(finding.get("level"))
+        text += f" [{level} CI {format_number(finding['lower'])}, {format_number(finding['upper'])}]"
     return text
 
 
