@@ -77,6 +77,27 @@ def test_hand_built_confusion_tables_give_known_rates_and_findings():
     assert lo < dpd.value < hi
 
 
+def test_parity_ratio_in_plain_words_names_groups_and_outcome_by_label():
+    # Coded groups (0 and 1) with labels, and named classes: the sentence page 1 shows for fairness.
+    groups = {"0": (40, 20, 10, 130), "1": (70, 10, 30, 90)}  # selected: 50 of 200 against 100 of 200
+    x, y, g = scored_table(groups)
+    data = Dataset(x=x, y=y, attributes={"sex": g.astype(np.int64)}, class_names=["declined", "approved"],
+                   value_labels={"sex": {"0": "female", "1": "male"}})
+    records = run_analysis(GroupFairness, logit_passthrough(), data)
+    ratio = records.finding("demographic_parity_ratio", subject="sex")
+    predicted = x[:, 0] > 0
+    sex = g.astype(np.int64)
+    expected = predicted[sex == 0].mean() / predicted[sex == 1].mean()  # 0.25 / 0.5
+    assert expected == pytest.approx(0.5) and ratio.value == pytest.approx(expected)
+    plain = ratio.details["plain"]
+    assert plain.startswith(f"The female group (sex) is predicted \u201capproved\u201d at {expected:.0%} of the rate of the male group")
+    assert "(25.0% of its rows against 50.0%)" in plain
+    lo, hi = ratio.details["ci"]
+    assert f"[95% CI {lo:.0%}, {hi:.0%}]" in plain and lo < expected < hi
+    # Only the ratio carries a sentence: page 1 prefers it as the fairness headline over the difference.
+    assert "plain" not in records.finding("demographic_parity_difference", subject="sex").details
+
+
 def test_too_few_large_groups_are_not_judged():
     x, y, g = scored_table({"a": (30, 10, 20, 40), "b": (2, 2, 2, 2)})
     records = run_analysis(GroupFairness, logit_passthrough(), Dataset(x=x, y=y, attributes={"grp": g}))

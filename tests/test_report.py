@@ -288,10 +288,16 @@ def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
         "lowest in [19, 33), female, highest in [48, 75], male; above 0.1"
     assert relabel("changing sex from 0 to 1 changes 10 of 2000 rows", "sex", labels) == "changing sex from female to male changes 10 of 2000 rows"
     assert relabel("group 0 of region", "region", labels) == "group 0 of region"  # only the subject's attributes
+    assert relabel("sex=female vs sex=male, 10 bins; 0 = identical, 1 = disjoint)", "age x sex", labels) == \
+        "sex=female vs sex=male, 10 bins; 0 = identical, 1 = disjoint)"  # a scale's ends, not groups
     finding = {"check": "demographic_parity_ratio", "subject": "sex", "message": "lowest selection rate (0) is 0.43 of the highest (1)",
                "lower": 0.387, "upper": 0.484, "level": 0.95, "details": {}, "verdict": "failed", "severity": "high",
                "gating": True, "analysis": "bias.group_fairness", "value": 0.43, "threshold": 0.8}
     assert plain_sentence(finding, labels) == "lowest selection rate (female) is 0.43 of the highest (male) [95% CI 0.387, 0.484]"
+    # A family-corrected level is rounded down, never up to a "100% CI".
+    assert plain_sentence({**finding, "level": 0.99886}, labels).endswith("[99.8% CI 0.387, 0.484]")
+    from audit.report.summary import level_percent
+    assert [level_percent(x) for x in (0.95, 0.975, 0.9999, None)] == ["95%", "97.5%", "99.9%", "95%"]
     finding["details"] = {"plain": "female applicants are approved at 43% of the rate of male applicants"}
     assert plain_sentence(finding, labels).startswith("female applicants are approved at 43%")
     accuracy = {**finding, "check": "accuracy", "subject": None, "analysis": "performance", "verdict": "passed", "gating": False,
@@ -304,6 +310,67 @@ def test_group_codes_are_named_by_their_labels_and_numbers_are_left_alone():
     assert areas["performance"]["state"] == "passed" and areas["robustness"]["state"] == "not assessed"
     assert "robustness.ood skipped: no logits" in areas["robustness"]["sentence"]
     assert areas["explainability"]["sentence"] == "no analysis of this area was run"
+
+
+def test_the_fairness_headline_is_the_plain_parity_finding_and_the_summary_adds_to_the_area_lines():
+    from audit.report.summary import area_lines, executive_summary
+
+    def failed(check, subject, value, lower, upper, threshold, analysis="bias.group_fairness", plain=None):
+        return {"check": check, "subject": subject, "value": value, "lower": lower, "upper": upper, "level": 0.95,
+                "threshold": threshold, "verdict": "failed", "severity": "high", "gating": True, "analysis": analysis,
+                "message": f"{check} {value}", "details": {"plain": plain} if plain else {}}
+
+    # The flip rate is 37 thresholds past its limit, the parity ratio half of one: at equal gate and severity,
+    # the finding its plugin put in plain words leads, a whole attribute before an intersection, then the one
+    # whose whole interval lies furthest past the threshold (sex [0.36, 0.51] before age [0.31, 0.56]).
+    flips = failed("counterfactual_flip_rate", "sex", 0.382, 0.358, 0.407, 0.01, analysis="bias.counterfactual")
+    age = failed("demographic_parity_ratio", "age", 0.419, 0.315, 0.561, 0.8, plain="The [19, 33) group (age) ...")
+    sex = failed("demographic_parity_ratio", "sex", 0.430, 0.364, 0.510, 0.8, plain="The female group (sex) ...")
+    both = failed("demographic_parity_ratio", "age x sex", 0.144, 0.073, 0.292, 0.8, plain="The age=[19, 33), sex=female group ...")
+    results = [{"analysis": "bias.group_fairness", "category": "bias", "status": "ok"},
+               {"analysis": "bias.counterfactual", "category": "bias", "status": "ok"}]
+    findings = [flips, age, both, sex]
+    fairness = next(a for a in area_lines(findings, results) if a["key"] == "fairness")
+    assert fairness["finding"] is sex and fairness["sentence"].startswith("The female group (sex)")
+    summary = executive_summary(findings, shown=[fairness["finding"]])
+    # By how far past the threshold, at most two per analysis; the parity ratio of sex is page 1's, not repeated.
+    assert [(f["check"], f["subject"]) for f in summary] == [
+        ("counterfactual_flip_rate", "sex"), ("demographic_parity_ratio", "age x sex"), ("demographic_parity_ratio", "age")]
+    assert ("demographic_parity_ratio", "sex") in [(f["check"], f["subject"]) for f in executive_summary(findings, per_analysis=3)]
+
+
+def test_model_input_columns_are_shown(cli, assets):
+    from audit.report import load_view, render_html
+    from audit.store import Store
+
+    code, out, err = cli("run", assets.mlp_onnx, "--data", assets.data_npz, "-a", "performance", "--json")
+    view = load_view(Store(), json.loads(out)["run_id"])
+    assert "Input columns" not in render_html(view)  # a plain tensor input has none to show
+    view["run"]["model_info"]["input_columns"] = ["income: float32 [batch, 1] <- column income",
+                                                  "region: string [batch, 1] <- column <b>region</b>"]
+    for for_print in (False, True):
+        html = render_html(view, for_print=for_print)
+        assert "Input columns" in html and "income: float32 [batch, 1] &lt;- column income" in html
+        assert "&lt;b&gt;region&lt;/b&gt;" in html
+
+
+def test_detail_tables_print_as_aligned_text_that_fits_the_page():
+    from audit.report import MONO_ADVANCE, PRINT_WIDTH_PX, text_table
+
+    metric = lambda value, lower=None, upper=None: {"value": value, "lower": lower, "upper": upper}  # noqa: E731
+    table = {"kind": "grouped", "columns": ["group_size", "selection_rate"], "rows": [
+        {"heading": "age x sex"},
+        {"group": "[19, 33), female", "cells": {"group_size": metric(108.0), "selection_rate": metric(0.2412, 0.17, 0.329)}},
+        {"group": "x" * 80, "cells": {"selection_rate": metric(0.5)}},
+    ]}
+    text = text_table(table)
+    header, rule, heading, first, interval, long = text["lines"]
+    assert header.split() == ["Group", "group", "size", "selection", "rate"] and set(rule) == {"-"}
+    assert heading == "age x sex:" and first.split() == ["[19,", "33),", "female", "108", "0.241"]
+    # Columns are right-aligned: the interval ends where its value ends; a long name is cut, not wrapped.
+    assert interval.rstrip().endswith("[0.17, 0.329]") and len(interval.rstrip()) == len(first)
+    assert long.startswith("x" * 29 + "\u2026") and long.rstrip().endswith("0.5")
+    assert text["font_px"] <= 9 and max(map(len, text["lines"])) * MONO_ADVANCE * text["font_px"] <= PRINT_WIDTH_PX
 
 
 def test_json_outputs_match_the_shipped_schema(hostile_run, cli, tmp_path):

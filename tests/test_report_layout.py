@@ -24,6 +24,11 @@ class Wide(audit.Analysis):
             for column in range(12):
                 yield audit.Metric(f"faithfulness_metric_number_{column}", 1034.0 + column, subject=subject)
         yield audit.Metric("rows_seen", 441010.0)
+        # A long group table: a detail, printed in the appendix as aligned text at a size that fits the page.
+        for group in range(14):
+            for column in range(8):
+                yield audit.Metric(f"rate_number_{column}", 0.123456 + group, subject="grp", group=f"group_{group}_{LONG}",
+                                   lower=0.1 + group, upper=1234.5678 + group)
 
 
 class WidePlugin:
@@ -68,6 +73,7 @@ def test_every_text_run_lies_inside_the_page_and_no_cell_overprints_the_next(wid
     assert "1,034" in html and "1,034.0" not in html and "441,010" in html and "441,010.0" not in html  # counts as integers
     assert "<pre>" not in html  # no JSON dumps: options and config are tables
     assert html.count('id="options"') == 1 and "Options and thresholds</h3>" in html  # options once, in the appendix
+    assert html.count('<pre class="text-table"') == 1  # the long group table, as text in the appendix
     document = weasyprint.HTML(string=html, base_url=str(templates_root())).render()
     outside, overlapping = [], []
     for number, page in enumerate(document.pages, 1):

@@ -70,6 +70,16 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
     from audit.report.glossary import glossary
     from audit.report.summary import area_lines, executive_summary
 
+    areas = area_lines(findings, results, value_labels)
+    summary = executive_summary(findings, value_labels=value_labels, shown=[a["finding"] for a in areas if a["finding"]])
+    # Page 1 and the summary link to these: the PDF prints them in full in their sections.
+    featured = {a["finding"]["id"] for a in areas if a["finding"]} | {f["id"] for f in summary}
+    for number, section in enumerate(sections, 1):
+        section["print_checks"], section["more_checks"] = _open_checks(section["findings"], featured)
+        for finding in section["findings"]:
+            # The PDF lists passed checks by name only, so a link to one goes to its analysis's section.
+            finding["section_anchor"] = f"a-{number}"
+
     run_row = _row(run)
     # Waivers recorded after the run change its gate: show the status and exit
     # code the gate gives now, and keep what was recorded beside them.
@@ -79,8 +89,8 @@ def load_view(store, run_ref: str) -> dict[str, Any]:
 
     statement = dict((run_row.get("config") or {}).get("report") or {})
     return {
-        "summary": executive_summary(findings, value_labels=value_labels),
-        "areas": area_lines(findings, results, value_labels),
+        "summary": summary,
+        "areas": areas,
         "value_labels": value_labels,
         "records_digest": records_digest(store, run),
         "signoffs": [_row(s) for s in store.signoffs(run.id)],
@@ -127,6 +137,27 @@ def _sections(results: list[dict], findings: list[dict], metrics: list[dict], ar
     return sections
 
 
+# Failed and inconclusive checks a PDF section prints with their full message, most important first; the
+# others of the section are one line each in the appendix. The credit demo's group fairness has 44 such
+# checks of about 500 characters each: five pages, and most of the PDF's layout time, before this cap.
+PRINT_CHECKS = 3
+
+
+def _open_checks(findings: list[dict], featured: set | None = None) -> tuple[list[dict], list[dict]]:
+    """A section's failed and inconclusive checks split for print: (shown in the section, listed in the appendix).
+
+    Those in ``featured`` (page 1's area lines, the summary) come first and are always shown.
+    """
+    from audit.report.summary import exceedance
+
+    featured = featured or set()
+    open_ = [f for f in findings if f["verdict"] != "passed"]
+    open_.sort(key=lambda f: (f["id"] not in featured, not f.get("gating"), f["verdict"] != "failed", bool(f.get("waiver")),
+                              -f["severity_rank"], -exceedance(f)))
+    shown = max(PRINT_CHECKS, sum(1 for f in open_ if f["id"] in featured))
+    return open_[:shown], open_[shown:]
+
+
 def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[str, Any]:
     """Passed and failed counts, per severity (most severe first) and in all, and the gate's failures."""
     return {
@@ -144,16 +175,18 @@ def _verdict(findings: list[dict], failures: list, results: list[dict]) -> dict[
     }
 
 
-# A pivot with more metric columns than this is split into several tables, so every table fits the page.
-MAX_TABLE_COLUMNS = 7
+# A pivot with more metric columns than this is split into several tables, so every table fits the page
+# (eight: group fairness has eight rates per group, and a part with one column repeats every group name).
+MAX_TABLE_COLUMNS = 8
 
 
 def _chunked(table: dict) -> list[dict]:
     columns = table["columns"]
     if len(columns) <= MAX_TABLE_COLUMNS:
         return [table]
-    return [{**table, "columns": columns[i:i + MAX_TABLE_COLUMNS], "part": i // MAX_TABLE_COLUMNS + 1}
-            for i in range(0, len(columns), MAX_TABLE_COLUMNS)]
+    parts = -(-len(columns) // MAX_TABLE_COLUMNS)
+    size = -(-len(columns) // parts)  # parts of even width: 9 columns as 5 + 4, not 8 + 1
+    return [{**table, "columns": columns[i:i + size], "part": i // size + 1} for i in range(0, len(columns), size)]
 
 
 def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> list[dict]:
@@ -193,7 +226,83 @@ def _metric_tables(metrics: list[dict], value_labels: dict | None = None) -> lis
         tables += _chunked({"subject": subject, "kind": "grouped", "columns": columns[subject], "detail": detail,
                             "rows": [{"group": _group_name(group, subject, value_labels, relabel), "cells": cells}
                                      for group, cells in rows.items()]})
-    return tables
+    return _merged(tables)
+
+
+def _merged(tables: list[dict]) -> list[dict]:
+    """Consecutive per-subject group tables with the same columns as one table, a heading row per subject.
+
+    Group fairness gives one table per attribute and explainer agreement one per explainer, all with
+    the same columns: one table reads as a comparison, and saves a heading and a header row each.
+    """
+    out: list[dict] = []
+    for table in tables:
+        last = out[-1] if out else None
+        if (last is not None and table["kind"] == last["kind"] == "grouped" and table["columns"] == last["columns"]
+                and table["detail"] == last["detail"] and table.get("part") == last.get("part")):
+            if "subjects" not in last:
+                last["rows"] = [{"heading": last["subject"]}, *last["rows"]]
+                last["subjects"] = [last["subject"]]
+            last["subjects"].append(table["subject"])
+            last["subject"] = ", ".join(last["subjects"])
+            last["rows"] += [{"heading": table["subject"]}, *table["rows"]]
+        else:
+            out.append(dict(table))
+    for table in out:
+        # A merged table as long as a detail table is one: the PDF prints it in the appendix.
+        if "subjects" in table and sum(1 for row in table["rows"] if row.get("heading") is None) > 12:
+            table["detail"] = True
+    return out
+
+
+# The PDF's text width in CSS pixels (A4 less the print margins) and a monospace glyph's advance in ems.
+PRINT_WIDTH_PX = (210 - 28) / 25.4 * 96
+MONO_ADVANCE = 0.602  # DejaVu Sans Mono
+
+
+def text_table(table: dict, max_label: int = 30) -> dict[str, Any]:
+    """A metric table as aligned monospace lines, for the PDF's appendix: its lines and the font size that fits them.
+
+    WeasyPrint lays out a table cell about as slowly as a whole line of text: the credit demo's
+    intersection tables (400 cells) took a fifth of its PDF render. The same numbers as
+    preformatted lines cost a tenth of that; the HTML report keeps the real tables.
+    """
+    label = "Subject" if table["kind"] == "subjects" else "Group"
+    columns = [str(c).replace("_", " ") for c in table["columns"]]
+
+    def cell(metric) -> tuple[str, str]:
+        if not metric:
+            return "", ""
+        interval = f"[{format_number(metric['lower'])}, {format_number(metric['upper'])}]" if metric.get("lower") is not None else ""
+        return format_number(metric["value"]), interval
+
+    def clip(text: str) -> str:
+        text = " ".join(str(text).split())
+        return text if len(text) <= max_label else text[:max_label - 1] + "\u2026"
+
+    body: list[tuple[str, list[str], list[str]] | str] = []
+    for row in table["rows"]:
+        if row.get("heading") is not None:
+            body.append(clip(row["heading"]))
+            continue
+        cells = [cell(row["cells"].get(c)) for c in table["columns"]]
+        body.append((clip(row["group"]), [v for v, _ in cells], [i for _, i in cells]))
+    rows = [b for b in body if not isinstance(b, str)]
+    first = max([len(label), *(len(b) + 1 for b in body if isinstance(b, str)), *(len(r[0]) for r in rows)])
+    widths = [max([len(c), *(len(r[1][j]) for r in rows), *(len(r[2][j]) for r in rows)]) for j, c in enumerate(columns)]
+    lines = [label.ljust(first) + "".join("  " + c.rjust(w) for c, w in zip(columns, widths))]
+    lines.append("-" * len(lines[0]))
+    for b in body:
+        if isinstance(b, str):
+            lines.append(b + ":")
+            continue
+        lines.append(b[0].ljust(first) + "".join("  " + v.rjust(w) for v, w in zip(b[1], widths)))
+        if any(b[2]):
+            lines.append(" " * first + "".join("  " + i.rjust(w) for i, w in zip(b[2], widths)))
+    chars = max(len(line) for line in lines)
+    # The largest size at which the widest line fits the page, at most the tables' 9 px.
+    font_px = min(9.0, 0.97 * PRINT_WIDTH_PX / (chars * MONO_ADVANCE))
+    return {"lines": lines, "font_px": round(font_px, 2)}
 
 
 def _group_name(group: str, subject: str | None, value_labels: dict | None, relabel) -> str:
@@ -357,6 +466,7 @@ def environment(template_dir: str | None = None, plugin_manager=None):
         lstrip_blocks=True,
     )
     env.filters["num"] = format_number
+    env.globals["text_table"] = text_table
     env.filters["plain"] = plain_value
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     env.globals["section_template"] = lambda name, plugin=None: _section_template(env, name, plugin)

@@ -85,7 +85,9 @@ def _interval(f) -> str:
 
     if f.get("lower") is None or f.get("upper") is None:
         return ""
-    return f" [{round((f.get('level') or 0.95) * 100)}% CI {format_number(f['lower'])}, {format_number(f['upper'])}]"
+    from audit.report.summary import level_percent
+
+    return f" [{level_percent(f.get('level'))} CI {format_number(f['lower'])}, {format_number(f['upper'])}]"
 
 
 def render_markdown(view) -> str:

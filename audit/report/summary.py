@@ -15,13 +15,16 @@ def exceedance(finding: dict[str, Any]) -> float:
 
 
 def executive_summary(findings: list[dict[str, Any]], limit: int = 5, per_analysis: int = 2,
-                      value_labels: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
+                      value_labels: dict[str, dict[str, str]] | None = None,
+                      shown: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The most important failed checks: those the gate counts first, then highest severity, then furthest past the threshold.
 
     At most ``per_analysis`` come from one analysis, so one noisy analysis
-    cannot crowd out the rest.
+    cannot crowd out the rest. Findings in ``shown`` (page 1's area lines) are
+    left out: the summary adds to them rather than repeating them.
     """
-    failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver")]
+    skip = {id(f) for f in shown or []}
+    failed = [f for f in findings if f["verdict"] == "failed" and not f.get("waiver") and id(f) not in skip]
     failed.sort(key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
     chosen, per = [], {}
     for finding in failed:
@@ -64,7 +67,7 @@ def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, st
     """``text`` with the coded values of ``subject``'s attributes ("0", "1") replaced by their labels.
 
     Only whole tokens that stand as a group name (at the start or after "(", a space or a comma,
-    and at the end or before ")", ",", ";" or a space) are replaced, and only for the
+    and at the end or before ")", ",", ";" or a space, but not before "=") are replaced, and only for the
     attributes the subject names ("sex", "age x sex"), so numbers elsewhere are left alone.
     """
     import re
@@ -76,8 +79,16 @@ def relabel(text: str, subject: str | None, value_labels: dict[str, dict[str, st
         labels.update(value_labels.get(attribute.strip()) or {})
     for code in sorted(labels, key=len, reverse=True):
         if labels[code] != code:
-            text = re.sub(rf"(?<![^( ,]){re.escape(code)}(?![^),; ])", labels[code], text)
+            # Not before "=": "0 = identical, 1 = disjoint" defines a scale, it names no group.
+            text = re.sub(rf"(?<![^( ,]){re.escape(code)}(?![^),; ])(?! ?=)", labels[code], text)
     return text
+
+
+def level_percent(level: float | None) -> str:
+    """An interval's level as a percentage, rounded down to 0.1: a family-corrected 0.9989 is "99.8%", never "100%"."""
+    import math
+
+    return f"{math.floor((level or 0.95) * 1000 + 1e-9) / 10:g}%"
 
 
 def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, str]] | None = None) -> str:
@@ -92,13 +103,34 @@ def plain_sentence(finding: dict[str, Any], value_labels: dict[str, dict[str, st
     text = relabel(str(details.get("plain") or finding.get("message") or finding.get("title") or finding["check"]),
                    finding.get("subject"), value_labels)
     if finding.get("lower") is not None and finding.get("upper") is not None and "CI" not in text and "interval" not in text:
-        level = round((finding.get("level") or 0.95) * 100)
-        text += f" [{level}% CI {format_number(finding['lower'])}, {format_number(finding['upper'])}]"
+        level = level_percent(finding.get("level"))
+        text += f" [{level} CI {format_number(finding['lower'])}, {format_number(finding['upper'])}]"
     return text
 
 
+def near_exceedance(finding: dict[str, Any]) -> float:
+    """How far past its threshold the near end of the finding's interval lies (the point estimate without one).
+
+    Of two findings past the same threshold, the one whose whole interval is further past it is the
+    clearer failure: a wide interval on a small intersection does not outrank a narrow one on a whole
+    attribute just because its estimate is more extreme.
+    """
+    value, threshold = finding.get("value"), finding.get("threshold")
+    lower, upper = finding.get("lower"), finding.get("upper")
+    if value is None or threshold is None:
+        return 0.0
+    if lower is not None and upper is not None:
+        value = lower if value >= threshold else upper
+    return abs(value - threshold) / max(abs(threshold), 1e-9)
+
+
 def _worst(findings: list[dict[str, Any]]) -> dict[str, Any] | None:
-    ranked = sorted(findings, key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]), -exceedance(f)))
+    """The area's headline: the gate's failures first, then severity; at equal rank a finding its plugin put
+    in plain words (``details["plain"]``) and one on a whole attribute rather than an intersection, then the
+    clearest failure (`near_exceedance`)."""
+    ranked = sorted(findings, key=lambda f: (not f.get("gating"), -Severity.rank_of(f["severity"]),
+                                             not (f.get("details") or {}).get("plain"),
+                                             " x " in str(f.get("subject") or ""), -near_exceedance(f)))
     return ranked[0] if ranked else None
 
 

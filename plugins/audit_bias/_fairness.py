@@ -432,12 +432,30 @@ def _checks(table, probs, class_names, binary, rng, options) -> list[Check]:
             f"the four-fifths rule asks for at least {options.parity_ratio_min:g} (below it is high)" + ctx_text(k)),
         {**details, "highest_group": top, "lowest_group": bottom, "cls": class_names[k],
          "thresholds": {"high_below": options.parity_ratio_min}},
+        plain=lambda lo, hi, value=value, k=k, top=top, bottom=bottom, tr=top_rate, br=bottom_rate: parity_sentence(
+            subject, bottom, top, class_names[k], value, br, tr, lo, hi),
     ))
     if table.has_labels:
         out.extend(_error_rate_checks(table, class_names, binary, options, details, rows, groups))
     out.append(_dcov_check(table, probs, binary, rng, options, details))
     out.append(_js_check(table, probs, class_names, binary, rng, options, details))
     return out
+
+
+def _group_phrase(subject: str, shown: str) -> str:
+    """ "sex=female" as "the female group (sex)"; an intersection keeps its "age=..., sex=..." name."""
+    prefix = f"{subject}="
+    if " x " not in subject and shown.startswith(prefix):
+        return f"the {shown[len(prefix):]} group ({subject})"
+    return f"the {shown} group"
+
+
+def parity_sentence(subject, bottom, top, cls, ratio, bottom_rate, top_rate, lo, hi) -> str:
+    """The parity ratio in a reviewer's words: who receives the outcome at what share of whose rate."""
+    low, high = _group_phrase(subject, bottom), _group_phrase(subject, top)
+    high = high.replace(f" ({subject})", "")  # the attribute is named once
+    return (f"{low[0].upper()}{low[1:]} is predicted \u201c{cls}\u201d at {ratio:.0%} of the rate of {high} "
+            f"({bottom_rate:.1%} of its rows against {top_rate:.1%}) [95% CI {lo:.0%}, {hi:.0%}]")
 
 
 def _error_rate_checks(table, class_names, binary, options, details, rows, groups):

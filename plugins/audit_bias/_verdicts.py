@@ -30,6 +30,7 @@ class Check:
     high: float | None = None  # graded checks: high severity when the interval clears this too
     is_test: bool = False  # a permutation test (dCov, JS): no interval of its own, see _fairness._test_interval
     by: float | None = None  # the number graded when it is not the value shown (a signed shift graded by its size)
+    plain: Callable[[float, float], str] | None = None  # the finding as a reviewer's sentence, given its 95% interval
 
     @property
     def graded_value(self) -> float:
@@ -88,6 +89,9 @@ def _finding(check: Check, decision, stated_level: float) -> audit.Finding:
     if stated_level != 0.95:  # the descriptions name the usual level
         described = described.replace("[95% CI", f"[{_pct(stated_level)} CI")
     message = f"{described}; {tail}{corrected}"
+    if check.plain is not None:
+        # The report's page 1 and summary read details["plain"] in place of the message.
+        details["plain"] = check.plain(lo95, hi95).replace("[95% CI", f"[{_pct(stated_level)} CI")
     return audit.Finding(
         check=check.check, title=check.title, severity=severity, verdict=decision.verdict, value=check.value,
         threshold=check.threshold, lower=lower, upper=upper, level=level, method=check.method or None,
