@@ -173,16 +173,19 @@ def resnet50_projection(device: str, rows: int) -> dict:
     model.predict(x[:2])  # what the run's clean pass does before it calibrates
     speed = cost.measure_speed(model, x)
     registry = get_plugin_manager().analyses()
+    # ImageNet top-1 of a trained ResNet-50: the attacks plan only the rows it gets right.
     info = cost.PlanInfo(rows=rows, row_shape=(3, 224, 224), modality="image", n_classes=1000,
-                         capabilities=frozenset(model.capabilities), attributes=("group",))
+                         capabilities=frozenset(model.capabilities), attributes=("group",), accuracy=0.76)
     entries = {name: cost.Planned(name, cost.plan_for(entry.cls(build_options(entry.cls, {})), info)) for name, entry in registry.items()}
     order = cost.order_and_count(entries, {n: e.cls.category for n, e in registry.items()}, speed)
     return {"device": device, "forward_us_per_row": speed.forward * 1e6,
             "backward_us_per_row": None if speed.backward is None else speed.backward * 1e6,
             "batch_size": speed.batch_size, "gradient_batch_size": speed.gradient_batch_size,
-            "analyses": {n: {"seconds": entries[n].seconds, "forward_rows": entries[n].forward_rows, "backward_rows": entries[n].backward_rows}
+            "analyses": {n: {"seconds": entries[n].seconds, "fewest_seconds": entries[n].fewest_seconds,
+                             "forward_rows": entries[n].forward_rows, "backward_rows": entries[n].backward_rows}
                          for n in order},
-            "total_seconds": sum(e.seconds for e in entries.values())}
+            "total_seconds": sum(e.seconds for e in entries.values()),
+            "fewest_total_seconds": sum(e.seconds if e.fewest_seconds is None else e.fewest_seconds for e in entries.values())}
 
 
 def passes_seconds(result: dict, calibration: dict) -> float:
@@ -239,9 +242,10 @@ def main():
         report["resnet50"] = projection
         print(f"ResNet-50 224x224 on {args.device}: {projection['forward_us_per_row']:.0f} us/row forward, "
               f"{projection['backward_us_per_row'] or 0:.0f} us/row forward+backward; default audit of {args.rows} rows "
-              f"~{projection['total_seconds'] / 60:.1f} min:")
+              f"{projection['fewest_total_seconds'] / 60:.1f} to {projection['total_seconds'] / 60:.1f} min:")
         for name, entry in projection["analyses"].items():
-            print(f"  {name:<28} {entry['forward_rows']:>12,} fwd {entry['backward_rows']:>11,} bwd ~{entry['seconds'] / 60:8.1f} min")
+            fewest = "" if entry["fewest_seconds"] is None else f"{entry['fewest_seconds'] / 60:8.1f} to"
+            print(f"  {name:<28} {entry['forward_rows']:>12,} fwd {entry['backward_rows']:>11,} bwd {fewest:>11} {entry['seconds'] / 60:8.1f} min")
     report["load_average_after"] = os.getloadavg()
     print(f"load average after: {report['load_average_after']}")
     if args.json:
