@@ -250,7 +250,9 @@ def _run_on_ray(specs: list, show) -> int | None:
                     if event.is_set() and isinstance(result, tuple) and result[1] is not None}
         ray.shutdown()
         # A run whose thread did not get there in time is marked here: no run is left "running".
-        return _mark_in_flight_interrupted(specs[0].db, stop, began, finished)
+        code = _mark_in_flight_interrupted(specs[0].db, stop, began, finished)
+        clear_stop()  # a later Ray run in this process (a library caller's) starts unstopped
+        return code
     return None
 
 
