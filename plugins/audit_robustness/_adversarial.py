@@ -76,6 +76,40 @@ def random_start(x, eps, norm: str, generator):
     return x + direction * _per_row(radius, x)
 
 
+def _starting_point(x, eps, norm: str, scale, lower, upper, start_random: bool, generator):
+    """(x_adv, scale, safe_scale): the first iterate (x, or a seeded point in the ball) and the ball's per-entry scale."""
+    import torch
+
+    if scale is None:
+        scale = torch.ones((1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
+    safe_scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    x_adv = x.clone()
+    if start_random:
+        delta = project(random_start(torch.zeros_like(x), eps, norm, generator), torch.zeros_like(x), eps, norm)
+        x_adv = clip(x + delta * scale, lower, upper)
+    return x_adv, scale, safe_scale
+
+
+def _scaled_step(x_adv, x, grad, scale, safe_scale, step_size, eps, norm: str, lower, upper):
+    """One PGD step taken in the rescaled space (where the gradient is grad * scale), projected and clipped back."""
+    import torch
+
+    delta = ascend((x_adv - x) / safe_scale, grad * scale, step_size, norm)
+    delta = project(delta, torch.zeros_like(delta), eps, norm)
+    return clip(x + delta * scale, lower, upper).detach()
+
+
+def _linf_box(x, eps, lower, upper):
+    """The L-inf ball around each row intersected with the data bounds: the (low, high) a plain step clamps to."""
+    import torch
+
+    radius = _per_row(eps, x)
+    low, high = x - radius, x + radius
+    if lower is not None:
+        low, high = torch.maximum(low, lower), torch.minimum(high, upper)
+    return low, high
+
+
 def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upper=None, start_random=False,
         generator=None, scale=None):
     """Untargeted PGD on device tensors; FGSM is ``steps=1, step_size=eps``.
@@ -91,22 +125,12 @@ def pgd(model, x, target, eps, norm: str, steps: int, step_size, lower=None, upp
 
     if scale is None and norm == "linf" and not start_random:
         return _pgd_linf_plain(model, x, target, eps, steps, step_size, lower, upper)
-    if scale is None:
-        scale = torch.ones((1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
-    safe_scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    x_adv = x.clone()
-    if start_random:
-        delta = project(random_start(torch.zeros_like(x), eps, norm, generator), torch.zeros_like(x), eps, norm)
-        x_adv = clip(x + delta * scale, lower, upper)
+    x_adv, scale, safe_scale = _starting_point(x, eps, norm, scale, lower, upper, start_random, generator)
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(steps):
         logits, grad = loss_gradient(model, x_adv, target)
         broken |= logits.argmax(dim=1) != target
-        # Ascend in the rescaled space, where the gradient is grad * scale.
-        delta = (x_adv - x) / safe_scale
-        delta = ascend(delta, grad * scale, step_size, norm)
-        delta = project(delta, torch.zeros_like(delta), eps, norm)
-        x_adv = clip(x + delta * scale, lower, upper).detach()
+        x_adv = _scaled_step(x_adv, x, grad, scale, safe_scale, step_size, eps, norm, lower, upper)
     with torch.no_grad():
         final = model.logits_torch(x_adv).argmax(dim=1)
     broken |= final != target
@@ -122,10 +146,7 @@ def _pgd_linf_plain(model, x, target, eps, steps: int, step_size, lower, upper):
     """
     import torch
 
-    radius = _per_row(eps, x)
-    low, high = x - radius, x + radius
-    if lower is not None:
-        low, high = torch.maximum(low, lower), torch.minimum(high, upper)
+    low, high = _linf_box(x, eps, lower, upper)
     step = _per_row(step_size, x)
     x_adv = x.clone()
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -151,18 +172,9 @@ def pgd_until_broken(model, x, target, eps, norm: str, steps: int, step_size, lo
     import torch
 
     plain = scale is None and norm == "linf" and not start_random
-    if scale is None:
-        scale = torch.ones((1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
-    safe_scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    x_adv = x.clone()
-    if start_random:
-        delta = project(random_start(torch.zeros_like(x), eps, norm, generator), torch.zeros_like(x), eps, norm)
-        x_adv = clip(x + delta * scale, lower, upper)
+    x_adv, scale, safe_scale = _starting_point(x, eps, norm, scale, lower, upper, start_random, generator)
     if plain:  # the ball and the data bounds intersected once, as in _pgd_linf_plain
-        radius = _per_row(eps, x)
-        low, high = x - radius, x + radius
-        if lower is not None:
-            low, high = torch.maximum(low, lower), torch.minimum(high, upper)
+        low, high = _linf_box(x, eps, lower, upper)
     broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     predicted = target.clone()
     standing = torch.arange(len(x), device=x.device)
@@ -180,15 +192,35 @@ def pgd_until_broken(model, x, target, eps, norm: str, steps: int, step_size, lo
         if plain:
             moved = torch.clamp(current + _per_row(step, current) * torch.sign(grad), low[standing], high[standing])
         else:
-            delta = ascend((current - origin) / safe_scale, grad * scale, step, norm)
-            delta = project(delta, torch.zeros_like(delta), eps[standing], norm)
-            moved = clip(origin + delta * scale, lower, upper)
+            moved = _scaled_step(current, origin, grad, scale, safe_scale, step, eps[standing], norm, lower, upper)
         x_adv[standing] = moved.detach()
     with torch.no_grad():
         final = model.logits_torch(x_adv[standing]).argmax(dim=1)
     broken[standing[final != target[standing]]] = True
     predicted[standing] = final
     return x_adv, broken, predicted
+
+
+def _on_device(model, lower_np, upper_np, scale_np):
+    """The data bounds and the ball's scale as tensors on the model's device (None stays None)."""
+    import torch
+
+    device = model.device
+    lower = None if lower_np is None else torch.as_tensor(lower_np, device=device)
+    upper = None if upper_np is None else torch.as_tensor(upper_np, device=device)
+    scale = None if scale_np is None else torch.as_tensor(np.asarray(scale_np, dtype=np.float32), device=device)
+    return lower, upper, scale
+
+
+def _halved_after(error: Exception, chunk: int, device) -> int:
+    """The chunk to retry with after ``error``: half, on out-of-memory with more than one row; otherwise re-raise it."""
+    if not (is_out_of_memory(error) and chunk > 1):
+        raise error
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+    return max(1, chunk // 2)
 
 
 @dataclass
@@ -208,17 +240,16 @@ def attack_until_broken(model, x_np, y_np, epsilons, norm: str, steps: int, step
     broken at one epsilon is broken at all larger ones without another pass; within an
     epsilon, PGD stops on a row at its first fooling iterate (`pgd_until_broken`).
     Rows outside ``attack_rows`` (those the model already gets wrong) are not attacked
-    and count as broken everywhere; ``clean_predictions`` are their classes in the examples. ``broken`` is monotone in epsilon, and
-    ``final_wrong`` equals it: an attack that stops on success has no later iterate.
+    and count as broken everywhere; ``clean_predictions`` are their classes in the examples.
+    ``broken`` is monotone in epsilon, and ``final_wrong`` equals it: an attack that
+    stops on success has no later iterate.
     """
     import torch
 
     device = model.device
     n = len(x_np)
     n_eps = len(epsilons)
-    lower = None if lower_np is None else torch.as_tensor(lower_np, device=device)
-    upper = None if upper_np is None else torch.as_tensor(upper_np, device=device)
-    scale = None if scale_np is None else torch.as_tensor(np.asarray(scale_np, dtype=np.float32), device=device)
+    lower, upper, scale = _on_device(model, lower_np, upper_np, scale_np)
     broken = np.zeros((n_eps, n), dtype=bool)
     standing = np.ones(n, dtype=bool) if attack_rows is None else np.asarray(attack_rows, dtype=bool).copy()
     kept = min(keep, n)
@@ -238,14 +269,10 @@ def attack_until_broken(model, x_np, y_np, epsilons, norm: str, steps: int, step
             eps_t = torch.full((len(rows),), float(eps), dtype=torch.float32, device=device)
             try:
                 x_adv, hit, classes = pgd_until_broken(model, xb, yb, eps_t, norm, steps, eps_t * step_factor, lower, upper,
-                                              start_random, generator, scale)
+                                                       start_random, generator, scale)
             except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, with half the rows
-                if is_out_of_memory(error) and chunk > 1:
-                    chunk = max(1, chunk // 2)
-                    if str(device).startswith("cuda"):
-                        torch.cuda.empty_cache()
-                    continue
-                raise
+                chunk = _halved_after(error, chunk, device)
+                continue
             hit = hit.cpu().numpy()
             broken[e, rows] = hit
             standing[rows[hit]] = False
@@ -270,9 +297,7 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
     device = model.device
     n_eps = len(epsilons)
     eps_t = torch.as_tensor(np.asarray(epsilons, dtype=np.float32), device=device)
-    lower = None if lower_np is None else torch.as_tensor(lower_np, device=device)
-    upper = None if upper_np is None else torch.as_tensor(upper_np, device=device)
-    scale = None if scale_np is None else torch.as_tensor(np.asarray(scale_np, dtype=np.float32), device=device)
+    lower, upper, scale = _on_device(model, lower_np, upper_np, scale_np)
     n = len(x_np)
     broken = np.zeros((n_eps, n), dtype=bool)
     final_wrong = np.zeros((n_eps, n), dtype=bool)
@@ -290,12 +315,8 @@ def attack(model, x_np, y_np, epsilons, norm: str, steps: int, step_factor: floa
         try:
             x_adv, hit, final = pgd(model, x_rep, y_rep, eps_rep, norm, steps, eps_rep * step_factor, lower, upper, start_random, generator, scale)
         except Exception as error:  # noqa: BLE001 - only out-of-memory is retried, with half the rows
-            if is_out_of_memory(error) and chunk > 1:
-                chunk = max(1, chunk // 2)
-                if str(device).startswith("cuda"):
-                    torch.cuda.empty_cache()
-                continue
-            raise
+            chunk = _halved_after(error, chunk, device)
+            continue
         broken[:, rows] = hit.view(n_eps, b).cpu().numpy()
         final_wrong[:, rows] = (final != y_rep).view(n_eps, b).cpu().numpy()
         if keep and examples is None:
