@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from audit.cli.options import DbOption, JsonOption, ThreadsOption
-from audit.errors import AuditError
+from audit.errors import AuditError, Terminated
 
 
 def register(app: typer.Typer) -> None:
@@ -212,39 +212,74 @@ def demo(
     analysis: list[str] = typer.Option(None, "--analysis", "-a", metavar="NAME", help="Analysis name or category (repeatable). Default: all."),
     as_json: JsonOption = False,
     pdf: bool = typer.Option(True, "--pdf/--no-pdf", help="Also write a PDF report for each run."),
+    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Runs at once, each in its own process (0: one per CPU core; 1: one after another, with live progress)."),
 ):
     """Audit the bundled example models (no network, no training): writes HTML and PDF reports.
 
     With --json, prints one JSON list holding each run's document.
     """
     from audit.cli import current_argv
+    from audit.cli.parallel import default_jobs
     from audit.config import RunSpec, apply_flags, database_location
+    from audit.gate import EXIT_INTERRUPTED, EXIT_TERMINATED
     from audit.report import run_document
+    from audit.signals import interrupt_reason
 
     db = database_location(db)
-    apply_flags(RunSpec(), {"device": device})
+    apply_flags(RunSpec(), {"device": device, "threads": threads})  # refused here, before any worker starts
     assets = demo_assets()
-    codes = []
-    documents = []
+    specs, descriptions = [], {}
     for model_file, data_file, description in DEMO_RUNS:
-        if not as_json:
-            print(f"== {description}: {model_file}")
         spec = RunSpec(
             model=str(assets / model_file), data=str(assets / data_file), device=device, db=db, threads=threads,
             analyses=list(analysis or []), argv=current_argv(),
         )
         for key, value in DEMO_DATA_OPTIONS.get(data_file, {}).items():
             setattr(spec.data_options, key, value)
-        code, view, written = audit_and_report(spec, progress=not as_json, extra_formats=("pdf",) if pdf else (), stdout_is_json=as_json)
+        specs.append(spec)
+        descriptions[id(spec)] = f"{description}: {model_file}"
+    extra_formats = ("pdf",) if pdf else ()
+    jobs = jobs or default_jobs(len(specs))
+    codes = []
+    documents = []
+
+    def show(spec, code, view, written) -> None:
         codes.append(code)
         if as_json:
             documents.append(run_document(view, written))
-        else:
-            print_summary(view, written)
-            if view["run"]["status"] == "failed":
-                print(f"   This model fails the default gate (--fail-on {view['run']['fail_on']}) by design: it was built with "
-                      "flaws for the audit to find. `audit demo` itself still succeeds.")
-            print()
+            return
+        print_summary(view, written)
+        if view["run"]["status"] == "failed":
+            print(f"   This model fails the default gate (--fail-on {view['run']['fail_on']}) by design: it was built with "
+                  "flaws for the audit to find. `audit demo` itself still succeeds.")
+        print()
+
+    if jobs == 1:
+        for spec in specs:
+            if not as_json:
+                print(f"== {descriptions[id(spec)]}")
+            show(spec, *audit_and_report(spec, progress=not as_json, extra_formats=extra_formats, stdout_is_json=as_json))
+            if codes[-1] in (EXIT_INTERRUPTED, EXIT_TERMINATED):  # stopped: the other models do not start
+                raise typer.Exit(codes[-1])
+    else:
+        from audit.cli.parallel import replay, runs_side_by_side
+
+        if threads is None:  # the cores shared out, so the runs side by side do not fight over them
+            cores_each = max(1, default_jobs(1 << 16) // jobs)
+            for spec in specs:
+                spec.threads = cores_each
+        if not as_json:
+            print(f"Auditing {len(specs)} models, {jobs} at a time; each model's results print when it is done.\n")
+        try:
+            for spec, result in runs_side_by_side(specs, jobs, extra_formats, as_json):
+                if not as_json:
+                    print(f"== {descriptions[id(spec)]}", flush=True)
+                replay(result)
+                show(spec, *result[:3])
+        except KeyboardInterrupt as stop:  # the workers stored their runs interrupted; click would make this an abort
+            print(f"Error: {interrupt_reason(stop)}: the runs in flight are stored as interrupted, the others did not start",
+                  file=sys.stderr)
+            raise typer.Exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED) from None
     if as_json:
         print(json.dumps(documents, indent=2, default=str))
     # The demo models are judged by the default gate and some fail it on purpose (their reports say "failed");
