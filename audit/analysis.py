@@ -527,6 +527,9 @@ class Plan:
     # When the passes depend on the model's answers (an attack leaves a row once it is fooled):
     # (forward_rows, backward_rows) at the fewest; forward_rows and backward_rows are then the most.
     at_least: tuple[int, int] | None = None
+    # Of forward_rows and backward_rows, those sent in calls of a few rows (a row explained alone): timed at the
+    # model's small-batch speed, which on a CPU is well below its speed on full batches.
+    small_batches: tuple[int, int] = (0, 0)
 
 
 __all__ = [

@@ -19,6 +19,9 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 # Calibration: enough repeats for a stable per-row time, never much more than this many seconds.
 CALIBRATION_SECONDS = 0.5
+# The rows of one call when an analysis explains a row alone (Integrated Gradients' steps, SmoothGrad's samples, a
+# row's occlusion patches): on a CPU such calls cost 1.5-3x per row what batches of hundreds do.
+SMALL_BATCH = 16
 
 
 def parse_duration(value) -> float:
@@ -61,17 +64,29 @@ class Speed:
     gradient_batch_size: int
     cached: bool = False
     measured_at: str = ""
+    # Per row in calls of SMALL_BATCH rows, through the module gradients use: what a row explained alone costs.
+    forward_small: float | None = None
+    backward_small: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"forward_seconds_per_row": self.forward, "backward_seconds_per_row": self.backward,
                 "batch_size": self.batch_size, "gradient_batch_size": self.gradient_batch_size,
-                "cached": self.cached, "measured_at": self.measured_at}
+                "forward_seconds_per_row_small": self.forward_small, "backward_seconds_per_row_small": self.backward_small,
+                "small_batch": SMALL_BATCH, "cached": self.cached, "measured_at": self.measured_at}
 
     def seconds(self, plan: Plan, shared: tuple[int, int] = (0, 0)) -> float:
         forward = plan.forward_rows + shared[0]
         backward = plan.backward_rows + shared[1]
         per_backward = self.backward if self.backward is not None else 3 * self.forward
-        return max(0, forward - backward) * self.forward + backward * per_backward + plan.other_seconds
+        small_forward, small_backward = plan.small_batches
+        small_forward, small_backward = min(small_forward, forward), min(small_backward, backward)
+        # Rows sent in small calls cost their small-batch rate; without one measured, the large-batch rate.
+        extra = 0.0
+        if small_backward and self.backward_small is not None:
+            extra += small_backward * (self.backward_small - per_backward)
+        if small_forward - small_backward > 0 and self.forward_small is not None:
+            extra += (small_forward - small_backward) * (self.forward_small - self.forward)
+        return max(0, forward - backward) * self.forward + backward * per_backward + max(0.0, extra) + plan.other_seconds
 
 
 def calibration_key(model, threads) -> dict[str, Any]:
@@ -79,7 +94,7 @@ def calibration_key(model, threads) -> dict[str, Any]:
     from audit.store.liveness import this_host
 
     return {"device": str(model.device), "batch_size": int(model.batch_size), "gradient_batch_size": int(model.gradient_batch_size),
-            "threads": threads, "host": this_host(), "provider": getattr(model, "provider", "")}
+            "small_batch": SMALL_BATCH, "threads": threads, "host": this_host(), "provider": getattr(model, "provider", "")}
 
 
 def _best_per_row(call, rows: int, warm=None) -> float:
@@ -131,7 +146,32 @@ def measure_speed(model, x) -> Speed:
 
         batch = x[: max(1, min(len(x), int(model.gradient_batch_size)))]
         backward = _best_per_row(step_on(batch), len(batch), warm=step_on(x[:2]))
+        small = x[: max(1, min(len(x), SMALL_BATCH))]
+        backward_small = _best_per_row(step_on(small), len(small))
+        forward_small = _best_per_row(_forward_through_module(model, small), len(small))
+        return Speed(forward, backward, int(model.batch_size), int(model.gradient_batch_size),
+                     forward_small=forward_small, backward_small=backward_small)
     return Speed(forward, backward, int(model.batch_size), int(model.gradient_batch_size))
+
+
+def _forward_through_module(model, rows):
+    """A forward call of ``rows`` through the module gradients use (not the frozen inference copy), as explainers make it."""
+    import numpy as np
+    import torch
+
+    xb = torch.as_tensor(np.ascontiguousarray(rows), dtype=torch.float32, device=model.device)
+    try:
+        module = model.torch_module()
+    except AuditError:  # gradients without a module of its own (none built in): its inference path
+        module = None
+
+    def call():
+        with torch.no_grad():
+            model.logits_of(module, xb) if module is not None else model.predict(rows)
+        if str(model.device).startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return call
 
 
 def calibrate(model, x, store=None, model_sha256: str = "", threads=None) -> Speed:
@@ -162,7 +202,9 @@ def _cached_speed(store, model_sha256: str, key: dict[str, Any]) -> Speed | None
             stored = (run.cost_plan or {}).get("calibration") or {}
             if stored.get("key") == key and stored.get("forward_seconds_per_row"):
                 return Speed(stored["forward_seconds_per_row"], stored.get("backward_seconds_per_row"), key["batch_size"],
-                             key["gradient_batch_size"], cached=True, measured_at=stored.get("measured_at", ""))
+                             key["gradient_batch_size"], cached=True, measured_at=stored.get("measured_at", ""),
+                             forward_small=stored.get("forward_seconds_per_row_small"),
+                             backward_small=stored.get("backward_seconds_per_row_small"))
     return None
 
 
@@ -243,7 +285,7 @@ def order_and_count(entries: dict[str, Planned], categories: dict[str, str], spe
     """Cheap first: performance, then by estimated seconds, attribution last; shared passes counted for the first that makes them."""
     def alone(name):
         forward, backward = _stand_alone(entries[name].plan)
-        return speed.seconds(Plan(forward, backward, entries[name].plan.other_seconds))
+        return speed.seconds(Plan(forward, backward, entries[name].plan.other_seconds, small_batches=entries[name].plan.small_batches))
 
     def rank(name):
         group = 0 if categories[name] == "performance" else 2 if categories[name] == "attribution" else 1

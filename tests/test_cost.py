@@ -75,6 +75,28 @@ def test_estimated_seconds_from_the_calibrated_speed():
     assert speed.seconds(Plan(1000, 200, 1.5)) == pytest.approx(800 * 1e-3 + 200 * 4e-3 + 1.5)
 
 
+def test_rows_sent_in_small_calls_cost_the_small_batch_rate():
+    speed = cost.Speed(forward=1e-3, backward=4e-3, batch_size=64, gradient_batch_size=16, forward_small=3e-3, backward_small=9e-3)
+    # 1,000 rows forward (200 of them backward); of those, 300 forward in small calls, 100 of which backward.
+    plan = Plan(1000, 200, 1.5, small_batches=(300, 100))
+    assert speed.seconds(plan) == pytest.approx(600 * 1e-3 + 200 * 3e-3 + 100 * 4e-3 + 100 * 9e-3 + 1.5)
+    # A speed measured before small calls were timed (a cached calibration) charges them at the large-batch rate.
+    assert cost.Speed(1e-3, 4e-3, 64, 16).seconds(plan) == pytest.approx(800 * 1e-3 + 200 * 4e-3 + 1.5)
+
+
+def test_sanity_plans_the_randomised_maps_of_each_row_as_small_calls():
+    from audit_attribution import Sanity
+
+    info = PlanInfo(rows=1000, row_shape=(3, 8, 8), modality="image", n_classes=10, capabilities=frozenset({"torch", "gradients"}))
+    plan = Sanity().plan(info)
+    options = Sanity.Options()
+    rows = min(1000, options.rows)
+    assert plan.small_batches[1] == rows * (1 + 1 + options.ig_steps + options.smoothgrad_samples)
+    assert 0 < plan.small_batches[0] - plan.small_batches[1] < plan.forward_rows - plan.backward_rows
+    onnx_only = PlanInfo(rows=1000, row_shape=(3, 8, 8), modality="image", n_classes=10, capabilities=frozenset({"gradients"}))
+    assert Sanity().plan(onnx_only).small_batches == (0, 0)  # no randomised copy without a torch module
+
+
 def test_durations_format_without_sixty_seconds():
     assert [cost.format_seconds(s) for s in (59.94, 479.6, 207.0, 5400)] == ["59.9s", "8m00s", "3m27s", "1.5h"]
 

@@ -126,10 +126,11 @@ def sanity_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     # Each grid input is four model rows; its backward pass is counted once per grid.
     forward = options.grid_samples * 4 * grid_forward
     backward = options.grid_samples * grid_backward
-    if "torch" in info.capabilities:  # the randomised model's maps
+    if "torch" in info.capabilities:  # the randomised model's maps: each row explained alone, under its own weights
         random_forward, random_backward = per_row(explainers, layout, options)
         forward += rows * random_forward
         backward += rows * random_backward
+        plan.small_batches = (rows * random_forward, rows * random_backward)
     else:
         plan.shared = {}  # without a torch module the original maps are not needed
     plan.forward_rows, plan.backward_rows = forward, backward
