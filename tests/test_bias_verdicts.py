@@ -132,6 +132,28 @@ def test_permutation_p_value_beyond_the_draws_is_the_fitted_gamma_tail():
     assert how == "permutation" and p == pytest.approx(11 / 200)
 
 
+def test_dcov_beyond_its_permutations_takes_the_chi_square_bound_which_never_understates_p():
+    """Scores independent of a two-valued attribute, but a sample whose groups differ by chance (t-test p = 0.001):
+    199 permutations are all below the observed dCov. The moment-fitted gamma tail gave 2e-4 here; the chi-square(1)
+    bound must not fall below the p-value of 4,999 permutations."""
+    from scipy.stats import chi2
+
+    rng = np.random.default_rng(13)
+    n = 400
+    scores = 1 / (1 + np.exp(-rng.normal(size=n)))
+    codes = np.unique(rng.choice(["p", "q"], size=n), return_inverse=True)[1]
+    result = _stats.distance_covariance(scores[:, None], None, np.random.default_rng(0), 199, codes=codes)
+    assert result["p_method"].startswith("chi-square(1) bound")
+    bound = chi2.sf(result["dcov2"] / result["null_mean"], 1)
+    assert result["p_value"] == pytest.approx(min(1 / 200, bound), rel=1e-8)  # never above the permutations' own floor
+    many = _stats.distance_covariance(scores[:, None], None, np.random.default_rng(1), 4999, codes=codes)
+    assert many["p_method"] == "permutation" and 0.001 < many["p_value"] < 0.02
+    assert bound >= many["p_value"] and result["p_value"] >= many["p_value"]
+    # A real dependence is still far beyond: the bound does not stop a true effect from passing a correction.
+    strong = _stats.distance_covariance((scores + 0.3 * codes)[:, None], None, np.random.default_rng(0), 199, codes=codes)
+    assert strong["p_value"] < 1e-6
+
+
 def test_coverage_at_and_away_from_no_gap():
     """A small version of benchmarks/bench_verdicts.py on counts: two groups of ~250, 400 samples each."""
     rng = np.random.default_rng(11)
@@ -170,6 +192,49 @@ def test_pure_noise_attributes_fail_nothing_after_correction():
     members = len(records.findings)
     assert all(f.details["comparisons"] == members and f.details["correction"] == "holm" for f in records.findings)
     assert all(f.level is None or f.level >= 0.95 for f in records.findings)
+
+
+def test_weighted_dcor_of_a_resample_equals_dcor_of_the_duplicated_rows():
+    """The resampling identity behind dCor's spread, against the V-statistic computed on the resampled rows themselves."""
+    rng = np.random.default_rng(3)
+    n = 50
+    scores, codes = rng.normal(size=(n, 2)), rng.integers(0, 3, n)
+    one_hot = np.eye(3)[codes]
+
+    def dcor(x, z):  # written out: double-centred distance matrices of the rows, no shortcut
+        def centred(v):
+            d = np.sqrt(((v[:, None, :] - v[None, :, :]) ** 2).sum(axis=2))
+            return d - d.mean(axis=0) - d.mean(axis=1)[:, None] + d.mean()
+        a, b = centred(x), centred(z)
+        return np.sqrt((a * b).mean() / np.sqrt((a * a).mean() * (b * b).mean()))
+
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=4).T
+    distances = np.sqrt(((scores[:, None] - scores[None]) ** 2).sum(axis=2))
+    got = _stats.weighted_dcor(distances, np.sqrt(2) * (codes[:, None] != codes[None, :]), counts / n)
+    want = [dcor(np.repeat(scores, counts[:, b], axis=0), np.repeat(one_hot, counts[:, b], axis=0)) for b in range(4)]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert _stats.weighted_dcor(distances, np.sqrt(2) * (codes[:, None] != codes[None, :]), np.full((n, 1), 1 / n))[0] == pytest.approx(
+        dcor(scores, one_hot))
+
+
+def test_dcov_passes_only_when_its_spread_stays_within_the_threshold():
+    """Scores independent of the attribute: on 80 rows dCor's resampling spread reaches past 0.1 (inconclusive, where
+    a point estimate under 0.1 used to pass); on 3,000 rows it stays under it (passed)."""
+    verdicts = {}
+    for n in (80, 3000):
+        rng = np.random.default_rng(11)
+        logit = rng.normal(size=n)
+        data = Dataset(x=logit.astype(np.float32)[:, None], y=None, attributes={"grp": rng.choice(["p", "q"], size=n)})
+        records = run_analysis(GroupFairness, logit_passthrough(), data, max_plot_groups=0, dcov_permutations=49, js_null_draws=20,
+                               dcov_max_rows=n)
+        finding = records.finding("distance_covariance", subject="grp")
+        sd = finding.details["dcor_bootstrap_sd"]
+        assert sd > 0 and finding.details["dcor_resamples"] == 100
+        verdicts[n] = (finding.verdict, finding.value, sd)
+    verdict, value, sd = verdicts[80]
+    assert verdict == "inconclusive" and value + 1.96 * sd > 0.1, verdicts
+    verdict, value, sd = verdicts[3000]
+    assert verdict == "passed" and value + 3 * sd < 0.1, verdicts
 
 
 def test_small_groups_and_straddling_intervals_are_inconclusive_with_what_would_settle_them():

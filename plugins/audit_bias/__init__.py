@@ -38,7 +38,7 @@ class GroupFairness(audit.Analysis):
     requires = {"attributes"}
     tags = TAGS
     meanings = MEANINGS
-    budget_knobs = {"n_bootstrap": 50, "dcov_permutations": 49, "js_null_draws": 20, "dcov_max_rows": 200}
+    budget_knobs = {"n_bootstrap": 50, "dcov_permutations": 49, "dcor_resamples": 30, "js_null_draws": 20, "dcov_max_rows": 200}
 
     def plan(self, info):
         from ._plan import group_fairness_plan
@@ -69,6 +69,7 @@ class GroupFairness(audit.Analysis):
         dcor_threshold: float = Field(0.1, ge=0, le=1, description="significant distance correlation above this is medium")
         dcov_max_rows: int = Field(1000, ge=20, description="rows (seeded subsample) for the O(n^2) distance matrices")
         dcov_permutations: int = Field(199, ge=19, description="permutations for the distance covariance p-value")
+        dcor_resamples: int = Field(100, ge=20, description="row resamples for the spread of the distance correlation (a pass needs its upper end below dcor_threshold)")
         js_bins: int = Field(10, ge=2, description="histogram bins on [0, 1] for the Jensen-Shannon divergence")
         js_medium: float = Field(0.1, ge=0, le=1, description="JS divergence (bits) above this, and above chance, is medium")
         js_high: float = Field(0.2, ge=0, le=1, description="JS divergence (bits) above this, and above chance, is high")

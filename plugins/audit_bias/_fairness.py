@@ -546,13 +546,16 @@ def _accuracy_checks(table, class_names, options, details, rows, groups):
     )
 
 
-def _test_interval(effect: float, p_value: float):
-    """A permutation test as a family member: at level 1 - alpha its "interval" is [effect, effect] when the
-    test rejects independence at alpha, else [0, effect]. So it fails only when the dependence is significant at
-    the corrected level and its size exceeds the threshold, passes when the size is within the threshold, and is
-    inconclusive when large but not significant. No coverage is claimed: the finding stores no interval."""
+def _test_interval(effect: float, p_value: float, sd: float | None = None):
+    """A permutation test as a family member: at level 1 - alpha its "interval" reaches down to the effect when
+    the test rejects independence at alpha, else to 0; it reaches up to the effect plus z standard deviations of
+    its bootstrap (``sd``), or to the effect itself when there is none. So it fails only when the dependence is
+    significant at the corrected level and its size exceeds the threshold, passes only when even the upper end
+    lies within the threshold, and is inconclusive otherwise. No coverage is claimed: the finding stores no
+    interval."""
     def interval(level: float) -> tuple[float, float]:
-        return (effect if p_value <= 1.0 - level else 0.0), effect
+        upper = effect if sd is None else effect + stats.z_value(level) * sd
+        return (effect if p_value <= 1.0 - level else 0.0), upper
     return interval
 
 
@@ -573,17 +576,23 @@ def _dcov_check(table, probs, binary, rng, options, details):
         codes = np.unique(grouping.codes[index], return_inverse=True)[1]
         result = _stats.distance_covariance(scores, None, rng, options.dcov_permutations, codes=codes)
         kind = "one-hot group codes"
+    # The spread of dCor over row resamples: a pass needs the dependence shown small, not a point estimate below the bar.
+    if grouping.raw is not None and grouping.n_groups > 2:
+        dcor_sd = _stats.dcor_bootstrap_sd(scores, grouping.raw[index], rng, options.dcor_resamples)
+    else:
+        dcor_sd = _stats.dcor_bootstrap_sd(scores, None, rng, options.dcor_resamples, codes=codes)
     dcor, p_value = result["dcor"], result["p_value"]
     sample_text = (f"on a seeded random subsample of {len(index)} of {n} rows (the distance matrices are O(n^2))"
                    if subsampled else f"on all {n} rows")
     return Check(
-        "distance_covariance", CHECK_TITLES["distance_covariance"], subject, dcor, _test_interval(dcor, p_value),
+        "distance_covariance", CHECK_TITLES["distance_covariance"], subject, dcor, _test_interval(dcor, p_value, dcor_sd),
         options.dcor_threshold, False, "medium", f"permutation test ({options.dcov_permutations} permutations)", int(len(index)),
         lambda lo, hi: (
             f"distance correlation {dcor:.3f} between the model's scores and {subject} (distance covariance "
-            f"{result['dcov']:.4g}, p = {p_value:.3g} from {options.dcov_permutations} permutations{'' if result['p_method'] == 'permutation' else ', gamma tail beyond them'}), {sample_text}; "
+            f"{result['dcov']:.4g}, p = {p_value:.3g} from {options.dcov_permutations} permutations{'' if result['p_method'] == 'permutation' else ', chi-square(1) bound beyond them'}), {sample_text}; "
             f"medium when above {options.dcor_threshold:g} and significant. Unlike a correlation, it also catches nonlinear dependence"),
-        {**details, "dcov": result["dcov"], "dcov2": result["dcov2"], "dcor": dcor, "p_value": p_value,
+        {**details, "dcov": result["dcov"], "dcov2": result["dcov2"], "dcor": dcor, "dcor_bootstrap_sd": dcor_sd,
+         "dcor_resamples": options.dcor_resamples, "p_value": p_value,
          "p_method": result["p_method"], "permutations": options.dcov_permutations, "rows_used": int(len(index)), "rows_total": int(n),
          "subsampled": bool(subsampled), "attribute_encoding": kind, "thresholds": {"dcor": options.dcor_threshold}},
         is_test=True,

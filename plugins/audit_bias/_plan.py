@@ -8,6 +8,7 @@ import audit
 # one distance-covariance permutation per million distance pairs, one full-batch step of one attentive probe.
 BOOTSTRAP_SECONDS = 2e-4
 PERMUTATION_SECONDS_PER_MILLION_PAIRS = 2e-3
+RESAMPLE_SECONDS_PER_MILLION_PAIRS = 1e-3  # dCor's spread: three (n, n) x (n, resamples) products
 PROBE_STEP_SECONDS = 5e-3
 VALUES_PER_ATTRIBUTE = 2  # the values a model-input attribute takes are read from the data at run time
 
@@ -22,7 +23,7 @@ def group_fairness_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     groupings = _groupings(info, options.attributes, options.intersections)
     pairs = min(info.rows, options.dcov_max_rows) ** 2 / 1e6
     seconds = groupings * (options.n_bootstrap * BOOTSTRAP_SECONDS + options.dcov_permutations * pairs * PERMUTATION_SECONDS_PER_MILLION_PAIRS
-                           + options.js_null_draws * BOOTSTRAP_SECONDS)
+                           + options.dcor_resamples * pairs * RESAMPLE_SECONDS_PER_MILLION_PAIRS + options.js_null_draws * BOOTSTRAP_SECONDS)
     return audit.Plan(0, 0, other_seconds=seconds, notes=["reads the clean pass"])
 
 

@@ -183,12 +183,53 @@ def score_histograms(scores: np.ndarray, codes: np.ndarray, n_groups: int, n_bin
     return np.bincount(codes * n_bins + bins, minlength=n_groups * n_bins).reshape(n_groups, n_bins).astype(np.float64)
 
 
-def _centred_distances(x: np.ndarray) -> np.ndarray:
-    """Double-centred Euclidean distance matrix of the rows of x (n, d)."""
+def _distances(x: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix of the rows of x (n, d)."""
     sq = (x * x).sum(axis=1)
     d = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * (x @ x.T), 0.0, None))
     np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _centred_distances(x: np.ndarray) -> np.ndarray:
+    """Double-centred Euclidean distance matrix of the rows of x (n, d)."""
+    d = _distances(x)
     return d - d.mean(axis=0, keepdims=True) - d.mean(axis=1, keepdims=True) + d.mean()
+
+
+def weighted_dcor(d: np.ndarray, e: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Distance correlation of the rows taken with ``weights`` (n, B), each column summing to 1, from raw distances.
+
+    A multinomial resample of the rows is the V-statistic with weights count/n,
+    and centring with weighted means needs only products with the distance
+    matrices: sum p_i p_j a_ij b_ij = p'(D*E)p - 2 sum_i p_i r_i s_i + g h, with
+    r = D p, s = E p, g = p'r, h = p's. So B resamples cost three (n, n) x (n, B)
+    products, not B re-centred n x n matrices.
+    """
+    p = np.asarray(weights, dtype=np.float64)
+
+    def dcov2(first, second, first_p, second_p):
+        return ((p * ((first * second) @ p)).sum(axis=0) - 2 * (p * first_p * second_p).sum(axis=0)
+                + (p * first_p).sum(axis=0) * (p * second_p).sum(axis=0))
+
+    r, s = d @ p, e @ p
+    xz, xx, zz = dcov2(d, e, r, s), dcov2(d, d, r, r), dcov2(e, e, s, s)
+    denominator = np.sqrt(np.clip(xx * zz, 0.0, None))
+    return np.where(denominator > 0, np.sqrt(np.clip(xz, 0.0, None) / np.where(denominator > 0, denominator, 1.0)), 0.0)
+
+
+def dcor_bootstrap_sd(x: np.ndarray, z: np.ndarray | None, rng: np.random.Generator, resamples: int = 100,
+                      codes: np.ndarray | None = None) -> float:
+    """Standard deviation of the distance correlation over multinomial resamples of the rows (the case bootstrap)."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    n = len(x)
+    if codes is not None:
+        codes = np.asarray(codes, dtype=np.int64)
+        e = np.sqrt(2.0) * (codes[:, None] != codes[None, :])
+    else:
+        e = _distances(np.asarray(z, dtype=np.float64).reshape(n, -1))
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).T / n  # (n, B)
+    return float(np.std(weighted_dcor(_distances(x), e, weights), ddof=1))
 
 
 def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Generator, n_permutations: int = 199, codes: np.ndarray | None = None):
@@ -244,7 +285,7 @@ def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Gene
     exceed = int((stats >= dcov2_xz - 1e-5 * abs(dcov2_xz)).sum())
     p_value, p_method = (exceed + 1) / (n_permutations + 1), "permutation"
     if exceed == 0:
-        p_value, p_method = permutation_p_value(dcov2_xz, stats)
+        p_value, p_method = dcov_tail_p_value(dcov2_xz, stats)
     return {"dcov2": dcov2_xz, "dcov": float(np.sqrt(max(dcov2_xz, 0.0))), "dcor": dcor, "p_value": p_value,
             "p_method": p_method, "null_mean": float(stats.mean())}
 
@@ -268,6 +309,28 @@ def permutation_p_value(observed: float, null: np.ndarray) -> tuple[float, str]:
         return floor, "permutation"
     shape, scale = mean * mean / variance, variance / mean
     return min(floor, _gamma_sf(observed, shape, scale)), "gamma tail beyond the permutations"
+
+
+def dcov_tail_p_value(observed: float, null: np.ndarray) -> tuple[float, str]:
+    """p-value of a squared distance covariance beyond every permutation: the chi-square(1) bound.
+
+    Under independence n dCov^2 tends to a weighted sum of chi-square(1) variables,
+    sum_j l_j Z_j^2, whose weights add up to its mean. Among all such sums with one
+    mean, a single term (mean x chi-square(1)) has the heaviest tail for every tail
+    probability below 0.215 (Szekely and Bakirov 2003; the chi-square test of Szekely,
+    Rizzo and Bakirov 2007 rests on it), so P(chi2_1 > observed / null mean) never
+    understates the p-value there. A gamma fitted to the moments of 49-199 permutations
+    did: on 400 rows with a chance difference between two groups it gave 2e-5 where
+    20,000 permutations gave 0.004 (this bound: 0.018).
+    """
+    null = np.asarray(null, dtype=np.float64)
+    floor = 1.0 / (len(null) + 1)
+    mean = float(null.mean())
+    if mean <= 0 or observed <= 0:
+        return floor, "permutation"
+    from audit.stats import chi_square_sf
+
+    return min(floor, chi_square_sf(observed / mean, 1)), "chi-square(1) bound beyond the permutations"
 
 
 def _gamma_sf(x: float, shape: float, scale: float) -> float:

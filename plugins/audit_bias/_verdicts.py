@@ -75,9 +75,13 @@ def _finding(check: Check, decision, stated_level: float) -> audit.Finding:
     elif decision.verdict == "passed":
         tail = f"passed: {shown}lies {side} {check.threshold:g}"
     else:
-        if check.is_test:
+        if check.is_test and check.graded_value > check.threshold:
             details["inconclusive_because"] = "the effect is above the threshold but not significant after correction"
             tail = f"inconclusive: above {check.threshold:g} but not significant after correction"
+        elif check.is_test:
+            details["inconclusive_because"] = "the effect is within the threshold, but its spread over row resamples reaches past it"
+            tail = (f"inconclusive: within {check.threshold:g}, but the upper end of its {_pct(decision.level)} range over row "
+                    f"resamples, {decision.upper:.3f}, is not")
         else:
             details["inconclusive_because"] = "the interval straddles the threshold"
             needed = stats.rows_to_decide(check.graded_value, lower, upper, check.threshold, check.rows)
