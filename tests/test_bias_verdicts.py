@@ -237,6 +237,24 @@ def test_dcov_passes_only_when_its_spread_stays_within_the_threshold():
     assert verdict == "passed" and value + 3 * sd < 0.1, verdicts
 
 
+def test_js_divergence_passes_only_when_its_spread_stays_within_the_threshold():
+    """Group score histograms of noise: on 80 rows the divergence (0.075) is under 0.1 but its spread over resampled
+    groups reaches past it (inconclusive, a pass before); on 5,000 rows it passes."""
+    verdicts = {}
+    for n in (80, 5000):
+        rng = np.random.default_rng(5)
+        logit = rng.normal(size=n)
+        data = Dataset(x=logit.astype(np.float32)[:, None], y=None, attributes={"grp": rng.choice(["p", "q"], size=n)})
+        records = run_analysis(GroupFairness, logit_passthrough(), data, max_plot_groups=0, min_group_size=10,
+                               dcov_permutations=49, js_null_draws=100)
+        finding = records.finding("score_js_divergence", subject="grp")
+        verdicts[n] = (finding.verdict, finding.value, finding.details["js_resample_sd"])
+    verdict, value, sd = verdicts[80]
+    assert verdict == "inconclusive" and value < 0.1 < value + 1.96 * sd, verdicts
+    verdict, value, sd = verdicts[5000]
+    assert verdict == "passed" and value + 3 * sd < 0.1, verdicts
+
+
 def test_small_groups_and_straddling_intervals_are_inconclusive_with_what_would_settle_them():
     x, y, g = labelled_rows({"a": (30, 10, 20, 40), "b": (2, 2, 2, 2)})
     records = run_analysis(GroupFairness, logit_passthrough(), Dataset(x=x, y=y, attributes={"grp": g}))

@@ -611,6 +611,16 @@ def _pairwise_js(hist: np.ndarray) -> np.ndarray:
     return np.clip((kl_a + kl_b) / 2, 0.0, None)
 
 
+def _largest_pairwise_js(draws: np.ndarray, bins: int) -> np.ndarray:
+    """The largest pairwise JS divergence of each draw of group histograms (draws, G, bins)."""
+    # A few draws per array op keeps (draws, G, G, bins) small when there are many groups.
+    step = max(1, 2_000_000 // max(draws.shape[1] ** 2 * bins, 1))
+    return np.concatenate([
+        _pairwise_js(draws[s : s + step].astype(np.float64)).reshape(len(draws[s : s + step]), -1).max(axis=1)
+        for s in range(0, len(draws), step)
+    ])
+
+
 def _js_check(table, probs, class_names, binary, rng, options, details):
     grouping = table.grouping
     judged = table.judged
@@ -622,20 +632,20 @@ def _js_check(table, probs, class_names, binary, rng, options, details):
         value = float(js[i, j])
         if best is None or value > best[0]:
             # Chance level: the same group sizes drawn from the pooled distribution.
+            sizes = hist.sum(axis=1)
             pooled = hist.sum(axis=0) / hist.sum()
-            null = np.stack([rng.multinomial(int(n), pooled, size=options.js_null_draws) for n in hist.sum(axis=1)], axis=1)
-            # A few draws per array op keeps (draws, G, G, bins) small when there are many groups.
-            step = max(1, 2_000_000 // max(len(judged) ** 2 * options.js_bins, 1))
-            null_max = np.concatenate([
-                _pairwise_js(null[s : s + step].astype(np.float64)).reshape(len(null[s : s + step]), -1).max(axis=1)
-                for s in range(0, options.js_null_draws, step)
-            ])
+            null = np.stack([rng.multinomial(int(n), pooled, size=options.js_null_draws) for n in sizes], axis=1)
+            null_max = _largest_pairwise_js(null, options.js_bins)
             p_value, p_method = _stats.permutation_p_value(value, null_max)
-            best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)), p_value, p_method)
-    value, k, gi, gj, chance, p_value, p_method = best
+            # Its spread: each group's rows resampled (a multinomial on its own histogram), so a pass rests on more
+            # than a point estimate below the bar.
+            resampled = np.stack([rng.multinomial(int(n), h / max(n, 1), size=options.js_null_draws) for n, h in zip(sizes, hist)], axis=1)
+            spread = float(np.std(_largest_pairwise_js(resampled, options.js_bins), ddof=1))
+            best = (value, k, judged[i], judged[j], float(np.quantile(null_max, 0.95)), p_value, p_method, spread)
+    value, k, gi, gj, chance, p_value, p_method, spread = best
     shown = grouping.shown
     return Check(
-        "score_js_divergence", CHECK_TITLES["score_js_divergence"], grouping.subject, value, _test_interval(value, p_value),
+        "score_js_divergence", CHECK_TITLES["score_js_divergence"], grouping.subject, value, _test_interval(value, p_value, spread),
         options.js_medium, False, "medium", f"draws from the pooled distribution ({options.js_null_draws})",
         int(table.n[judged].sum()),
         lambda lo, hi: (
@@ -644,6 +654,7 @@ def _js_check(table, probs, class_names, binary, rng, options, details):
             f"group sizes {chance:.3f} (95th percentile, p = {p_value:.3g}); above {options.js_medium:g} is medium, "
             f"above {options.js_high:g} high, when also significant" + _context_text(table, options, binary, class_names, k)),
         {**details, "pair": [grouping.names[gi], grouping.names[gj]], "chance_95": chance, "p_value": p_value, "p_method": p_method,
+         "js_resample_sd": spread,
          "bins": options.js_bins, "cls": class_names[k], "thresholds": {"medium": options.js_medium, "high": options.js_high}},
         high=options.js_high, is_test=True,
     )
