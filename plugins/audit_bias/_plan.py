@@ -23,7 +23,7 @@ def group_fairness_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     groupings = _groupings(info, options.attributes, options.intersections)
     pairs = min(info.rows, options.dcov_max_rows) ** 2 / 1e6
     seconds = groupings * (options.n_bootstrap * BOOTSTRAP_SECONDS + options.dcov_permutations * pairs * PERMUTATION_SECONDS_PER_MILLION_PAIRS
-                           + options.dcor_resamples * pairs * RESAMPLE_SECONDS_PER_MILLION_PAIRS + options.js_null_draws * BOOTSTRAP_SECONDS)
+                           + options.dcor_resamples * pairs * RESAMPLE_SECONDS_PER_MILLION_PAIRS + 2 * options.js_null_draws * BOOTSTRAP_SECONDS)
     return audit.Plan(0, 0, other_seconds=seconds, notes=["reads the clean pass"])
 
 
