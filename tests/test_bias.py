@@ -163,7 +163,7 @@ def test_distance_covariance_categorical_shortcut_equals_one_hot():
     fast = _stats.distance_covariance(scores, None, np.random.default_rng(5), 99, codes=codes)
     direct = _stats.distance_covariance(scores, np.eye(3)[codes], np.random.default_rng(5), 99)
     assert fast["dcov2"] == pytest.approx(direct["dcov2"], rel=1e-12)
-    # Beyond the permutations the p-value is a gamma tail fitted to the float32 null: equal to its rounding.
+    # Beyond the permutations the p-value is the chi-square(1) bound from the float32 null's mean: equal to its rounding.
     assert fast["p_value"] == pytest.approx(direct["p_value"], rel=1e-4)
 
 
