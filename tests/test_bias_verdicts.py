@@ -120,6 +120,37 @@ def test_max_of_takes_lower_ends_at_bonferroni_and_upper_ends_at_the_level():
     assert interval[1] == pytest.approx(max(folded(tpr, 0.05)[1], folded(fpr, 0.05)[1]), abs=1e-10)
 
 
+def test_independent_gaps_take_sidak_lower_ends_and_upper_ends_with_the_rest_of_alpha():
+    """Equalized odds of one class: the TPR and FPR gaps read disjoint rows. Lower ends at the Sidak level (no gap at
+    all: either folded interval errs when its signed one misses 0), upper ends at one-sided alpha less that."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    tpr, fpr = ([30, 20], [40, 40]), ([20, 5], [60, 80])
+    interval = max_of([lambda level: gap_interval(*tpr, level, "difference"),
+                       lambda level: gap_interval(*fpr, level, "difference")], independent=True)(0.95)
+
+    def folded(pair, alpha):
+        (k1, k2), (n1, n2) = pair
+        return _fold(*confint_proportions_2indep(k1, n1, k2, n2, method="newcomb", alpha=alpha))
+
+    union = 1 - 0.95 ** 0.5  # two-sided, per gap
+    assert interval[0] == pytest.approx(max(folded(tpr, union)[0], folded(fpr, union)[0]), abs=1e-10)
+    assert interval[1] == pytest.approx(max(folded(tpr, 2 * (0.05 - union / 2))[1], folded(fpr, 2 * (0.05 - union / 2))[1]), abs=1e-10)
+
+    # Coverage of the largest of two gaps on counts, with no gap at all and with two near-equal gaps.
+    rng = np.random.default_rng(2)
+    for p_tpr, p_fpr in [((0.7, 0.7), (0.2, 0.2)), ((0.75, 0.62), (0.35, 0.18))]:
+        truth = max(abs(p_tpr[0] - p_tpr[1]), abs(p_fpr[0] - p_fpr[1]))
+        hits = 0
+        for _ in range(400):
+            positives, negatives = rng.multinomial(250, [0.5, 0.5]), rng.multinomial(250, [0.5, 0.5])
+            k_tpr, k_fpr = rng.binomial(positives, p_tpr), rng.binomial(negatives, p_fpr)
+            lo, hi = max_of([lambda level: gap_interval(k_tpr, positives, level, "difference"),
+                             lambda level: gap_interval(k_fpr, negatives, level, "difference")], independent=True)(0.95)
+            hits += lo <= truth <= hi
+        assert 0.92 <= hits / 400 <= 0.99, (p_tpr, p_fpr, hits / 400)
+
+
 def test_permutation_p_value_beyond_the_draws_is_the_fitted_gamma_tail():
     from scipy.stats import gamma
 

@@ -481,9 +481,12 @@ def _error_rate_checks(table, class_names, binary, options, details, rows, group
         value, k, tpr, fpr = best
         out_classes = len(table.classes)
         yield Check(
-            "equalized_odds_difference", CHECK_TITLES["equalized_odds_difference"], subject, value, max_of(components),
+            # One class (binary): the TPR gap reads the positive rows, the FPR gap the negative ones, so they are independent.
+            "equalized_odds_difference", CHECK_TITLES["equalized_odds_difference"], subject, value,
+            max_of(components, independent=len(table.classes) == 1),
             options.odds_difference_medium, False, "medium",
-            _method("difference", groups, 1, f", max of {len(components)} TPR/FPR gaps each at the bonferroni level"), rows,
+            _method("difference", groups, 1, f", max of {len(components)} TPR/FPR gaps"
+                    + (" (independent: lower ends and upper ends share the error)" if len(table.classes) == 1 else " each at the bonferroni level")), rows,
             lambda lo, hi, value=value, k=k, tpr=tpr, fpr=fpr: (
                 f"largest gap between groups in true positive rate ({tpr:.3f}) or false positive rate ({fpr:.3f}) is "
                 f"{value:.3f} [95% CI {lo:.3f}, {hi:.3f}]; above {options.odds_difference_medium:g} is medium, "

@@ -103,7 +103,23 @@ def _finding(check: Check, decision, stated_level: float) -> audit.Finding:
     )
 
 
-def max_of(components: list[Callable[[float], tuple[float, float]]], worst: str = "max"):
+def independent_split(alpha: float, m: int) -> tuple[float, float]:
+    """One-sided error rates (union side, single side) for the interval of the largest of ``m`` independent gaps.
+
+    The union side (lower ends, for the largest) errs when any component's bound errs.
+    Its worst case is no gap at all: a folded |difference| interval errs on that side
+    whenever its signed interval misses 0, on either side, so each errs at 2a and the
+    union at 1 - (1 - 2a)^m = alpha (Sidak). The single side (upper ends) errs only
+    when the largest gap's own bound errs, so away from no gap the two ends err at
+    a + b = alpha at the most, and b takes what the union side leaves.
+    """
+    if m <= 1:
+        return alpha / 2, alpha / 2
+    union = (1.0 - (1.0 - alpha) ** (1.0 / m)) / 2
+    return union, alpha - union
+
+
+def max_of(components: list[Callable[[float], tuple[float, float]]], worst: str = "max", independent: bool = False):
     """Interval for the largest (or smallest) of several figures from the components' intervals.
 
     For the largest, M = max_j theta_j: the upper end max_j hi_j errs only when the
@@ -111,14 +127,25 @@ def max_of(components: list[Callable[[float], tuple[float, float]]], worst: str 
     components' upper ends are taken at `level`; the lower end max_j lo_j errs when any
     component's lower bound exceeds its figure, a union, so lower ends are taken at the
     Bonferroni level 1 - alpha/m. Mirrored for the smallest. Both ends then hold with
-    probability at least about `level` (measured in benchmarks/bench_verdicts.py), and
-    with one component it is that component's interval.
+    probability at least about `level` whatever the components' dependence (measured
+    in benchmarks/bench_verdicts.py), and with one component it is that component's
+    interval. Components estimated from disjoint rows (the TPR and FPR gaps of
+    equalized odds) are ``independent``: the two ends then share the error by
+    `independent_split`, whose upper ends are narrower.
     """
     def interval(level: float) -> tuple[float, float]:
-        union_level = stats.family_level(level, len(components))
-        single = np.array([component(level) for component in components], dtype=float)
         if len(components) == 1:
-            return float(single[0, 0]), float(single[0, 1])
+            lower, upper = components[0](level)
+            return float(lower), float(upper)
+        alpha = 1.0 - level
+        if independent:
+            union_error, single_error = independent_split(alpha, len(components))
+            # Far below any level a verdict uses (a family inverting p-values asks for them) the split would ask for
+            # a negative level: the point estimate is the narrowest interval there is.
+            union_level, single_level = 1.0 - 2 * union_error, max(1.0 - 2 * single_error, 1e-9)
+        else:
+            union_level, single_level = stats.family_level(level, len(components)), level
+        single = np.array([component(single_level) for component in components], dtype=float)
         union = np.array([component(union_level) for component in components], dtype=float)
         if worst == "max":
             return float(np.max(union[:, 0])), float(np.max(single[:, 1]))
