@@ -380,18 +380,20 @@ class Context:
             self.note(note.format(n=n, max_rows=max_rows))
         return index
 
-    def map_rows(self, fn: Callable, *arrays, purpose: str, shard_rows: int | None = None):
+    def map_rows(self, fn: Callable, *arrays, purpose: str, shard_rows: int | None = None, seed: int | None = None):
         """``fn(model, rng, *shard)`` over row shards of ``arrays``, the results (an array or a tuple) concatenated in row order.
 
         Each shard's ``rng`` is seeded from this analysis's seed, ``purpose`` and the
         shard's index, so results depend on ``shard_rows`` but not on where the shards
         run: in this process one after another, or, under ``--executor ray``, on a pool
-        of workers that each hold the model. ``fn`` must pickle without the Context
-        (a module-level function or a ``functools.partial``). See `audit.sharding`.
+        of workers that each hold the model. ``seed`` replaces this analysis's seed:
+        ``seed_for(...)`` gives work that several analyses share the same draws in each.
+        ``fn`` must pickle without the Context (a module-level function or a
+        ``functools.partial``). See `audit.sharding`.
         """
         from audit import sharding
 
-        return sharding.map_rows(self, fn, arrays, purpose, sharding.SHARD_ROWS if shard_rows is None else shard_rows)
+        return sharding.map_rows(self, fn, arrays, purpose, sharding.SHARD_ROWS if shard_rows is None else shard_rows, seed)
 
     def torch_generator(self):
         """A torch.Generator on the model's device, seeded from this analysis's seed."""

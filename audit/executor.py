@@ -127,8 +127,12 @@ def cluster_workers(on_gpu: bool) -> int:
 class _RowWorker:
     """A Ray actor holding the run's model, loaded once; it runs shards and reports the passes they cost."""
 
-    def __init__(self, model_path: str, load_options):
+    def __init__(self, model_path: str, load_options, categories=None):
+        from audit.data import bind_model
+
         self.model = _worker_model(model_path, load_options)
+        if categories is not None:  # a model with string inputs reads the data's categories here too, as in every process
+            bind_model(categories, self.model)
 
     def run(self, fn: Callable, seed: int, *arrays):
         start = self.model.counters.snapshot()
@@ -152,8 +156,8 @@ class RayRows:
         self.actors = list(actors)
 
     @classmethod
-    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0) -> "RayRows":
-        """Start ``workers`` actors, each loading the model once.
+    def start(cls, model_path: str, load_options, workers: int, gpus_each: float = 0.0, dataset=None) -> "RayRows":
+        """Start ``workers`` actors, each loading the model once (and binding it to ``dataset``'s categories, if given).
 
         On CPU the actors reserve no CPU: the analysis task waiting on their shards
         holds one and sits idle, so reserving another would only let the pool starve
@@ -163,7 +167,13 @@ class RayRows:
 
         worker = ray.remote(num_cpus=0, num_gpus=gpus_each, max_restarts=ACTOR_RESTARTS,
                             max_task_retries=ACTOR_RESTARTS, scheduling_strategy="SPREAD")(_RowWorker)
-        return cls([worker.remote(model_path, load_options) for _ in range(max(1, int(workers)))])
+        categories = None
+        if dataset is not None:  # what `bind_model` reads, without the rows
+            from types import SimpleNamespace
+
+            categories = SimpleNamespace(path=dataset.path, modality=dataset.modality, feature_names=dataset.feature_names,
+                                         categories=dataset.categories)
+        return cls([worker.remote(model_path, load_options, categories) for _ in range(max(1, int(workers)))])
 
     def map(self, model, fn: Callable, arrays: Sequence, bounds: list[tuple[int, int]], seeds: list[int]) -> list:
         """Submit every shard at once, round robin over the actors; results in shard order, their passes counted on ``model``."""
@@ -257,7 +267,8 @@ class RayAnalyses:
         # with fewer rows, map_rows runs in the analysis's own task and a pool would be idle cost.
         declared = [getattr(a.options, "shard_rows", None) for a in analyses.values()]
         smallest_shard = min([SHARD_ROWS] + [rows for rows in declared if isinstance(rows, int) and rows >= 1])
-        self.rows = RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus) if len(dataset) > smallest_shard else None
+        self.rows = (RayRows.start(model_path, load_options, cluster_workers(on_gpu), gpus_each=gpus, dataset=dataset)
+                     if len(dataset) > smallest_shard else None)
         self.refs = {
             name: task.remote(model_path, load_options, data_ref, predictions_ref, logits_ref, analysis, int(spec.seed), self.rows)
             for name, analysis in analyses.items()

@@ -3,7 +3,7 @@
 An analysis calls ``ctx.map_rows(fn, *arrays, purpose=..., shard_rows=...)``.
 The rows are cut into shards of ``shard_rows`` (the last one shorter) and
 ``fn(model, rng, *shard_arrays)`` runs once per shard, its ``rng`` seeded from
-the analysis seed, ``purpose`` and the shard's index. The shards, not the
+the analysis seed (or the ``seed`` given), ``purpose`` and the shard's index. The shards, not the
 number of workers, fix every random draw, so the same seed gives the same
 results bit for bit whether the shards ran here one after another or on any
 number of Ray workers. With as many rows as ``shard_rows`` or fewer there is
@@ -87,12 +87,15 @@ def rows_on(executor):
         _current = previous
 
 
-def map_rows(ctx, fn: Callable, arrays: Sequence, purpose: str, shard_rows: int = SHARD_ROWS):
-    """``fn(model, rng, *shard)`` over the row shards of ``arrays`` (all of one length), results concatenated in row order."""
+def map_rows(ctx, fn: Callable, arrays: Sequence, purpose: str, shard_rows: int = SHARD_ROWS, seed: int | None = None):
+    """``fn(model, rng, *shard)`` over the row shards of ``arrays`` (all of one length), results concatenated in row order.
+
+    The shard seeds derive from ``seed``, by default the analysis's own (``ctx.seed``).
+    """
     lengths = {len(a) for a in arrays}
     if len(lengths) != 1:
         raise ValueError(f"map_rows: the arrays have different numbers of rows {sorted(lengths)}")
     bounds = shard_bounds(lengths.pop(), shard_rows)
-    seeds = shard_seeds(ctx.seed, purpose, len(bounds))
+    seeds = shard_seeds(ctx.seed if seed is None else seed, purpose, len(bounds))
     executor = _current if _current is not None and len(bounds) > 1 else LOCAL
     return _combine(executor.map(ctx.model, fn, arrays, bounds, seeds))

@@ -72,10 +72,18 @@ def test_ray_run_equals_the_single_process_run(ray_session, cli):
 
     assets = demo_assets()
     analyses = ["-a", "bias.group_fairness", "-a", "robustness.corruptions", "-a", "robustness.adversarial",
-                "-a", "robustness.blackbox_attack"]
-    # Small shards, so the corruptions (2,000 rows: 7 shards) and the Square attack (500 rows: 4 shards)
-    # run on the pool's two row workers under Ray, and one after another in the single process.
-    shards = ["--set", "robustness.corruptions.shard_rows=300", "--set", "robustness.blackbox_attack.shard_rows=128"]
+                "-a", "robustness.blackbox_attack", "-a", "bias.counterfactual", "-a", "attribution.faithfulness", "-a", "attribution.sanity"]
+    # Small shards, so the per-row work runs on the pool's two row workers under Ray, and one shard after another in the
+    # single process: corruptions (2,000 rows: 7 shards), the Square attack (100 rows: 4 shards), PGD with a random start
+    # (500 rows: 4 shards, each its own stream), the counterfactual variants (2,000 rows: 4 shards) and the explainer maps
+    # (64 rows: 4 shards, SmoothGrad noise and RISE masks drawn per shard; the two attribution analyses share their maps in
+    # one process and compute them each on its own under Ray).
+    shards = ["--set", "robustness.corruptions.shard_rows=300", "--set", "robustness.blackbox_attack.shard_rows=28",
+              "--set", "robustness.adversarial.shard_rows=128", "--set", "robustness.adversarial.random_start=true",
+              "--set", "bias.counterfactual.shard_rows=500"]
+    for name in ("attribution.faithfulness", "attribution.sanity"):
+        shards += ["--set", f"{name}.shard_rows=16", "--set", f'{name}.explainers=["saliency", "smoothgrad", "occlusion", "rise"]',
+                   "--set", f"{name}.rise_masks=50", "--set", f"{name}.smoothgrad_samples=4"]
     common = [assets / "credit.onnx", "--data", assets / "credit.npz", *analyses, *shards, "--seed", "7", "--fail-on", "never", "--json"]
     code, out, err = cli("run", *common)
     assert code == 0, err
@@ -84,17 +92,22 @@ def test_ray_run_equals_the_single_process_run(ray_session, cli):
     assert code == 0, err
     distributed = json.loads(out)["run_id"]
     store = Store()
-    assert [r.status for r in store.results(distributed)] == [r.status for r in store.results(local)]
+    assert [r.status for r in store.results(distributed)] == [r.status for r in store.results(local)] == ["ok"] * 7
     # Bit for bit: every finding's value, interval and message, every metric.
     assert _findings(store, distributed) == _findings(store, local)
     assert _metrics(store, distributed) == _metrics(store, local)
     assert len(_findings(store, local)) > 10
+    assert {f.analysis for f in store.findings(local)} >= {"robustness.adversarial", "bias.counterfactual", "attribution.faithfulness",
+                                                           "attribution.sanity"}
     results = {r.analysis: r for r in store.results(distributed)}
-    assert results["robustness.adversarial"].backward_rows > 0  # counted in the worker, stored by the driver
     local_results = {r.analysis: r for r in store.results(local)}
-    for name in ("robustness.corruptions", "robustness.blackbox_attack"):
+    for name in ("robustness.corruptions", "robustness.blackbox_attack", "robustness.adversarial", "bias.counterfactual"):
         # The shards' passes, counted in the row workers, come back to the analysis.
         assert results[name].forward_rows == local_results[name].forward_rows > 0
+    assert results["robustness.adversarial"].backward_rows == local_results["robustness.adversarial"].backward_rows > 0
+    # In one process the second attribution analysis reuses the first's maps; under Ray each computes them, in its shards.
+    attribution = ("attribution.faithfulness", "attribution.sanity")
+    assert sum(results[n].backward_rows for n in attribution) > sum(local_results[n].backward_rows for n in attribution) > 0
     assert store.resolve_run(distributed).config["executor"] == "ray"
 
 

@@ -292,8 +292,10 @@ def test_ray_workers_bind_the_categories_and_find_what_one_process_finds(mixed, 
     from audit.store import Store
 
     db = tmp_path / "audit.db"
+    # 569 rows in shards of 200: the row workers, Ray actors of their own, must bind the categories too.
     common = [mixed.model, "--data", mixed.data, "--label", "label", "--attribute", "size", "-a", "robustness.corruptions",
-              "-a", "bias.counterfactual", "--seed", "3", "--fail-on", "never", "--json", "--db", db]
+              "-a", "bias.counterfactual", "--set", "robustness.corruptions.shard_rows=200", "--set", "bias.counterfactual.shard_rows=200",
+              "--seed", "3", "--fail-on", "never", "--json", "--db", db]
     code, out, err = cli("run", *common)
     assert code == 0, err
     local = json.loads(out)["run_id"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 import audit
+from audit.sharding import SHARD_ROWS
 from pydantic import Field
 
 TAGS = {"eu-ai-act:art13", "nist-ai-rmf:measure-2.9", "eu-ai-act:art9", "eu-ai-act:annex-iv-2g"}
@@ -74,6 +75,9 @@ class ExplainerOptions(audit.Options):
     level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on (for a family: of the whole family)")
     correction: Literal["holm", "bh", "bonferroni", "none"] = Field(
         "holm", description="multiplicity correction over one check's explainers (a family): holm, bh (Benjamini-Hochberg), bonferroni or none")
+    shard_rows: int = Field(SHARD_ROWS, ge=1, description="explained rows per shard of the explainer maps (shards run on Ray workers under "
+                            "--executor ray); each shard draws its noise and masks from its own seeded stream, so maps depend on this, "
+                            "not on the workers")
 
 
 class Faithfulness(audit.Analysis):

@@ -5,14 +5,16 @@ Each analysis is in its own module: _faithfulness.py, _sanity.py, _agreement.py.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from audit import stats
+from audit.sharding import SHARD_ROWS, shard_seeds
 
 from . import _treeshap
-from ._core import Layout, feature_groups
+from ._core import Layout, ModelScorer, feature_groups
 from ._explainers import (
     GRADIENT_EXPLAINERS,
     ExplainerSettings,
@@ -36,6 +38,7 @@ class Setup:
     value_sd: np.ndarray  # per element: the spread SmoothGrad noise and infidelity perturbations scale with
     removal: str = "mean"
     skipped: dict[str, str] = field(default_factory=dict)
+    shard_rows: int = SHARD_ROWS  # the maps of the audited model are computed over shards of this many rows
 
 
 def gradient_skip_reason(model) -> str | None:
@@ -94,18 +97,41 @@ def setup(analysis, ctx, n_rows: int | None = None) -> Setup:
         ctx.note(f"categorical column(s) {names}: removed by setting the most frequent category (never a mean of codes), "
                  "masked all or nothing, and given no noise")
     return Setup(rows, x_all[rows], ctx.predicted[rows].astype(np.int64), layout, settings_from(options), explainers, data_mean, value_sd,
-                 options.removal, skipped)
+                 options.removal, skipped, options.shard_rows)
+
+
+def explain_one(name: str, scorer, layout: Layout, settings, rng, x, targets, ig_baseline, removal_baseline, noise_sd):
+    """One explainer's maps (R, U) for rows x, its randomness (SmoothGrad noise, RISE masks) drawn from ``rng``."""
+    torch_seed = int(rng.integers(2**63))  # drawn whatever the scorer, so the masks after it do not depend on gradients
+    generator = None
+    if scorer.has_gradients:
+        import torch
+
+        generator = torch.Generator(device=scorer.device)
+        generator.manual_seed(torch_seed)
+    inputs = ExplainInputs(x=x, targets=targets, ig_baseline=ig_baseline, removal_baseline=removal_baseline, noise_sd=noise_sd, rng=rng,
+                           generator=generator)
+    return explain(name, scorer, layout, inputs, settings)
+
+
+def _explain_shard(model, rng, x, targets, ig_baseline, removal_baseline, *, name, score, layout, settings, noise_sd):
+    """`explain_one` on a shard of rows with the audited model, in this process or on a Ray row worker."""
+    return explain_one(name, ModelScorer(model, score), layout, settings, rng, x, targets, ig_baseline, removal_baseline, noise_sd)
 
 
 def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, value_sd, settings=None, label="explainers",
-                share: tuple | None = None):
+                share: tuple | None = None, stream: int = 0):
     """Maps (R, U) of every explainer in ``s.explainers`` for rows x, with the run's seeded randomness.
 
-    The randomness (SmoothGrad noise, RISE masks, Sobol designs) comes from the
-    run's seed, so two calls with the same rows and settings give the same
-    maps. With ``share`` (what is scored, e.g. ("model", "probability")), the
-    maps go into ``ctx.shared`` and another analysis of the run asking for the
-    same maps gets them without a pass over the model.
+    The randomness (SmoothGrad noise, RISE masks) comes from the run's seed, the
+    explainer and the shard of ``s.shard_rows`` rows, so two calls with the same
+    rows and settings give the same maps. Maps of the audited model itself go
+    through ``ctx.map_rows`` (on Ray row workers under ``--executor ray``); those
+    of another scorer (a wrapped or randomised model) are computed here with the
+    streams of shard ``stream``, so a row explained again alone can draw what its
+    shard drew. With ``share`` (what is scored, e.g. ("model", "probability")),
+    the maps go into ``ctx.shared`` and another analysis of the run asking for
+    the same maps gets them without a pass over the model.
     """
     import dataclasses
 
@@ -113,16 +139,10 @@ def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, va
     key = None
     if share is not None:
         key = ("attribution.maps", share, tuple(int(r) for r in s.rows), tuple(s.explainers),
-               dataclasses.astuple(o_settings), s.removal, len(x))
+               dataclasses.astuple(o_settings), s.removal, len(x), s.shard_rows)
         if key in ctx.shared:
             return ctx.shared[key]
     seed = ctx.seed_for("attribution.maps")
-    generator = None
-    if scorer.has_gradients:
-        import torch
-
-        generator = torch.Generator(device=ctx.model.device)
-        generator.manual_seed(seed)
     inputs = ExplainInputs(
         x=x,
         targets=targets,
@@ -130,12 +150,20 @@ def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, va
         removal_baseline=np.broadcast_to(data_mean if s.removal == "mean" else np.zeros_like(data_mean), x.shape).astype(np.float32),
         noise_sd=value_sd * o_settings.smoothgrad_noise,
         rng=np.random.default_rng(seed),
-        generator=generator,
     )
+    on_model = isinstance(scorer, ModelScorer) and scorer.model is ctx.model
     maps = {}
     with ctx.progress(len(s.explainers), label) as bar:
         for name in s.explainers:
-            maps[name] = explain(name, scorer, layout, inputs, o_settings)
+            if on_model:
+                shard = functools.partial(_explain_shard, name=name, score=scorer.score, layout=layout, settings=o_settings,
+                                          noise_sd=inputs.noise_sd)
+                maps[name] = ctx.map_rows(shard, x, targets, inputs.ig_baseline, inputs.removal_baseline, purpose=name,
+                                          shard_rows=s.shard_rows, seed=seed)
+            else:
+                rng = np.random.default_rng(shard_seeds(seed, name, stream + 1)[stream])
+                maps[name] = explain_one(name, scorer, layout, o_settings, rng, x, targets, inputs.ig_baseline, inputs.removal_baseline,
+                                         inputs.noise_sd)
             bar.advance(1)
     if key is not None:
         ctx.shared[key] = (maps, inputs)

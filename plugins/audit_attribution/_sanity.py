@@ -200,7 +200,9 @@ def _randomization_test(analysis, ctx, s: Setup):
     for r, seed in enumerate(ctx.rng.integers(2**31, size=len(s.x))):
         reinitialise(int(seed))
         one = dataclasses.replace(s, rows=s.rows[r : r + 1], x=s.x[r : r + 1], targets=s.targets[r : r + 1])
-        maps, _ = explain_all(ctx, one, scorer, one.x, one.targets, s.layout, s.data_mean, s.value_sd, label=f"randomised maps, row {r + 1}")
+        # The streams of the row's shard: RISE scores it under the masks its original map had.
+        maps, _ = explain_all(ctx, one, scorer, one.x, one.targets, s.layout, s.data_mean, s.value_sd, label=f"randomised maps, row {r + 1}",
+                              stream=r // s.shard_rows)
         for name in parts:
             parts[name].append(maps[name])
     randomized = {name: np.concatenate(maps) for name, maps in parts.items()}

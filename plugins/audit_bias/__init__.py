@@ -7,6 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 import audit
+from audit.sharding import SHARD_ROWS
 
 # art9, annex-iv-2g and annex-iv-3 ask for testing and documented results of
 # exactly this kind (see audit/report/frameworks.py).
@@ -112,6 +113,8 @@ class Counterfactual(audit.Analysis):
         score_shift_high: float = Field(0.05, ge=0, le=1, description="absolute mean score shift above this is high")
         text_term_sets: Optional[list[str]] = Field(None, description="text: shipped identity-term sets to swap (default all: gender, names, religion, nationality)")
         term_sets: dict[str, dict[str, list[str]]] = Field(default_factory=dict, description="text: extra term sets, {set: {group: [terms]}}, slot-aligned; a shipped set's name extends it")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description="rows per shard of the variant scoring (tabular: data rows, each with all "
+                                "its substituted values; text: swapped texts); shards run on Ray workers under --executor ray")
 
     def skip_reason(self, ctx: audit.Context) -> str | None:
         if ctx.data.modality == "text":

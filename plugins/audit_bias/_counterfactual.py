@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -144,8 +145,29 @@ def run(analysis, ctx):
     yield from decide(pending, options.level, options.correction)
 
 
+def _substitute_shard(model, rng, x, own, score_class, *, column_index: int, values):
+    """Each row of a shard at every value of the column other than its own, in one predict call.
+
+    Returns (score, odds, pred), each (rows, values); a row's own value is left at zero for the caller, who has its clean figures.
+    """
+    n_rows, n_values = len(x), len(values)
+    variant_rows = np.concatenate([np.flatnonzero(own != v) for v in range(n_values)])
+    variant_values = np.concatenate([np.full(int((own != v).sum()), v) for v in range(n_values)])
+    batch = x[variant_rows].copy()
+    batch[:, column_index] = values[variant_values].astype(batch.dtype)
+    v_probs, v_logits = model.predict_both(batch)
+    score = np.zeros((n_rows, n_values))
+    odds = np.zeros((n_rows, n_values))
+    pred = np.zeros((n_rows, n_values), dtype=np.int64)
+    k_variant = score_class[variant_rows]
+    score[variant_rows, variant_values] = v_probs[np.arange(len(batch)), k_variant]
+    odds[variant_rows, variant_values] = log_odds(v_logits, k_variant)
+    pred[variant_rows, variant_values] = audit.predicted_classes(v_probs)
+    return score, odds, pred
+
+
 def substitute(ctx, options, attribute: str, column_index: int) -> Substitution:
-    """Every row at every value of the column other than its own, in one predict call."""
+    """Every row at every value of the column other than its own: one predict call per shard of rows."""
     x = np.asarray(ctx.data.x)
     probs = np.asarray(ctx.predictions, dtype=np.float64)
     logits = np.asarray(ctx.logits, dtype=np.float64)
@@ -157,23 +179,13 @@ def substitute(ctx, options, attribute: str, column_index: int) -> Substitution:
     values, own = np.unique(column, return_inverse=True)
     labels = value_labels(ctx.data, attribute, column, values)
     reference = _reference(options, attribute, labels, values, own)
-    variant_rows = np.concatenate([np.flatnonzero(own != v) for v in range(len(values))])
-    variant_values = np.concatenate([np.full(int((own != v).sum()), v) for v in range(len(values))])
-    batch = x[variant_rows].copy()
-    batch[:, column_index] = values[variant_values].astype(batch.dtype)
-    with ctx.progress(len(batch), f"counterfactual {attribute}") as progress:
-        v_probs, v_logits = ctx.model.predict_both(batch)
-        progress.advance(len(batch))
-    score = np.empty((n_rows, len(values)))
-    odds = np.empty((n_rows, len(values)))
-    pred = np.empty((n_rows, len(values)), dtype=np.int64)
+    shard = functools.partial(_substitute_shard, column_index=int(column_index), values=values)
+    with ctx.progress(n_rows * (len(values) - 1), f"counterfactual {attribute}") as progress:
+        score, odds, pred = ctx.map_rows(shard, x, own, score_class, purpose=f"counterfactual/{attribute}", shard_rows=options.shard_rows)
+        progress.advance(n_rows * (len(values) - 1))
     score[rows, own] = probs[rows, score_class]
     odds[rows, own] = log_odds(logits, score_class)
     pred[rows, own] = audit.predicted_classes(probs)
-    k_variant = score_class[variant_rows]
-    score[variant_rows, variant_values] = v_probs[np.arange(len(batch)), k_variant]
-    odds[variant_rows, variant_values] = log_odds(v_logits, k_variant)
-    pred[variant_rows, variant_values] = audit.predicted_classes(v_probs)
     return Substitution(attribute, int(column_index), values, labels, reference, score, odds, pred)
 
 

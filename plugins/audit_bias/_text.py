@@ -172,8 +172,13 @@ def _pair_shift(ctx, options, texts, probabilities, variant_probabilities, score
                      (float(lo), float(hi)), example, n_flips, shift_sd)
 
 
+def _probabilities(model, rng, texts):
+    """The class probabilities of a shard of swapped texts, in one batched call."""
+    return model.predict_both(texts)[0]
+
+
 def measure(ctx, options) -> Counterfactuals | None:
-    """Swap every set's terms in every text, one batched predict call; None when no text uses any term."""
+    """Swap every set's terms in every text, one batched predict call per shard of swapped texts; None when no text uses any term."""
     texts = [str(t) for t in ctx.data.x]
     probabilities = np.asarray(ctx.predictions, dtype=np.float64)
     n_rows, n_classes = probabilities.shape
@@ -187,9 +192,9 @@ def measure(ctx, options) -> Counterfactuals | None:
     if not plan:
         ctx.note("no identity terms of any term set occur in the texts; nothing to substitute")
         return None
-    variants = [v for *_, batch in plan for v in batch]
+    variants = np.array([v for *_, batch in plan for v in batch], dtype=object)
     with ctx.progress(len(variants), "counterfactual term swaps") as progress:
-        variant_probabilities, _ = ctx.model.predict_both(np.array(variants, dtype=object))
+        variant_probabilities = ctx.map_rows(_probabilities, variants, purpose="counterfactual/text", shard_rows=options.shard_rows)
         progress.advance(len(variants))
     pairs = []
     offset = 0

@@ -112,6 +112,7 @@ class Adversarial(audit.Analysis):
         level: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the intervals verdicts rest on")
         min_rows: int = Field(30, ge=1, description="with fewer clean-correct rows a check is inconclusive")
         correction: CORRECTION = Field("holm", description="multiplicity correction over the attacks and radii: holm, bh, bonferroni or none")
+        shard_rows: int = Field(SHARD_ROWS, ge=1, description=SHARD_ROWS_HELP)
 
     def run(self, ctx):
         from . import _run_adversarial

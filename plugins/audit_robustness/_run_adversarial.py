@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,30 @@ def _note_setup(ctx, options, rows: int, bounds, image: bool) -> None:
     )
 
 
+def _attack_shard(model, rng, x, y, attack_rows, clean_predictions, *, epsilons, norm, steps, step_factor, lower, upper,
+                  start_random, keep, scale, early_stop):
+    """One attack and norm on one shard of rows: (broken, final_wrong) row-major (N, E), then its first ``keep`` rows'
+    examples (k, E, ...) and their predictions (k, E), which the caller cuts to the first shard's."""
+    generator = None
+    if start_random:
+        import torch
+
+        generator = torch.Generator(device=model.device)
+        generator.manual_seed(int(rng.integers(2**63)))
+    common = dict(keep=keep, scale_np=scale)
+    if early_stop:
+        result = _adversarial.attack_until_broken(model, x, y, epsilons, norm, steps, step_factor, lower, upper, start_random, generator,
+                                                  attack_rows=attack_rows, clean_predictions=clean_predictions, **common)
+    else:
+        result = _adversarial.attack(model, x, y, epsilons, norm, steps, step_factor, lower, upper, start_random, generator, **common)
+    if result.examples is None:
+        examples = np.zeros((0, len(epsilons), *x.shape[1:]), dtype=np.float32)
+        predictions = np.zeros((0, len(epsilons)), dtype=np.int64)
+    else:
+        examples, predictions = result.examples.swapaxes(0, 1), result.example_predictions.swapaxes(0, 1)
+    return result.broken.T, result.final_wrong.T, examples, predictions
+
+
 def measure(ctx, options) -> AdversarialRun:
     take, x, y, agreement = audited_rows(ctx, options.max_rows)
     clean_wrong = take(ctx.predicted) != y
@@ -105,30 +130,30 @@ def measure(ctx, options) -> AdversarialRun:
                               image=image, dimensions=int(np.prod(x.shape[1:])), bounds=bounds, layout=image_layout(ctx.data))
     lower, upper = (bounds.lower, bounds.upper) if options.clip else (None, None)
     epsilons = _epsilons(options, bounds, measured.dimensions, image)
-    generator = ctx.torch_generator() if options.random_start else None
     scale, measured.frozen = movable_scale(ctx, options.immutable, "the attacks")
     plans = [(attack, norm) for attack in options.attacks for norm in options.norms if epsilons[norm]]
     _note_setup(ctx, options, len(x), bounds, image)
+    keep = 4 if measured.layout else 0
     with ctx.progress(len(x) * len(plans), "adversarial attacks") as bar:
         for attack, norm in plans:
             eps_list = epsilons[norm]
             steps, factor = (1, 1.0) if attack == "fgsm" else (options.steps, options.step_size_factor / options.steps)
-            common = dict(start_random=options.random_start and attack == "pgd", generator=generator, progress=bar,
-                          keep=4 if measured.layout else 0, scale_np=scale)
-            if options.early_stop:
-                result = _adversarial.attack_until_broken(ctx.model, x, y, eps_list, norm, steps, factor, lower, upper,
-                                                          attack_rows=~clean_wrong, clean_predictions=measured.predicted, **common)
-            else:
-                result = _adversarial.attack(ctx.model, x, y, eps_list, norm, steps, factor, lower, upper, **common)
-            broken_here = result.broken | clean_wrong[None, :]
+            shard = functools.partial(
+                _attack_shard, epsilons=eps_list, norm=norm, steps=steps, step_factor=factor, lower=lower, upper=upper,
+                start_random=options.random_start and attack == "pgd", keep=keep, scale=scale, early_stop=options.early_stop,
+            )
+            broken, final_wrong, examples, example_predictions = ctx.map_rows(
+                shard, x, y, ~clean_wrong, measured.predicted, purpose=f"{attack}/{norm}", shard_rows=options.shard_rows)
+            bar.advance(len(x))
+            broken_here = broken.T | clean_wrong[None, :]
             measured.curves.append(AttackCurve(
                 attack, norm, eps_list, steps, factor,
                 robust=1.0 - np.logical_or.accumulate(broken_here, axis=0).mean(axis=1),
                 robust_here=1.0 - broken_here.mean(axis=1),
-                final_only=1.0 - (result.final_wrong | clean_wrong[None, :]).mean(axis=1),
+                final_only=1.0 - (final_wrong.T | clean_wrong[None, :]).mean(axis=1),
             ))
-            if result.examples is not None:
-                measured.examples[(attack, norm)] = (eps_list, result.examples, result.example_predictions)
+            if len(examples):
+                measured.examples[(attack, norm)] = (eps_list, examples[:keep].swapaxes(0, 1), example_predictions[:keep].swapaxes(0, 1))
     return measured
 
 
