@@ -27,6 +27,12 @@ def _explainers(options, info: audit.PlanInfo) -> list[str]:
     return [n for n in names if (gradients or n not in GRADIENT_EXPLAINERS) and (n != "treeshap" or trees)]
 
 
+# Work besides model passes, independent of the rows: each check's family of explainers decided by inverting t
+# intervals, and the figures. Measured as actual less passes at the calibrated speed in BENCHMARKS.md's cost
+# table (ResNet-14, 2-core CPU), where it was a third of a --quick run's attribution time.
+FIXED_SECONDS = {"faithfulness": 1.5, "sanity": 1.8, "agreement": 0.4}
+
+
 def per_row(explainers, layout: Layout, settings) -> tuple[int, int]:
     """(forward, backward) model rows per explained row for these explainers, as _explainers.explain sends them."""
     forward = backward = 0
@@ -94,13 +100,16 @@ def faithfulness_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
             forward += others * rows * options.ig_steps
             backward += others * rows * options.ig_steps
     plan.forward_rows, plan.backward_rows = forward, backward
+    plan.other_seconds = FIXED_SECONDS["faithfulness"]
     return plan
 
 
 def agreement_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     if info.modality == "text":
         return _text_plan(analysis.options, info)
-    return maps_plan(analysis, info)
+    plan = maps_plan(analysis, info)
+    plan.other_seconds = FIXED_SECONDS["agreement"]
+    return plan
 
 
 def sanity_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
@@ -134,4 +143,5 @@ def sanity_plan(analysis, info: audit.PlanInfo) -> audit.Plan:
     else:
         plan.shared = {}  # without a torch module the original maps are not needed
     plan.forward_rows, plan.backward_rows = forward, backward
+    plan.other_seconds = FIXED_SECONDS["sanity"]
     return plan
