@@ -22,13 +22,17 @@ from collections.abc import Iterator
 _stopped = None
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_jobs(runs: int) -> int:
     """One run per CPU core this process may use, at most ``runs``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(runs, cores))
+    return max(1, min(runs, cpu_cores()))
 
 
 def _start_worker(stopped) -> None:

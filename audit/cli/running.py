@@ -219,7 +219,7 @@ def demo(
     With --json, prints one JSON list holding each run's document.
     """
     from audit.cli import current_argv
-    from audit.cli.parallel import default_jobs
+    from audit.cli.parallel import cpu_cores, default_jobs
     from audit.config import RunSpec, apply_flags, database_location
     from audit.gate import EXIT_INTERRUPTED, EXIT_TERMINATED
     from audit.report import run_document
@@ -239,7 +239,7 @@ def demo(
         specs.append(spec)
         descriptions[id(spec)] = f"{description}: {model_file}"
     extra_formats = ("pdf",) if pdf else ()
-    jobs = jobs or default_jobs(len(specs))
+    jobs = min(jobs, len(specs)) if jobs else default_jobs(len(specs))
     codes = []
     documents = []
 
@@ -265,7 +265,7 @@ def demo(
         from audit.cli.parallel import replay, runs_side_by_side
 
         if threads is None:  # the cores shared out, so the runs side by side do not fight over them
-            cores_each = max(1, default_jobs(1 << 16) // jobs)
+            cores_each = max(1, cpu_cores() // jobs)
             for spec in specs:
                 spec.threads = cores_each
         if not as_json:
