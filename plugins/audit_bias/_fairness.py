@@ -573,18 +573,14 @@ def _dcov_check(table, probs, binary, rng, options, details):
         index = np.arange(n)
     scores = probs[index, 1:2] if binary else probs[index]
     if grouping.raw is not None and grouping.n_groups > 2:
-        result = _stats.distance_covariance(scores, grouping.raw[index], rng, options.dcov_permutations)
+        result = _stats.distance_covariance(scores, grouping.raw[index], rng, options.dcov_permutations, resamples=options.dcor_resamples)
         kind = "raw numeric values" if grouping.binned else "numeric values"
     else:  # categories, and two-valued numbers (same statistic up to scale, cheaper)
         codes = np.unique(grouping.codes[index], return_inverse=True)[1]
-        result = _stats.distance_covariance(scores, None, rng, options.dcov_permutations, codes=codes)
+        result = _stats.distance_covariance(scores, None, rng, options.dcov_permutations, codes=codes, resamples=options.dcor_resamples)
         kind = "one-hot group codes"
     # The spread of dCor over row resamples: a pass needs the dependence shown small, not a point estimate below the bar.
-    if grouping.raw is not None and grouping.n_groups > 2:
-        dcor_sd = _stats.dcor_bootstrap_sd(scores, grouping.raw[index], rng, options.dcor_resamples)
-    else:
-        dcor_sd = _stats.dcor_bootstrap_sd(scores, None, rng, options.dcor_resamples, codes=codes)
-    dcor, p_value = result["dcor"], result["p_value"]
+    dcor, p_value, dcor_sd = result["dcor"], result["p_value"], result["dcor_sd"]
     sample_text = (f"on a seeded random subsample of {len(index)} of {n} rows (the distance matrices are O(n^2))"
                    if subsampled else f"on all {n} rows")
     return Check(

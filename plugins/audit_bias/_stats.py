@@ -191,10 +191,14 @@ def _distances(x: np.ndarray) -> np.ndarray:
     return d
 
 
+def _centred(d: np.ndarray) -> np.ndarray:
+    """A distance matrix double-centred."""
+    return d - d.mean(axis=0, keepdims=True) - d.mean(axis=1, keepdims=True) + d.mean()
+
+
 def _centred_distances(x: np.ndarray) -> np.ndarray:
     """Double-centred Euclidean distance matrix of the rows of x (n, d)."""
-    d = _distances(x)
-    return d - d.mean(axis=0, keepdims=True) - d.mean(axis=1, keepdims=True) + d.mean()
+    return _centred(_distances(x))
 
 
 def weighted_dcor(d: np.ndarray, e: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -218,22 +222,13 @@ def weighted_dcor(d: np.ndarray, e: np.ndarray, weights: np.ndarray) -> np.ndarr
     return np.where(denominator > 0, np.sqrt(np.clip(xz, 0.0, None) / np.where(denominator > 0, denominator, 1.0)), 0.0)
 
 
-def dcor_bootstrap_sd(x: np.ndarray, z: np.ndarray | None, rng: np.random.Generator, resamples: int = 100,
-                      codes: np.ndarray | None = None) -> float:
-    """Standard deviation of the distance correlation over multinomial resamples of the rows (the case bootstrap)."""
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    n = len(x)
-    if codes is not None:
-        codes = np.asarray(codes, dtype=np.int64)
-        e = np.sqrt(2.0) * (codes[:, None] != codes[None, :])
-    else:
-        e = _distances(np.asarray(z, dtype=np.float64).reshape(n, -1))
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).T / n  # (n, B)
-    return float(np.std(weighted_dcor(_distances(x), e, weights), ddof=1))
-
-
-def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Generator, n_permutations: int = 199, codes: np.ndarray | None = None):
+def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Generator, n_permutations: int = 199, codes: np.ndarray | None = None,
+                        resamples: int = 0):
     """Squared distance covariance (V-statistic), distance correlation and a permutation p-value.
+
+    With ``resamples``, also ``dcor_sd``: the standard deviation of the distance
+    correlation over that many multinomial resamples of the rows (`weighted_dcor`,
+    from the same distance matrices), drawn after the permutations.
 
     ``x`` is (n, dx); the other side is either numeric ``z`` (n, dz) or
     categorical ``codes`` (n,), taken as one-hot vectors. The permutation test
@@ -250,14 +245,16 @@ def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Gene
     """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     n = len(x)
-    a = _centred_distances(x)
+    d_x = _distances(x)
+    a = _centred(d_x)
     if codes is not None:
         codes = np.asarray(codes, dtype=np.int64)
         n_codes = int(codes.max()) + 1
         z = np.eye(n_codes)[codes]
     else:
         z = np.asarray(z, dtype=np.float64).reshape(n, -1)
-    b = _centred_distances(z)
+    d_z = _distances(z)
+    b = _centred(d_z)
     dcov2_xz = float((a * b).mean())
     dvar_x = float((a * a).mean())
     dvar_z = float((b * b).mean())
@@ -286,8 +283,12 @@ def distance_covariance(x: np.ndarray, z: np.ndarray | None, rng: np.random.Gene
     p_value, p_method = (exceed + 1) / (n_permutations + 1), "permutation"
     if exceed == 0:
         p_value, p_method = dcov_tail_p_value(dcov2_xz, stats)
-    return {"dcov2": dcov2_xz, "dcov": float(np.sqrt(max(dcov2_xz, 0.0))), "dcor": dcor, "p_value": p_value,
-            "p_method": p_method, "null_mean": float(stats.mean())}
+    result = {"dcov2": dcov2_xz, "dcov": float(np.sqrt(max(dcov2_xz, 0.0))), "dcor": dcor, "p_value": p_value,
+              "p_method": p_method, "null_mean": float(stats.mean())}
+    if resamples:
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).T / n  # (n, resamples)
+        result["dcor_sd"] = float(np.std(weighted_dcor(d_x, d_z, weights), ddof=1))
+    return result
 
 
 def permutation_p_value(observed: float, null: np.ndarray) -> tuple[float, str]:
