@@ -97,42 +97,38 @@ def calibration_key(model, threads) -> dict[str, Any]:
             "small_batch": SMALL_BATCH, "threads": threads, "host": this_host(), "provider": getattr(model, "provider", "")}
 
 
+def _call_seconds(call, fewest: int, most: int) -> list[float]:
+    """Seconds of ``most`` calls at the most, stopping once ``fewest`` were made and CALIBRATION_SECONDS spent."""
+    times: list[float] = []
+    for _ in range(most):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+        if len(times) >= fewest and sum(times) > CALIBRATION_SECONDS:
+            break
+    return times
+
+
 def _best_per_row(call, rows: int, warm=None) -> float:
-    """Fastest seconds per row over a few calls, within about CALIBRATION_SECONDS; ``warm`` runs first, untimed.
+    """Fastest seconds per row over 2 to 5 calls; ``warm`` runs first, untimed.
 
     At least two calls: the first at full batch size still pays for growing the allocator's
     pools (seen 2.5x the steady time for a ResNet's backward on the CPU).
     """
     if warm is not None:
         warm()
-    best = math.inf
-    spent = 0.0
-    for repeat in range(5):
-        start = time.perf_counter()
-        call()
-        took = time.perf_counter() - start
-        best = min(best, took)
-        spent += took
-        if repeat >= 1 and spent > CALIBRATION_SECONDS:
-            break
-    return best / rows
+    return min(_call_seconds(call, 2, 5)) / rows
 
 
 def _typical_per_row(call, rows: int) -> float:
-    """Median seconds per row over 3 to 7 calls, within about CALIBRATION_SECONDS after the third.
+    """Median seconds per row over 3 to 7 calls.
 
     Small calls are what an analysis makes by the hundred, each paying its own overhead:
     their typical time is what the plan needs, and the fastest of a few (as for full
     batches) took them as no slower per row than full batches in one run of two.
     """
-    times = []
-    for repeat in range(7):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-        if repeat >= 2 and sum(times) > CALIBRATION_SECONDS:
-            break
-    return float(sorted(times)[len(times) // 2]) / rows
+    times = sorted(_call_seconds(call, 3, 7))
+    return times[len(times) // 2] / rows
 
 
 def measure_speed(model, x) -> Speed:
@@ -238,7 +234,9 @@ def plan_info(model, dataset, sample: int | None = None, predictions=None) -> Pl
         if labels is None:
             accuracy = 1.0
         elif labels.shape == (len(predictions),) and np.asarray(predictions).ndim == 2:
-            accuracy = float(np.mean(np.asarray(predictions).argmax(axis=1) == labels))
+            from audit.analysis import predicted_classes  # ties to the lowest class, as every analysis reads them
+
+            accuracy = float(np.mean(predicted_classes(np.asarray(predictions)) == labels))
     try:
         n_classes = int(model.n_classes)
     except AuditError:  # known once the model has run; the run plans after its clean pass
