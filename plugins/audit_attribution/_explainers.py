@@ -214,7 +214,7 @@ class ExplainInputs:
     ig_baseline: np.ndarray
     removal_baseline: np.ndarray
     noise_sd: np.ndarray
-    rng: np.random.Generator
+    rng: np.random.Generator | None = None  # for SmoothGrad noise and RISE masks; None where no explainer will run
     generator: object = None
 
 

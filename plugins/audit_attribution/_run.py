@@ -149,8 +149,7 @@ def explain_all(ctx, s: Setup, scorer, x, targets, layout: Layout, data_mean, va
         ig_baseline=make_baseline(o_settings.ig_baseline, x, data_mean, layout, o_settings.blur_sigma),
         removal_baseline=np.broadcast_to(data_mean if s.removal == "mean" else np.zeros_like(data_mean), x.shape).astype(np.float32),
         noise_sd=value_sd * o_settings.smoothgrad_noise,
-        rng=np.random.default_rng(seed),
-    )
+    )  # no randomness of its own: each explainer draws from its shard's stream (explain_one)
     on_model = isinstance(scorer, ModelScorer) and scorer.model is ctx.model
     maps = {}
     with ctx.progress(len(s.explainers), label) as bar:
