@@ -38,9 +38,12 @@ def test_side_by_side_prints_each_run_under_its_heading_in_order(cli):
     code, out, err = cli("demo", "-a", "performance", "--no-pdf", "--jobs", "2")
     assert code == 0, err
     sections = out.split("== ")[1:]
-    assert [s.split(":")[-1].split()[0] for s in [s.splitlines()[0] for s in sections]] == [
+    assert [section.splitlines()[0].rsplit(": ", 1)[1] for section in sections] == [
         "credit.onnx", "digits.pt", "digits.onnx", "text.onnx", "text.pt"]
-    assert all("3 checks passed" in s or "checks passed" in s for s in sections)
+    # Each section holds its own run's summary, not a neighbour's: the model named in the heading ran.
+    for section in sections:
+        model = section.splitlines()[0].rsplit(": ", 1)[1]
+        assert f"/{model} on " in section and "  performance                      ok" in section, section
     # The workers' plan and progress lines come back on stderr, one block per run.
     assert err.count("[1/1] performance: ok") == 5
 
